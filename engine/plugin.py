@@ -1,0 +1,66 @@
+"""The stage plugin contract: the only engine module that `stages/` (and third parties) import.
+
+A plugin is a class with a `name`, a `version`, a JSON Schema for its `with:` block and a
+`run(ctx)` method. Register it under the entry-point group `sluice.stages`:
+
+    [project.entry-points."sluice.stages"]
+    "acme.score" = "acme_sluice.score:ScoreStage"
+
+Keep heavy imports (pandas, sklearn, docker) inside `run`/`preflight` so `sluice validate`,
+which imports the plugin module to read its schema, stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engine.errors import ConfigProblem, StageFailed
+
+__all__ = ["ConfigProblem", "Plugin", "StageContext", "StageFailed", "write_json"]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage may see. Paths are absolute; write outputs only to `outputs`."""
+
+    stage: str  # stage id, e.g. "train" or "report[fold=0]"
+    config: Mapping[str, Any]  # the resolved `with:` block
+    inputs: Mapping[str, Path]
+    outputs: Mapping[str, Path]  # in a staging area; moved into place only if `run` succeeds
+    params: Mapping[str, Any]  # the pipeline's resolved params
+    workspace: Path
+    state_dir: Path  # kept across runs (e.g. "last accepted metrics"); created on demand
+    log: logging.Logger
+    pipeline: str = ""  # the pipeline's `name`
+
+
+class Plugin:
+    """Base class for stage plugins. Subclasses set the class attributes and implement `run`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]  # bump when behaviour changes: cached results of older versions go stale
+    config_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    # Stages with side effects outside the workspace (deploys) are never skipped from cache.
+    always_run: ClassVar[bool] = False
+
+    def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        """Cheap checks beyond the schema, run by `sluice validate`: no heavy imports here."""
+        return ()
+
+    def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        """Checks run by `sluice run` before any stage starts; may import heavy libraries."""
+        return ()
+
+    def run(self, ctx: StageContext) -> None:
+        raise NotImplementedError
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write a JSON report the way every built-in stage does: sorted keys, trailing newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

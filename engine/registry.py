@@ -1,0 +1,68 @@
+"""Lazy discovery of stage plugins: built-ins and third parties alike, through entry points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+
+from engine.errors import did_you_mean
+from engine.plugin import Plugin
+
+GROUP = "sluice.stages"
+
+
+class PluginLoadError(Exception):
+    """A plugin name is unknown or its class breaks the contract; the caller adds the location."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.hint = hint
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Entry points by plugin name; a plugin's module is imported only when first asked for."""
+
+    entries: dict[str, EntryPoint]
+    _loaded: dict[str, type[Plugin]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def discover(cls) -> Registry:
+        return cls({ep.name: ep for ep in entry_points(group=GROUP)})
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def load(self, name: str) -> type[Plugin]:
+        if name in self._loaded:
+            return self._loaded[name]
+        ep = self.entries.get(name)
+        if ep is None:
+            raise PluginLoadError(f"unknown stage plugin '{name}'", did_you_mean(name, self.entries))
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken third-party module must not crash validation
+            raise PluginLoadError(f"plugin '{name}' failed to import ({ep.value}): {exc}") from exc
+        _check_contract(name, cls)
+        self._loaded[name] = cls
+        return cls
+
+    def instance(self, name: str) -> Plugin:
+        return self.load(name)()
+
+
+def _check_contract(name: str, cls: object) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise PluginLoadError(f"plugin '{name}' is not a subclass of engine.plugin.Plugin")
+    if getattr(cls, "name", None) != name:
+        raise PluginLoadError(f"plugin '{name}' declares name {getattr(cls, 'name', None)!r}")
+    version = getattr(cls, "version", None)
+    if not isinstance(version, str) or not version:
+        raise PluginLoadError(f"plugin '{name}' has no version string")
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(cls.config_schema)
+    except SchemaError as exc:
+        raise PluginLoadError(f"plugin '{name}' has an invalid config schema: {exc.message}") from exc
