@@ -59,6 +59,13 @@ class Plugin:
     def run(self, ctx: StageContext) -> None:
         raise NotImplementedError
 
+    def rollback(self, ctx: StageContext) -> str:
+        """Undo the last side effect of this stage (`sluice rollback STAGE`); returns what was done.
+
+        `ctx.outputs` are the final (not staging) paths: the records the last run left there.
+        """
+        raise StageFailed(f"stage plugin '{self.name}' does not support rollback")
+
 
 def write_json(path: Path, data: Any) -> None:
     """Write a JSON report the way every built-in stage does: sorted keys, trailing newline."""
