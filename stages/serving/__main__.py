@@ -1,0 +1,28 @@
+"""`python -m serving MODEL_DIR`: the entry point of the container image and of `serve.smoke`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import DEFAULT_PORT, serve
+from .model import ModelError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="serving", description="Serve a Sluice model directory over HTTP.")
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    try:
+        serve(args.model_dir, host=args.host, port=args.port)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

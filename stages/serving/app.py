@@ -1,0 +1,129 @@
+"""The FastAPI app: /predict, /health, /ready and /metrics for one verified model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .model import LoadedModel, RecordErrors, load_model, validate_records
+
+log = logging.getLogger("sluice.serving")
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: thousands of rows; larger batches belong in a batch job
+MAX_ROWS = 10_000
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _Metrics:
+    """Per-app registry, so several apps in one process (tests) never share counters."""
+
+    def __init__(self, version: str, estimator: str, task: str):
+        self.registry = CollectorRegistry()
+        self.version = version
+        labels = ["endpoint", "method", "status", "model_version"]
+        self.requests = Counter("sluice_http_requests", "HTTP requests by endpoint", labels, registry=self.registry)
+        self.latency = Histogram(
+            "sluice_http_request_duration_seconds",
+            "Request latency by endpoint",
+            ["endpoint", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "sluice_predictions", "Predictions by predicted class", ["class", "model_version"], registry=self.registry
+        )
+        info = Gauge("sluice_model_info", "The model being served", ["model_version", "estimator", "task"], registry=self.registry)
+        info.labels(version, estimator, task).set(1)
+
+
+def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_rows: int = MAX_ROWS) -> FastAPI:
+    """Loads and verifies the model now, so a tampered model stops the process before it listens."""
+    model = load_model(model_dir)
+    meta = model.metadata
+    metrics = _Metrics(meta.version, str(meta.raw.get("estimator", "")), meta.task)
+    readiness: dict[str, Any] = {"ready": False, "reason": "self-check not run yet"}
+
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        readiness.update(_self_check(model))
+        log.info("model %s loaded; ready=%s", meta.version, readiness["ready"])
+        yield
+
+    app = FastAPI(title="Sluice model server", version=meta.version, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
+        endpoint = request.url.path if request.url.path in {"/predict", "/health", "/ready", "/metrics"} else "other"
+        start = time.perf_counter()
+        response = await call_next(request)
+        metrics.latency.labels(endpoint, meta.version).observe(time.perf_counter() - start)
+        metrics.requests.labels(endpoint, request.method, str(response.status_code), meta.version).inc()
+        return response
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        body = {**readiness, "model_version": meta.version}
+        return JSONResponse(body, status_code=200 if readiness["ready"] else 503)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        body = await _read_limited(request, max_body_bytes)
+        if body is None:
+            return _error(413, ("body",), f"request body exceeds {max_body_bytes} bytes", "value_error.too_large")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(422, ("body",), f"invalid JSON: {exc}", "value_error.jsondecode")
+        try:
+            records = validate_records(payload, meta.features, max_rows)
+        except RecordErrors as exc:
+            return JSONResponse({"detail": exc.errors}, status_code=422)
+        predictions = model.predict(records)
+        for label in predictions:
+            metrics.predictions.labels(str(label) if meta.task == "classification" else "value", meta.version).inc()
+        return JSONResponse({"predictions": predictions, "model_version": meta.version})
+
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit`: refuses early on Content-Length, else while streaming."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, loc: tuple[str, ...], msg: str, kind: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": list(loc), "msg": msg, "type": kind}]}, status_code=status)
+
+
+def _self_check(model: LoadedModel) -> dict[str, Any]:
+    """One prediction on a synthetic row: proves the unpickled pipeline runs in this environment."""
+    row = {f.name: {"bool": False, "integer": 0, "number": 0.0}.get(f.kind, "") for f in model.metadata.features}
+    try:
+        model.predict([row])
+    except Exception as exc:  # any failure means "not ready", and the reason must be visible
+        log.exception("self-check prediction failed")
+        return {"ready": False, "reason": f"self-check prediction failed: {exc!r}"}
+    return {"ready": True, "reason": "model loaded and self-check prediction succeeded"}

@@ -1,0 +1,194 @@
+"""A trained model directory: its metadata, the hash check that guards loading, and record validation.
+
+Standalone on purpose (no `engine` imports): `docker.build` copies this package into the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METADATA_FILE = "metadata.json"
+SUPPORTED_FORMAT = 1
+
+
+class ModelError(Exception):
+    """The model directory cannot be served: missing files, bad metadata, or a hash mismatch."""
+
+
+class ModelIntegrityError(ModelError):
+    """The model file's bytes are not the ones its metadata recorded: never load (unpickle) them."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+
+    @property
+    def kind(self) -> str:
+        """What JSON values this feature accepts: number, integer, bool or string."""
+        d = self.dtype.lower()
+        if d.startswith("bool"):
+            return "bool"
+        if d.startswith(("int", "uint", "Int", "UInt")):
+            return "integer"
+        if d.startswith(("float", "Float", "double")):
+            return "number"
+        return "string"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    raw: Mapping[str, Any]
+    features: tuple[Feature, ...]
+    task: str
+    classes: tuple[Any, ...] | None
+    model_file: str
+    model_hash: str  # sha256 hex of model_file
+
+    @property
+    def version(self) -> str:
+        """The short content hash that names this model in metrics, image tags and labels."""
+        return self.model_hash[:12]
+
+
+def read_metadata(model_dir: Path) -> Metadata:
+    path = model_dir / METADATA_FILE
+    if not path.is_file():
+        raise ModelError(f"{model_dir} is not a model directory: {METADATA_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("format") != SUPPORTED_FORMAT:
+            raise ModelError(f"{path}: unsupported model format {raw.get('format')!r}")
+        hash_info = raw["model_hash"]
+        if hash_info.get("algorithm") != "sha256":
+            raise ModelError(f"{path}: unsupported hash algorithm {hash_info.get('algorithm')!r}")
+        features = tuple(Feature(str(f["name"]), str(f["dtype"])) for f in raw["features"])
+        classes = raw.get("classes")
+        return Metadata(
+            raw=raw,
+            features=features,
+            task=str(raw["task"]),
+            classes=tuple(classes) if classes is not None else None,
+            model_file=str(raw.get("model_file", "model.joblib")),
+            model_hash=str(hash_info["value"]).lower(),
+        )
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: malformed metadata ({exc!r})") from exc
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    metadata: Metadata
+    estimator: Any  # a fitted sklearn Pipeline
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Predictions for validated records, as plain JSON-able Python values."""
+        return to_python(self.estimator.predict(self.frame(records)))
+
+    def frame(self, records: Sequence[Mapping[str, Any]]) -> Any:
+        import pandas as pd
+
+        names = [f.name for f in self.metadata.features]
+        return pd.DataFrame([[r.get(n) for n in names] for r in records], columns=names)
+
+
+def load_model(model_dir: Path) -> LoadedModel:
+    """Reads the model bytes once, checks them against the recorded hash, then unpickles those bytes."""
+    import joblib
+
+    metadata = read_metadata(model_dir)
+    model_path = model_dir / metadata.model_file
+    if not model_path.is_file():
+        raise ModelError(f"model file {model_path} is missing")
+    data = model_path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != metadata.model_hash:
+        raise ModelIntegrityError(
+            f"refusing to serve {model_path}: sha256 is {actual}, "
+            f"but {METADATA_FILE} records {metadata.model_hash}"
+        )
+    return LoadedModel(metadata, joblib.load(io.BytesIO(data)))
+
+
+def to_python(values: Any) -> list[Any]:
+    """numpy scalars → int/float/str/bool so they serialise as JSON and compare exactly."""
+    out = []
+    for v in list(values):
+        item = v.item() if hasattr(v, "item") else v
+        out.append(item)
+    return out
+
+
+def validate_records(payload: Any, features: Sequence[Feature], max_rows: int) -> list[dict[str, Any]]:
+    """Raises RecordErrors listing every bad field (FastAPI's 422 shape); returns clean records."""
+    if not isinstance(payload, list):
+        raise RecordErrors([_err(("body",), "expected a JSON list of records", "type_error.list")])
+    if not payload:
+        raise RecordErrors([_err(("body",), "the list of records is empty", "value_error.empty")])
+    if len(payload) > max_rows:
+        raise RecordErrors([_err(("body",), f"{len(payload)} records; at most {max_rows} per request", "value_error.too_many")])
+    known = {f.name for f in features}
+    errors: list[dict[str, Any]] = []
+    clean: list[dict[str, Any]] = []
+    for i, record in enumerate(payload):
+        if not isinstance(record, dict):
+            errors.append(_err(("body", i), "expected an object keyed by feature name", "type_error.dict"))
+            continue
+        row: dict[str, Any] = {}
+        for feature in features:
+            loc = ("body", i, feature.name)
+            if feature.name not in record:
+                errors.append(_err(loc, f"missing feature '{feature.name}'", "missing"))
+                continue
+            value, problem = _coerce(record[feature.name], feature)
+            if problem:
+                errors.append(_err(loc, f"feature '{feature.name}' {problem}", "type_error"))
+            row[feature.name] = value
+        for extra in sorted(set(record) - known):
+            errors.append(_err(("body", i, extra), f"unknown feature '{extra}'", "extra_forbidden"))
+        clean.append(row)
+    if errors:
+        raise RecordErrors(errors)
+    return clean
+
+
+def _coerce(value: Any, feature: Feature) -> tuple[Any, str | None]:
+    kind = feature.kind
+    if value is None:
+        # Missing numeric values become NaN so a pipeline with an imputer can still answer.
+        return (math.nan, None) if kind == "number" else (None, f"must not be null ({feature.dtype})")
+    if kind == "bool":
+        return (value, None) if isinstance(value, bool) else (None, f"must be a boolean, got {_jtype(value)}")
+    if isinstance(value, bool):  # bool is an int in Python, never a number in a JSON API
+        return None, f"must be a {kind}, got boolean"
+    if kind == "integer":
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value), None
+        return None, f"must be an integer, got {_jtype(value)}"
+    if kind == "number":
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value), None
+        return None, f"must be a finite number, got {_jtype(value)}"
+    return (value, None) if isinstance(value, str) else (None, f"must be a string, got {_jtype(value)}")
+
+
+def _jtype(value: Any) -> str:
+    return {str: "string", int: "integer", float: "number", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _err(loc: tuple[Any, ...], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+class RecordErrors(Exception):
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        super().__init__("; ".join(e["msg"] for e in errors))
