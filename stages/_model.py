@@ -1,0 +1,72 @@
+"""The model directory contract `sklearn.train` writes and every model consumer reads.
+
+    <output>/model.joblib   the fitted sklearn Pipeline (preprocessing included)
+    <output>/metadata.json  format 1: estimator, task, target, features, classes, hashes, versions…
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.plugin import StageFailed
+from stages._tables import require_columns, sha256_file
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMAT = 1
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any  # a fitted sklearn Pipeline
+    metadata: dict[str, Any]
+
+    @property
+    def features(self) -> list[str]:
+        return [f["name"] for f in self.metadata["features"]]
+
+    @property
+    def task(self) -> str:
+        return str(self.metadata["task"])
+
+    def feature_frame(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+        """The feature columns in training order; missing ones fail the stage."""
+        require_columns(frame, self.features, what)
+        return frame[self.features]
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
+
+
+def load_model(directory: Path) -> LoadedModel:
+    """Reads a model directory, refusing one whose model file does not match its recorded hash."""
+    import joblib
+
+    metadata_path = directory / METADATA_FILE
+    if not metadata_path.is_file():
+        raise StageFailed(f"{directory} is not a model directory: it has no {METADATA_FILE}")
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageFailed(f"{metadata_path} is not valid JSON: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise StageFailed(f"{metadata_path}: unsupported model format {metadata.get('format')!r} (expected {FORMAT})")
+    model_path = directory / metadata.get("model_file", MODEL_FILE)
+    if not model_path.is_file():
+        raise StageFailed(f"model file {model_path} is missing")
+    expected = metadata.get("model_hash", {}).get("value")
+    if sha256_file(model_path) != expected:
+        # joblib files are pickles: loading one that is not the file training wrote runs foreign code
+        raise StageFailed(f"{model_path} does not match the sha256 recorded in {METADATA_FILE}; refusing to load it")
+    return LoadedModel(joblib.load(model_path), metadata)

@@ -1,0 +1,215 @@
+"""data.drift: per-column two-sample tests of a current table against a reference, corrected for multiple testing.
+
+A column drifts only when its adjusted p-value is below alpha *and* its effect size (KS D,
+Cramér's V) reaches a threshold: with a million rows every column is "significant", and
+thirty uncorrected tests at 0.05 raise a false alarm on most runs of undrifted data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import schemas
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from stages._tables import input_path, is_numeric_kind, kind_of, read_table, require_columns, sole_output, text_table
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+DEFAULTS: Mapping[str, Any] = {
+    "alpha": 0.05,
+    "correction": "bh",
+    "max_drifted_share": 0.0,
+    "fail": True,
+    "max_rows": 200_000,
+    "seed": 0,
+}
+DEFAULT_EFFECT = {"ks": 0.1, "cramers_v": 0.1}
+PSI_FLOOR = 1e-6  # stands in for an empty bin so PSI stays finite, as most PSI implementations do
+
+
+@dataclass(frozen=True)
+class ColumnResult:
+    column: str
+    test: str  # "ks" or "chi2"; "none" when a side has no values
+    statistic: float | None
+    p_value: float | None
+    p_value_adjusted: float | None
+    effect: float | None  # KS D, or Cramér's V
+    effect_name: str
+    n_reference: int
+    n_current: int
+    psi: float | None = None
+    drifted: bool = False
+    note: str = ""
+
+
+class DriftStage(Plugin):
+    name = "data.drift"
+    version = "1"
+    config_schema = schemas.load("stages/data.drift")
+
+    def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        listed = set(config.get("columns", ()))
+        for column in config.get("exclude", ()):
+            if column in listed:
+                yield ConfigProblem(f"column '{column}' is both listed and excluded", ("exclude",))
+
+    def run(self, ctx: StageContext) -> None:
+        config = {**DEFAULTS, **ctx.config}
+        reference = read_table(input_path(ctx, "reference"), "reference")
+        current = read_table(input_path(ctx, "current"), "current")
+        results = compare(reference, current, config)
+        tested = [r for r in results if r.test != "none"]
+        drifted = [r for r in tested if r.drifted]
+        share = len(drifted) / len(tested) if tested else 0.0
+        failed = config["fail"] and share > config["max_drifted_share"]
+        write_json(
+            sole_output(ctx, "report"),
+            {
+                "alpha": config["alpha"],
+                "correction": config["correction"],
+                "columns": [asdict(r) for r in results],
+                "tested": len(tested),
+                "drifted": [r.column for r in drifted],
+                "drifted_share": share,
+                "passed": not failed,
+                "rows": {"reference": len(reference), "current": len(current)},
+            },
+        )
+        summary = f"{len(drifted)} of {len(tested)} columns drifted (share {share:.3g}, allowed {config['max_drifted_share']})"
+        if failed:
+            raise StageFailed(summary, drift_table(drifted))
+        ctx.log.info(summary)
+
+
+def drift_table(results: Iterable[ColumnResult]) -> str:
+    return text_table(
+        ("column", "test", "statistic", "p-value", "adjusted", "effect", "psi"),
+        ((r.column, r.test, r.statistic, r.p_value, r.p_value_adjusted, f"{r.effect_name}={r.effect:.4g}", r.psi) for r in results),
+    )
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Mapping[str, Any]) -> list[ColumnResult]:
+    """One result per compared column, in reference column order; `config` has DEFAULTS applied."""
+    excluded = set(config.get("exclude", ()))
+    columns = [c for c in config.get("columns") or list(reference.columns) if c not in excluded]
+    require_columns(reference, columns, "reference")
+    require_columns(current, columns, "current")
+    _check_kinds(reference, current, columns)
+    reference = subsample(reference[columns], config["max_rows"], config["seed"])
+    current = subsample(current[columns], config["max_rows"], config["seed"])
+    categorical = set(config.get("categorical", ()))
+    psi = config.get("psi")
+    raw = [
+        _test(str(column), reference[column], current[column], column in categorical, psi)
+        for column in columns
+    ]
+    return _decide(raw, config)
+
+
+def _check_kinds(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> None:
+    clashes = []
+    for column in columns:
+        ref_kind, cur_kind = kind_of(reference[column]), kind_of(current[column])
+        if is_numeric_kind(ref_kind) != is_numeric_kind(cur_kind):
+            clashes.append((column, ref_kind, cur_kind))
+    if clashes:
+        raise StageFailed(
+            f"{len(clashes)} column(s) changed type between reference and current",
+            text_table(("column", "reference", "current"), clashes),
+        )
+
+
+def subsample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """At most `max_rows` rows, the same ones for the same table and seed; row order kept."""
+    import numpy as np
+
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False))
+    return frame.iloc[rows]
+
+
+def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, psi: Mapping[str, Any] | None) -> ColumnResult:
+    from scipy import stats
+    from scipy.stats.contingency import association
+
+    ref, cur = ref.dropna(), cur.dropna()
+    numeric = is_numeric_kind(kind_of(ref)) and not force_categorical
+    effect_name = "ks" if numeric else "cramers_v"
+    if ref.empty or cur.empty:
+        return ColumnResult(column, "none", None, None, None, None, effect_name, len(ref), len(cur), note="no non-null values on one side")
+    if numeric:
+        a, b = ref.to_numpy(dtype=float), cur.to_numpy(dtype=float)
+        result = stats.ks_2samp(a, b)
+        statistic, p_value, effect = float(result.statistic), float(result.pvalue), float(result.statistic)
+        index = _psi_numeric(a, b, psi["bins"] if psi and "bins" in psi else 10) if psi else None
+    else:
+        table = contingency(ref, cur)
+        if table.shape[0] < 2:  # one category on both sides: nothing can differ
+            statistic, p_value, effect = 0.0, 1.0, 0.0
+        else:
+            chi2 = stats.chi2_contingency(table, correction=False)
+            statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
+            effect = float(association(table, method="cramer", correction=False))
+        index = _psi_from_counts(table[:, 0], table[:, 1]) if psi else None
+    return ColumnResult(column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur), index)
+
+
+def contingency(ref: pd.Series, cur: pd.Series) -> np.ndarray:
+    """Categories × (reference count, current count), categories in sorted text order."""
+    import pandas as pd
+
+    counts = pd.concat([ref.astype(str).value_counts(), cur.astype(str).value_counts()], axis=1).fillna(0)
+    return counts.sort_index().to_numpy(dtype="int64")
+
+
+def _psi_numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> float:
+    import numpy as np
+
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1))[1:-1])
+    ref_counts = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1)
+    cur_counts = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1)
+    return _psi_from_counts(ref_counts, cur_counts)
+
+
+def _psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    import numpy as np
+
+    r = np.maximum(ref_counts / ref_counts.sum(), PSI_FLOOR)
+    c = np.maximum(cur_counts / cur_counts.sum(), PSI_FLOOR)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def adjust(p_values: list[float], correction: str) -> list[float]:
+    """P-values corrected for testing them together: BH (false discovery rate), Bonferroni, or as they are."""
+    import numpy as np
+    from scipy import stats
+
+    if not p_values or correction == "none":
+        return list(p_values)
+    ps = np.asarray(p_values, dtype=float)
+    if correction == "bonferroni":
+        return [float(p) for p in np.minimum(ps * len(ps), 1.0)]
+    return [float(p) for p in stats.false_discovery_control(ps, method="bh")]
+
+
+def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnResult]:
+    tested = [r for r in raw if r.p_value is not None]
+    adjusted = dict(zip((r.column for r in tested), adjust([r.p_value for r in tested], config["correction"]), strict=True))
+    effects = {**DEFAULT_EFFECT, **config.get("min_effect", {})}
+    psi_threshold = (config.get("psi") or {}).get("threshold")
+    out = []
+    for r in raw:
+        if r.column not in adjusted:
+            out.append(r)
+            continue
+        p_adj = adjusted[r.column]
+        significant = p_adj < config["alpha"] and r.effect is not None and r.effect >= effects[r.effect_name]
+        unstable = psi_threshold is not None and r.psi is not None and r.psi >= psi_threshold
+        out.append(replace(r, p_value_adjusted=p_adj, drifted=significant or unstable))
+    return out
