@@ -1,0 +1,213 @@
+"""validate(), status(), run(), dag(), rollback(): each composes the phases in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.cache import Store
+from engine.compile import Pipeline, compile_spec
+from engine.errors import Location, Problem, SluiceError, SpecError, StageFailed, did_you_mean
+from engine.execute import Executor, Reporter, install_stop_handlers
+from engine.fingerprint import HashCache
+from engine.load import Document, load_file
+from engine.model import Decision, PlanItem, RunSummary
+from engine.plan import Plan, Planner
+from engine.plugin import StageContext
+from engine.registry import Registry
+from engine.resolve import apply_overrides, resolve
+from engine.state import Layout, LockFile, new_run_id, workspace_lock, write_run_record
+from engine.validate import validate_document
+
+DEFAULT_FILE = Path("pipeline.yaml")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    doc: Document
+    pipeline: Pipeline
+    registry: Registry
+    layout: Layout
+
+
+def display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def load(
+    file: Path = DEFAULT_FILE,
+    sets: Sequence[str] = (),
+    params_file: Path | None = None,
+    cache_dir: Path | None = None,
+    registry: Registry | None = None,
+) -> Loaded:
+    """load → validate → resolve → compile; raises SpecError with every problem found."""
+    doc = load_file(file, display_path(file))
+    registry = registry or Registry.discover()
+    if not isinstance(doc.data, dict):
+        raise SpecError([Problem(doc.location(()), f"expected a mapping with 'version' and 'stages', got {type(doc.data).__name__}")])
+    problems = validate_document(doc, registry)
+    if problems:
+        raise SpecError(problems)
+    params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
+    workspace = file.resolve().parent
+    spec = resolve(doc, params, workspace, file.resolve())
+    pipeline = compile_spec(spec, doc.location)
+    return Loaded(doc, pipeline, registry, Layout.for_workspace(workspace, cache_dir))
+
+
+def validate(files: Sequence[Path], registry: Registry | None = None) -> list[Problem]:
+    """Everything that can be checked without running anything, for each file."""
+    registry = registry or Registry.discover()
+    problems: list[Problem] = []
+    for file in files:
+        try:
+            load(file, registry=registry)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
+def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
+    if not targets:
+        return None
+    stages = loaded.pipeline.stages
+    by_base: dict[str, list[str]] = {}
+    for sid, st in stages.items():
+        by_base.setdefault(st.base, []).append(sid)
+    chosen: list[str] = []
+    problems = []
+    for t in targets:
+        if t in stages:
+            chosen.append(t)
+        elif t in by_base:
+            chosen.extend(by_base[t])
+        else:
+            problems.append(Problem(Location("command line"), f"no stage named '{t}'", hint=did_you_mean(t, by_base)))
+    if problems:
+        raise SpecError(problems)
+    return frozenset(loaded.pipeline.closure_up(chosen))
+
+
+def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> Planner:
+    used = {st.uses for st in loaded.pipeline.stages.values() if st.uses}
+    plugins = {name: loaded.registry.load(name) for name in used}
+    return Planner(
+        pipeline=loaded.pipeline,
+        versions={name: cls.version for name, cls in plugins.items()},
+        always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
+        lock=LockFile.read(loaded.layout.lock_file),
+        hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace),
+        store=Store(loaded.layout.cache_dir),
+        locate=loaded.doc.location,
+        force=force,
+        selected=_targets(loaded, targets),
+    )
+
+
+def status(loaded: Loaded, targets: Sequence[str] = ()) -> list[PlanItem]:
+    p = planner(loaded, targets)
+    plan = p.plan()
+    p.hashes.save()
+    return list(plan.items.values())
+
+
+def preflight(loaded: Loaded, plan: Plan) -> None:
+    """Plugin checks that need heavy imports, for the stages about to run, before any of them starts."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for sid, item in plan.items.items():
+        stage = loaded.pipeline.stages[sid]
+        if item.decision is not Decision.RUN or not stage.uses or stage.base in seen:
+            continue
+        seen.add(stage.base)
+        plugin = loaded.registry.instance(stage.uses)
+        for cp in plugin.preflight(stage.config):
+            at = ("stages", stage.base, "with") + tuple(cp.path)
+            problems.append(Problem(loaded.doc.location(at), cp.message, at, cp.hint))
+    if problems:
+        raise SpecError(problems)
+
+
+def run(
+    loaded: Loaded,
+    reporter: Reporter,
+    targets: Sequence[str] = (),
+    jobs: int | None = None,
+    force: bool = False,
+) -> RunSummary:
+    layout = loaded.layout
+    with workspace_lock(layout):
+        p = planner(loaded, targets, force)
+        plan = p.plan()
+        preflight(loaded, plan)
+        run_id = new_run_id()
+        executor = Executor(
+            pipeline=loaded.pipeline,
+            planner=p,
+            layout=layout,
+            store=p.store,
+            hashes=p.hashes,
+            reporter=reporter,
+            run_id=run_id,
+            jobs=jobs or os.cpu_count() or 1,
+            lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
+        )
+        restore_handlers = install_stop_handlers(executor.stop)
+        try:
+            summary = executor.run()
+        finally:
+            restore_handlers()
+            # Whatever happened, record what did succeed: a rerun resumes from here.
+            LockFile(executor.lock_stages).write(layout.lock_file)
+            p.hashes.save()
+        write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
+    return summary
+
+
+def dry_run(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> list[PlanItem]:
+    p = planner(loaded, targets, force)
+    return list(p.plan().items.values())
+
+
+def stage_context(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
+    """The plugin and a context at the final output paths, for commands that act on a past run."""
+    stages = loaded.pipeline.stages
+    matches = [sid for sid, st in stages.items() if sid == stage_id or st.base == stage_id]
+    if len(matches) != 1:
+        hint = did_you_mean(stage_id, list(stages))
+        what = "is a matrix; name one instance" if matches else "does not exist"
+        raise SpecError([Problem(Location("command line"), f"stage '{stage_id}' {what}", hint=hint)])
+    stage = stages[matches[0]]
+    if not stage.uses:
+        raise SluiceError(f"stage '{stage.id}' is a cmd stage; only plugin stages can be rolled back")
+    ws = loaded.layout.workspace
+    log = logging.getLogger(f"sluice.stage.{stage.id}")
+    ctx = StageContext(
+        stage=stage.id,
+        config=stage.config,
+        inputs={n: ws / p for n, p in stage.inputs.items()},
+        outputs={n: ws / p for n, p in stage.outputs.items()},
+        params=loaded.pipeline.spec.params,
+        workspace=ws,
+        state_dir=loaded.layout.state_dir(stage.id),
+        log=log,
+        pipeline=loaded.pipeline.spec.name,
+    )
+    return loaded.registry.instance(stage.uses), ctx
+
+
+def rollback(loaded: Loaded, stage_id: str) -> str:
+    plugin, ctx = stage_context(loaded, stage_id)
+    with workspace_lock(loaded.layout):
+        try:
+            return plugin.rollback(ctx)
+        except StageFailed:
+            raise

@@ -1,0 +1,151 @@
+"""`sluice`: parse arguments → call the engine → render → exit code. No logic lives here.
+
+Exit codes: 0 success · 1 a stage failed (or another runtime error) · 2 a problem in the spec
+or the command line · 3 the workspace is busy with another run · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine import __version__
+from engine.errors import SluiceError, SpecError
+
+if TYPE_CHECKING:
+    from engine.api import Loaded
+
+EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file (default: ./pipeline.yaml)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. --set model.C=0.5")
+    p.add_argument("--params", type=Path, help="YAML file of params merged over the pipeline's")
+    p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sluice", description="Declarative, cached, parallel pipelines for ML CI/CD.")
+    ap.add_argument("--version", action="version", version=f"sluice {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check pipeline files without running anything")
+    v.add_argument("files", nargs="*", type=Path, help="pipeline files (default: ./pipeline.yaml)")
+    v.add_argument("--json", action="store_true", help="problems as JSON")
+
+    r = sub.add_parser("run", help="run the stages that are stale")
+    r.add_argument("stages", nargs="*", help="run only these stages (and what they depend on)")
+    _add_spec_args(r)
+    r.add_argument("-j", "--jobs", type=int, help="stages run at once (default: CPU count)")
+    r.add_argument("--force", action="store_true", help="run selected stages even if up to date")
+    r.add_argument("--dry-run", action="store_true", help="print what would run, and why; run nothing")
+    r.add_argument("--json", action="store_true", help="print a JSON summary instead of progress")
+    r.add_argument("-v", "--verbose", action="store_true", help="also list skipped stages")
+
+    s = sub.add_parser("status", help="list stale stages and why")
+    s.add_argument("stages", nargs="*")
+    _add_spec_args(s)
+    s.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("dag", help="show the stage graph")
+    _add_spec_args(d)
+    d.add_argument("--format", default="text", choices=["text", "json"], help="output format")
+    d.add_argument("--status", action="store_true", help="mark each stage with its state")
+    d.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+
+    rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
+    rb.add_argument("stage")
+    _add_spec_args(rb)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _dispatch(args)
+    except SpecError as exc:
+        if args.debug:
+            raise
+        from engine.report import print_problems
+
+        print_problems(exc.problems, sys.stderr)
+        n = len(exc.problems)
+        sys.stderr.write(f"{n} problem{'s' if n != 1 else ''} found.\n")
+        return exc.exit_code
+    except SluiceError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"sluice: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("sluice: interrupted\n")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from engine import api
+
+    if args.command == "validate":
+        files = args.files or [api.DEFAULT_FILE]
+        problems = api.validate(files)
+        if args.json:
+            import json
+
+            print(json.dumps({"ok": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
+        else:
+            from engine.report import print_problems
+
+            print_problems(problems, sys.stdout)
+            if not problems:
+                print(f"{len(files)} file{'s' if len(files) != 1 else ''} valid.")
+        return EXIT_SPEC if problems else EXIT_OK
+
+    loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
+    if args.command == "status":
+        from engine.report import print_status
+
+        print_status(api.status(loaded, args.stages), args.json, sys.stdout)
+        return EXIT_OK
+    if args.command == "run":
+        return _run(loaded, args)
+    if args.command == "dag":
+        from engine.dagview import render
+
+        items = api.status(loaded) if args.status else None
+        text = render(loaded.pipeline, args.format, items)
+        if args.output:
+            args.output.write_text(text)
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+    if args.command == "rollback":
+        print(api.rollback(loaded, args.stage))
+        return EXIT_OK
+    raise AssertionError(args.command)
+
+
+def _run(loaded: Loaded, args: argparse.Namespace) -> int:
+    from engine import api
+    from engine.report import ConsoleReporter, QuietReporter, print_status, summary_json
+
+    if args.dry_run:
+        print_status(api.dry_run(loaded, args.stages, args.force), args.json, sys.stdout)
+        return EXIT_OK
+    workspace = loaded.layout.workspace
+    if args.json:
+        summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force)
+        print(summary_json(summary, workspace))
+    else:
+        console = ConsoleReporter(workspace, verbose=args.verbose)
+        summary = api.run(loaded, console, args.stages, args.jobs, args.force)
+        console.summary(summary)
+    if summary.interrupted:
+        return 130
+    return EXIT_FAILED if summary.failed else EXIT_OK

@@ -1,0 +1,323 @@
+"""Runs a plan: schedules stages as their inputs become ready, stages outputs, commits atomically.
+
+Each stage runs in a process of its own (a `cmd` under bash, a plugin under
+`engine.stage_runner`), in its own process group so a timeout or Ctrl-C stops all of it.
+Outputs are written to a staging area and moved into place only on success; the store and
+the run cache are updated after each stage, the lock file once at the end, so a killed run
+resumes from the run cache without trusting partial outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.cache import RunEntry, Store
+from engine.compile import Pipeline
+from engine.fingerprint import Digest, HashCache
+from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
+from engine.plan import Planner, lock_entry
+from engine.resolve import render_cmd
+from engine.state import Layout, safe_name
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+class Reporter(Protocol):
+    def stage_started(self, item: PlanItem) -> None: ...
+    def stage_finished(self, result: StageResult) -> None: ...
+
+
+@dataclass
+class _Attempt:
+    ok: bool
+    error: str = ""
+    details: str = ""
+    interrupted: bool = False
+
+
+@dataclass
+class Executor:
+    pipeline: Pipeline
+    planner: Planner
+    layout: Layout
+    store: Store
+    hashes: HashCache
+    reporter: Reporter
+    run_id: str
+    jobs: int
+    lock_stages: dict[str, Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+    results: dict[str, StageResult] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # written by workers, one key each
+
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        stages = self.pipeline.stages
+        waiting = {sid: len(set(ups)) for sid, ups in self.pipeline.upstream.items()}
+        ready = deque(sid for sid, n in waiting.items() if n == 0)
+        futures: dict[Future[_Attempt], tuple[str, PlanItem, RunEntry | None, dict[str, Any] | None, float]] = {}
+
+        def complete(result: StageResult) -> None:
+            self.results[result.stage] = result
+            self.reporter.stage_finished(result)
+            for down in self.pipeline.downstream[result.stage]:
+                waiting[down] -= 1
+                if waiting[down] == 0:
+                    ready.append(down)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="stage") as pool:
+            while ready or futures:
+                while ready and len(futures) < self.jobs:
+                    sid = ready.popleft()
+                    blocked = [u for u in self.pipeline.upstream[sid] if self.results[u].outcome in (Outcome.FAILED, Outcome.NOT_RUN)]
+                    if self.stop.is_set():
+                        complete(StageResult(sid, Outcome.NOT_RUN, ("run interrupted",)))
+                        continue
+                    if blocked:
+                        complete(StageResult(sid, Outcome.NOT_RUN, (f"upstream {blocked[0]} did not succeed",)))
+                        continue
+                    item, entry, comps = self.planner.decide(sid)
+                    if item.decision is Decision.SKIP:
+                        if entry is not None and comps is not None and item.fingerprint:
+                            self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
+                        complete(StageResult(sid, Outcome.SKIPPED, item.reasons))
+                        continue
+                    self.reporter.stage_started(item)
+                    stage = stages[sid]
+                    if item.decision is Decision.RESTORE and entry is not None:
+                        fut = pool.submit(self._restore, stage, entry)
+                    else:
+                        fut = pool.submit(self._execute, stage)
+                    futures[fut] = (sid, item, entry, comps, time.monotonic())
+                if not futures:
+                    continue
+                done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    sid, item, entry, comps, t0 = futures.pop(fut)
+                    complete(self._finish(stages[sid], item, entry, comps, fut.result(), time.monotonic() - t0))
+        shutil.rmtree(self.layout.staging(self.run_id), ignore_errors=True)
+        ordered = tuple(self.results[sid] for sid in stages if sid in self.results)
+        return RunSummary(self.run_id, ordered, time.monotonic() - started, self.stop.is_set())
+
+    # ---- after a stage (main thread: the hash cache and lock are not shared with workers)
+
+    def _finish(
+        self, stage: StageSpec, item: PlanItem, entry: RunEntry | None, comps: dict[str, Any] | None, attempt: _Attempt, seconds: float
+    ) -> StageResult:
+        sid = stage.id
+        log = str(self._log_path(sid).relative_to(self.layout.workspace))
+        if attempt.interrupted:
+            return StageResult(sid, Outcome.NOT_RUN, ("run interrupted",), seconds, log_path=log)
+        if not attempt.ok and item.decision is Decision.RESTORE:
+            # A corrupt or vanished cache object: fall back to running the stage.
+            retry = self._execute(stage)
+            return self._finish(stage, PlanItem(sid, Decision.RUN, item.reasons + ("cache object failed verification; ran instead",), item.fingerprint), None, comps, retry, seconds)
+        if not attempt.ok:
+            return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, attempt.error, attempt.details)
+        if item.decision is Decision.RESTORE and entry is not None and comps is not None and item.fingerprint:
+            self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
+            return StageResult(sid, Outcome.RESTORED, item.reasons, seconds, 0, log)
+        # Re-plan after the run: the inputs are now final, so the fingerprint is exact.
+        fresh, _, fresh_comps = self.planner.decide(sid)
+        outputs: dict[str, tuple[str, Digest]] = {}
+        for name, path in stage.outputs.items():
+            digest = self.hashes.digest(path)
+            if digest is None:
+                return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, f"output {path} vanished after the stage")
+            outputs[name] = (path, digest)
+        fp = fresh.fingerprint or item.fingerprint
+        if fp and fresh_comps is not None:
+            if stage.cache:
+                for path, digest in outputs.values():
+                    self.store.put(self.layout.workspace / path, digest)
+                self.store.save_run(RunEntry(fp, sid, outputs, time.time()))
+            self.lock_stages[sid] = lock_entry(fp, fresh_comps, outputs)
+        return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
+
+    def _attempts(self, sid: str) -> int:
+        return self.attempts.get(sid, 0)
+
+    # ---- in a worker thread
+
+    def _log_path(self, sid: str) -> Path:
+        return self.layout.logs(self.run_id) / f"{safe_name(sid)}.log"
+
+    def _staging(self, sid: str) -> Path:
+        return self.layout.staging(self.run_id) / safe_name(sid)
+
+    def _restore(self, stage: StageSpec, entry: RunEntry) -> _Attempt:
+        staging = self._staging(stage.id)
+        shutil.rmtree(staging, ignore_errors=True)
+        for path, digest in entry.outputs.values():
+            if not self.store.restore(digest, staging / path):
+                shutil.rmtree(staging, ignore_errors=True)
+                return _Attempt(False, f"cache object for {path} is missing or corrupt")
+        self._commit_outputs(stage, staging)
+        return _Attempt(True)
+
+    def _execute(self, stage: StageSpec) -> _Attempt:
+        ws = self.layout.workspace
+        log_path = self._log_path(stage.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self._staging(stage.id)
+        escaping = verify_paths_inside(ws, stage.outputs)
+        if escaping:  # a symlink in the workspace must not let a stage write (or delete) outside it
+            return _Attempt(False, f"output {escaping[0]} resolves outside the workspace through a symlink")
+        for path in stage.outputs.values():  # stale outputs must not pass for new ones
+            _remove(ws / path)
+        attempt = _Attempt(False, "not started")
+        with open(log_path, "wb") as log:
+            for n in range(stage.retries + 1):
+                self.attempts[stage.id] = n + 1
+                if n:
+                    log.write(f"\n--- retry {n} of {stage.retries} ---\n".encode())
+                    log.flush()
+                shutil.rmtree(staging, ignore_errors=True)
+                for path in stage.outputs.values():
+                    (staging / path).parent.mkdir(parents=True, exist_ok=True)
+                attempt = self._attempt_once(stage, staging, log)
+                if attempt.ok:
+                    missing = self._commit_outputs(stage, staging)
+                    if missing:
+                        attempt = _Attempt(False, f"the stage did not write its output {', '.join(missing)}")
+                        log.write(f"sluice: {attempt.error}\n".encode())
+                        continue
+                    return attempt
+                if attempt.interrupted:
+                    return attempt
+        return attempt
+
+    def _attempt_once(self, stage: StageSpec, staging: Path, log: Any) -> _Attempt:
+        ws = self.layout.workspace
+        env = {**os.environ, **stage.env, "SLUICE_STAGE": stage.id, "SLUICE_WORKSPACE": str(ws)}
+        staged = {n: str((staging / p).relative_to(ws)) for n, p in stage.outputs.items()}
+        result_file = staging / ".result.json"
+        payload = None
+        if stage.cmd is not None:
+            argv = ["bash", "-eo", "pipefail", "-c", render_cmd(stage.cmd, staged)]
+        else:
+            argv = [sys.executable, "-m", "engine.stage_runner"]
+            payload = json.dumps({
+                "stage": stage.id,
+                "uses": stage.uses,
+                "config": stage.config,
+                "inputs": {n: str(ws / p) for n, p in stage.inputs.items()},
+                "outputs": {n: str(ws / p) for n, p in staged.items()},
+                "params": self.pipeline.spec.params,
+                "workspace": str(ws),
+                "state_dir": str(self.layout.state_dir(stage.id)),
+                "pipeline": self.pipeline.spec.name,
+                "result_file": str(result_file),
+            }, default=str).encode()
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if payload is not None else subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            return _Attempt(False, f"cannot start the stage: {exc}")
+        if payload is not None and proc.stdin is not None:
+            try:
+                proc.stdin.write(payload)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        deadline = time.monotonic() + stage.timeout if stage.timeout else None
+        while True:
+            try:
+                rc = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if self.stop.is_set():
+                    _kill(proc)
+                    return _Attempt(False, "interrupted", interrupted=True)
+                if deadline and time.monotonic() > deadline:
+                    _kill(proc)
+                    log.write(f"\nsluice: timed out after {stage.timeout:g}s\n".encode())
+                    return _Attempt(False, f"timed out after {stage.timeout:g}s")
+        if rc == 0:
+            return _Attempt(True)
+        if result_file.exists():
+            try:
+                data = json.loads(result_file.read_text())
+                return _Attempt(False, data.get("error", ""), data.get("details", ""))
+            except ValueError:
+                pass
+        how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+        return _Attempt(False, f"{'command' if stage.cmd is not None else stage.uses} {how}")
+
+    def _commit_outputs(self, stage: StageSpec, staging: Path) -> list[str]:
+        """Move staged outputs into place; an output written straight to its final path counts too."""
+        ws = self.layout.workspace
+        missing = []
+        for path in stage.outputs.values():
+            src, dst = staging / path, ws / path
+            if os.path.lexists(src):
+                _remove(dst)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            elif not os.path.lexists(dst):
+                missing.append(path)
+        return missing
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the stage's whole process group, then SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set `stop`; returns a function that puts the old handlers back."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in old:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+    return restore
+
+
+def verify_paths_inside(workspace: Path, paths: Mapping[str, str]) -> list[str]:
+    """Paths whose real location (after symlinks) leaves the workspace."""
+    root = workspace.resolve()
+    bad = []
+    for path in paths.values():
+        real = (workspace / path).resolve()
+        if real != root and root not in real.parents:
+            bad.append(path)
+    return bad

@@ -1,0 +1,208 @@
+"""Pipeline + recorded state → for each stage: run, skip or restore, with the reasons.
+
+`Planner.decide` is the one answer to "why does this stage run?": `status`, `run --dry-run`
+and `dag --status` call it over the whole graph, and the executor calls it again for each
+stage once its upstream stages have finished, so a stage whose upstream re-ran but produced
+identical outputs is skipped (early cut-off).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.cache import RunEntry, Store
+from engine.compile import Pipeline
+from engine.errors import KeyPath, Location, Problem, SpecError
+from engine.fingerprint import Digest, HashCache, hash_data
+from engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
+from engine.resolve import render_cmd
+from engine.state import LockFile
+
+
+def components(stage: StageSpec, plugin_version: str | None, inputs: Mapping[str, Digest | None]) -> dict[str, Any]:
+    """Everything a stage's result depends on; its canonical hash is the fingerprint."""
+    return {
+        "spec": SPEC_VERSION,
+        "cmd": render_cmd(stage.cmd, stage.outputs) if stage.cmd is not None else None,
+        "plugin": f"{stage.uses}@{plugin_version}" if stage.uses else None,
+        "config": hash_data(stage.config),
+        "env": hash_data(stage.env),
+        "params": dict(stage.param_deps),
+        "inputs": {n: {"path": stage.inputs[n], "hash": d.value if d else None} for n, d in sorted(inputs.items())},
+        "outputs": dict(sorted(stage.outputs.items())),
+    }
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def explain_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Plain reasons a stage's recorded fingerprint no longer matches."""
+    reasons: list[str] = []
+    if old.get("spec") != new["spec"]:
+        reasons.append(f"spec version changed {old.get('spec')} → {new['spec']}")
+    if old.get("cmd") != new["cmd"]:
+        reasons.append("command changed")
+    if old.get("plugin") != new["plugin"]:
+        reasons.append(f"plugin changed {old.get('plugin')} → {new['plugin']}")
+    if old.get("config") != new["config"]:
+        reasons.append("config (with:) changed")
+    if old.get("env") != new["env"]:
+        reasons.append("env changed")
+    old_p, new_p = old.get("params") or {}, new["params"]
+    for key in sorted(set(old_p) | set(new_p)):
+        if key not in old_p:
+            reasons.append(f"param {key} added")
+        elif key not in new_p:
+            reasons.append(f"param {key} no longer used")
+        elif old_p[key] != new_p[key]:
+            reasons.append(f"param {key} changed {_show(old_p[key])} → {_show(new_p[key])}")
+    old_i, new_i = old.get("inputs") or {}, new["inputs"]
+    for name in sorted(set(old_i) | set(new_i)):
+        if name not in old_i:
+            reasons.append(f"input {new_i[name]['path']} added")
+        elif name not in new_i:
+            reasons.append(f"input {old_i[name].get('path')} removed")
+        elif old_i[name].get("path") != new_i[name]["path"]:
+            reasons.append(f"input {name} now reads {new_i[name]['path']}")
+        elif new_i[name]["hash"] is not None and old_i[name].get("hash") != new_i[name]["hash"]:
+            reasons.append(f"input {new_i[name]['path']} changed")
+    old_o = {k: v.get("path") for k, v in (old.get("outputs") or {}).items()}
+    if old_o != new["outputs"]:
+        reasons.append("outputs changed")
+    return reasons or ["recorded fingerprint differs"]
+
+
+@dataclass
+class Plan:
+    items: dict[str, PlanItem] = field(default_factory=dict)
+    restore_from: dict[str, RunEntry] = field(default_factory=dict)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stale(self) -> list[PlanItem]:
+        return [i for i in self.items.values() if i.decision is not Decision.SKIP]
+
+
+@dataclass
+class Planner:
+    pipeline: Pipeline
+    versions: Mapping[str, str]  # plugin name → version
+    always_run: frozenset[str]  # plugin names with side effects
+    lock: LockFile
+    hashes: HashCache
+    store: Store
+    locate: Callable[[KeyPath], Location]
+    force: bool = False
+    selected: frozenset[str] | None = None  # None: every stage
+
+    def __post_init__(self) -> None:
+        self._data_ups: dict[str, dict[str, str]] = {sid: {} for sid in self.pipeline.stages}
+        for e in self.pipeline.edges:
+            if e.artifact:
+                self._data_ups[e.downstream][e.artifact] = e.upstream
+
+    def plan(self) -> Plan:
+        """Decide every stage in topological order, simulating what earlier decisions will do."""
+        plan = Plan()
+        running: set[str] = set()
+        restored: dict[str, Digest] = {}
+        missing: list[Problem] = []
+        for sid in self.pipeline.stages:
+            item, entry, comps = self.decide(sid, running, restored, missing)
+            plan.items[sid] = item
+            if comps is not None:
+                plan.components[sid] = comps
+            if item.decision is Decision.RUN:
+                running.add(sid)
+            elif entry is not None:
+                plan.restore_from[sid] = entry
+                restored.update({path: d for path, d in entry.outputs.values()})
+        if missing:
+            raise SpecError(missing)
+        return plan
+
+    def decide(
+        self,
+        sid: str,
+        running: Iterable[str] = (),
+        restored: Mapping[str, Digest] | None = None,
+        missing: list[Problem] | None = None,
+    ) -> tuple[PlanItem, RunEntry | None, dict[str, Any] | None]:
+        stage = self.pipeline.stages[sid]
+        if self.selected is not None and sid not in self.selected:
+            return PlanItem(sid, Decision.SKIP, ("not selected",)), None, None
+        running = set(running)
+        restored = restored or {}
+        waiting = sorted({up for art, up in self._data_ups[sid].items() if up in running})
+        digests: dict[str, Digest | None] = {}
+        for name, path in stage.inputs.items():
+            up = self._data_ups[sid].get(path)
+            if up in running:
+                digests[name] = None
+            elif path in restored:
+                digests[name] = restored[path]
+            else:
+                d = self.hashes.digest(path)
+                if d is None and not up:
+                    at: KeyPath = ("stages", stage.base, "inputs", name)
+                    problem = Problem(self.locate(at), f"input '{path}' does not exist", at)
+                    if missing is None:
+                        raise SpecError([problem])
+                    missing.append(problem)
+                digests[name] = d
+        version = self.versions.get(stage.uses or "")
+        comps = components(stage, version, digests)
+        recorded = self.lock.stages.get(sid)
+        changes = explain_change(recorded, comps) if recorded else ["never run"]
+        if waiting:
+            own = [r for r in changes if r != "recorded fingerprint differs"]
+            reasons = own + [f"upstream {up} will re-run" for up in waiting]
+            return PlanItem(sid, Decision.RUN, tuple(reasons)), None, None
+        fp = hash_data(comps)
+        if not stage.cache or (stage.uses in self.always_run):
+            why = "cache: false, always runs" if not stage.cache else f"{stage.uses} has side effects, always runs"
+            return PlanItem(sid, Decision.RUN, (why,), fp), None, comps
+        if self.force:
+            return PlanItem(sid, Decision.RUN, ("forced (--force)",), fp), None, comps
+        if recorded and recorded.get("fingerprint") == fp:
+            bad = self._damaged_outputs(stage, recorded)
+            if not bad:
+                return PlanItem(sid, Decision.SKIP, ("up to date",), fp), None, comps
+            changes = bad
+        entry = self.store.lookup(fp)
+        if entry is None:
+            tail = "not in cache" if recorded else None
+            return PlanItem(sid, Decision.RUN, tuple(changes + ([tail] if tail else [])), fp), None, comps
+        if self._outputs_match(entry):
+            return PlanItem(sid, Decision.SKIP, tuple(changes + ["outputs already match the cache"]), fp), entry, comps
+        return PlanItem(sid, Decision.RESTORE, tuple(changes + ["outputs found in cache"]), fp), entry, comps
+
+    def _damaged_outputs(self, stage: StageSpec, recorded: Mapping[str, Any]) -> list[str]:
+        bad = []
+        outs = recorded.get("outputs") or {}
+        for name, path in stage.outputs.items():
+            d = self.hashes.digest(path)
+            if d is None:
+                bad.append(f"output {path} is missing")
+            elif d.value != (outs.get(name) or {}).get("hash"):
+                bad.append(f"output {path} changed on disk")
+        return bad
+
+    def _outputs_match(self, entry: RunEntry) -> bool:
+        for path, digest in entry.outputs.values():
+            d = self.hashes.digest(path)
+            if d is None or d.value != digest.value:
+                return False
+        return True
+
+
+def lock_entry(fp: str, comps: Mapping[str, Any], outputs: Mapping[str, tuple[str, Digest]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"fingerprint": fp}
+    entry.update({k: v for k, v in comps.items() if k != "outputs" and v is not None})
+    entry["outputs"] = {name: {"path": path, "hash": d.value, "kind": d.kind, "size": d.size} for name, (path, d) in outputs.items()}
+    return entry

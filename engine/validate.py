@@ -1,0 +1,135 @@
+"""The pipeline schema and each plugin's `with:` schema → every problem at once, with locations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import schemas
+from engine.errors import KeyPath, Problem, did_you_mean
+from engine.load import Document
+from engine.registry import PluginLoadError, Registry
+
+_TYPE_NAMES = {
+    "string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+    "object": "a mapping", "array": "a list", "null": "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return "null" if value is None else type(value).__name__
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema)
+
+
+def schema_problems(doc: Document, schema: Mapping[str, Any], data: Any, prefix: KeyPath = ()) -> list[Problem]:
+    """Every schema violation in `data`, mapped to source positions under `prefix`."""
+    problems: list[Problem] = []
+    for error in _validator(schema).iter_errors(data):
+        problems.extend(_translate(doc, error, prefix))
+    return problems
+
+
+def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
+    path = prefix + tuple(error.absolute_path)
+    keyword, schema, instance = error.validator, error.schema, error.instance
+    loc = doc.location(path)
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        known = list(schema.get("properties", {}))
+        patterns = schema.get("patternProperties", {})
+        for key in instance:
+            if key in known or patterns:
+                continue
+            where = doc.location(path + (key,), key=True)
+            yield Problem(where, f"unknown key '{key}'", path + (key,), did_you_mean(key, known))
+        return
+    if keyword == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield Problem(loc, f"missing required key '{missing}'", path)
+        return
+    if keyword == "type":
+        wanted = error.validator_value
+        wanted = wanted if isinstance(wanted, list) else [wanted]
+        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        yield Problem(loc, f"expected {names}, got {_json_type(instance)} {_short(instance)}", path)
+        return
+    if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
+        # jsonschema reports a bad key against its parent mapping; point at the key itself
+        desc = schema.get("description") or f"must match {schema.get('pattern', 'the schema')}"
+        yield Problem(doc.location(path + (instance,), key=True), f"invalid name '{instance}': {desc}", path + (instance,))
+        return
+    if keyword == "oneOf" and all("required" in s for s in error.validator_value):
+        keys = [s["required"][0] for s in error.validator_value]
+        present = [k for k in keys if isinstance(instance, dict) and k in instance]
+        shown = " or ".join(f"'{k}'" for k in keys)
+        what = "both" if len(present) > 1 else "neither"
+        yield Problem(loc, f"needs exactly one of {shown}, has {what}", path)
+        return
+    if keyword == "dependentRequired":
+        for key, needed in error.validator_value.items():
+            if isinstance(instance, dict) and key in instance and any(n not in instance for n in needed):
+                yield Problem(doc.location(path + (key,), key=True), f"'{key}' is only allowed with '{needed[0]}'", path + (key,))
+        return
+    if keyword == "const":
+        yield Problem(loc, f"must be {error.validator_value!r}, got {_short(instance)}", path)
+        return
+    if keyword == "enum":
+        options = [str(o) for o in error.validator_value]
+        hint = did_you_mean(str(instance), options) if isinstance(instance, str) else None
+        yield Problem(loc, f"{_short(instance)} is not one of: {', '.join(options)}", path, hint)
+        return
+    description = schema.get("description")
+    if keyword in ("oneOf", "anyOf", "pattern") and description:
+        yield Problem(loc, f"{_short(instance)} is not valid: {description}", path)
+        return
+    yield Problem(loc, error.message, path)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_document(doc: Document, registry: Registry) -> list[Problem]:
+    """Schema problems of the whole file plus each plugin stage's `with:` block."""
+    problems = schema_problems(doc, schemas.load("pipeline"), doc.data)
+    stages = doc.data.get("stages") if isinstance(doc.data, dict) else None
+    if not isinstance(stages, dict):
+        return problems
+    for name, stage in stages.items():
+        if isinstance(stage, dict) and isinstance(stage.get("uses"), str):
+            problems.extend(plugin_problems(doc, registry, str(name), stage))
+    return problems
+
+
+def plugin_problems(doc: Document, registry: Registry, name: str, stage: Mapping[str, Any]) -> list[Problem]:
+    uses_path: KeyPath = ("stages", name, "uses")
+    try:
+        plugin = registry.instance(stage["uses"])
+    except PluginLoadError as exc:
+        return [Problem(doc.location(uses_path), str(exc), uses_path, exc.hint)]
+    config = stage.get("with", {})
+    if not isinstance(config, dict):
+        return []  # the pipeline schema already reported it
+    prefix: KeyPath = ("stages", name, "with")
+    problems = schema_problems(doc, plugin.config_schema, config, prefix)
+    if not problems:
+        for cp in plugin.check(config):
+            problems.append(Problem(doc.location(prefix + cp.path), cp.message, prefix + cp.path, cp.hint))
+    return problems
