@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.plugin import StageFailed
-from stages._tables import require_columns, sha256_file
+from stages._tables import is_numeric_kind, kind_of, require_columns, sha256_file, text_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +37,24 @@ class LoadedModel:
         return str(self.metadata["task"])
 
     def feature_frame(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
-        """The feature columns in training order; missing ones fail the stage."""
+        """The feature columns in training order; missing ones, or ones of another kind, fail the stage."""
+        import pandas as pd
+
         require_columns(frame, self.features, what)
+        clashes = []
+        for feature in self.metadata["features"]:
+            try:
+                trained = kind_of(pd.Series([], dtype=feature["dtype"]))
+            except TypeError:  # a dtype this pandas cannot name: nothing to compare against
+                continue
+            given = kind_of(frame[feature["name"]])
+            if is_numeric_kind(trained) != is_numeric_kind(given):
+                clashes.append((feature["name"], f"{trained} ({feature['dtype']})", f"{given} ({frame[feature['name']].dtype})"))
+        if clashes:
+            raise StageFailed(
+                f"{len(clashes)} feature column(s) of the {what} table differ in type from training",
+                text_table(("column", "trained on", "given"), clashes),
+            )
         return frame[self.features]
 
 

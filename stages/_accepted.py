@@ -1,0 +1,31 @@
+"""The "last accepted" record a gating stage keeps in its state directory between runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.plugin import StageContext, StageFailed, write_json
+
+ACCEPTED_FILE = "accepted.json"
+
+
+def read_accepted(ctx: StageContext) -> dict[str, Any] | None:
+    path = ctx.state_dir / ACCEPTED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageFailed(f"the last accepted record {path} is not valid JSON ({exc}); delete it to start afresh") from None
+
+
+def write_accepted(ctx: StageContext, record: dict[str, Any]) -> Path:
+    """Replaces the record atomically, so an interrupted run leaves the previous one intact."""
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.state_dir / ACCEPTED_FILE
+    scratch = path.with_suffix(".tmp")
+    write_json(scratch, record)
+    scratch.replace(path)
+    return path

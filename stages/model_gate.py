@@ -1,0 +1,192 @@
+"""model.gate: per-metric rules against a baseline; on pass the metrics become the last accepted ones.
+
+With `bootstrap`, a drop counts as a regression only when it is significant: the test rows are
+resampled (seeded, so the verdict is reproducible) and the rule must fail even at the end of
+the confidence interval most favourable to the current model. A small test set then cannot
+fail a build on noise alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import schemas
+from engine.errors import did_you_mean
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from stages import _metrics
+from stages._accepted import read_accepted, write_accepted
+from stages._tables import input_path, read_table, sole_output, text_table
+
+BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
+RELATIVE_RULES = ("max_drop", "max_drop_pct")
+# Metrics are floats: 0.95 - 0.93 is 0.020000000000000018, which must not break `max_drop: 0.02`.
+TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: str
+    rule: str
+    limit: float
+    baseline: float | None
+    current: float
+    judged: float  # the value the rule was applied to: current, or a bootstrap interval bound
+    verdict: str  # "pass", "fail" or "skip"
+    note: str = ""
+
+
+class GateStage(Plugin):
+    name = "model.gate"
+    version = "1"
+    config_schema = schemas.load("stages/model.gate")
+
+    def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        for metric, rules in config.get("rules", {}).items():
+            if metric not in _metrics.ALL and "greater_is_better" not in rules:
+                yield ConfigProblem(
+                    f"'{metric}' is not a built-in metric, so its direction is unknown: set greater_is_better",
+                    ("rules", metric),
+                    did_you_mean(metric, _metrics.ALL),
+                )
+            if "min" in rules and "max" in rules and rules["min"] > rules["max"]:
+                yield ConfigProblem(f"min {rules['min']} is greater than max {rules['max']}", ("rules", metric, "min"))
+
+    def run(self, ctx: StageContext) -> None:
+        config = ctx.config
+        current = _read_metrics(input_path(ctx, "metrics"), "metrics")
+        missing = [m for m in config["rules"] if m not in current]
+        if missing:
+            hints = {m: did_you_mean(m, current) for m in missing}
+            raise StageFailed(
+                f"metric(s) {', '.join(missing)} not in the metrics input",
+                "\n".join(f"  {m}" + (f" (did you mean '{h}'?)" if h else "") for m, h in hints.items())
+                + f"\navailable: {', '.join(sorted(current))}",
+            )
+        baseline, source = _baseline(ctx)
+        intervals = _intervals(ctx, config) if "bootstrap" in config else {}
+        verdicts = [
+            v
+            for metric, rules in config["rules"].items()
+            for v in judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
+        ]
+        failed = [v for v in verdicts if v.verdict == "fail"]
+        write_json(
+            sole_output(ctx, "report"),
+            {
+                "passed": not failed,
+                "baseline_source": source,
+                "baseline": baseline,
+                "current": current,
+                "bootstrap": {**BOOTSTRAP_DEFAULTS, **config["bootstrap"], "intervals": intervals} if intervals else None,
+                "verdicts": [asdict(v) for v in verdicts],
+            },
+        )
+        if failed:
+            raise StageFailed(f"model gate failed: {len(failed)} of {len(verdicts)} rule(s) broken", verdict_table(verdicts))
+        if config.get("accept", True):
+            write_accepted(ctx, {"metrics": current, "stage": ctx.stage, "pipeline": ctx.pipeline})
+        ctx.log.info("model gate passed (%d rules, baseline: %s)\n%s", len(verdicts), source, verdict_table(verdicts))
+
+
+def verdict_table(verdicts: Iterable[Verdict]) -> str:
+    return text_table(
+        ("metric", "baseline", "current", "rule", "judged on", "verdict"),
+        ((v.metric, v.baseline, v.current, f"{v.rule} {v.limit:g}", v.judged, v.verdict.upper() + (f" ({v.note})" if v.note else "")) for v in verdicts),
+    )
+
+
+def judge(
+    metric: str,
+    rules: Mapping[str, Any],
+    current: float,
+    baseline: float | None,
+    interval: tuple[float, float] | None,
+    require_baseline: bool,
+) -> list[Verdict]:
+    """One verdict per rule of one metric."""
+    greater_is_better = rules.get("greater_is_better", metric not in _metrics.LOWER_IS_BETTER)
+    # The end of the interval kindest to the current model: a drop must survive it to count.
+    favourable = (interval[1] if greater_is_better else interval[0]) if interval else current
+    out = []
+    for rule in ("min", "max", *RELATIVE_RULES):
+        if rule not in rules:
+            continue
+        limit = float(rules[rule])
+        if rule == "min":
+            out.append(Verdict(metric, rule, limit, baseline, current, current, _verdict(current >= limit - TOLERANCE)))
+            continue
+        if rule == "max":
+            out.append(Verdict(metric, rule, limit, baseline, current, current, _verdict(current <= limit + TOLERANCE)))
+            continue
+        if baseline is None:
+            verdict = "fail" if require_baseline else "skip"
+            out.append(Verdict(metric, rule, limit, None, current, current, verdict, "no baseline value"))
+            continue
+        worsening = (baseline - favourable) if greater_is_better else (favourable - baseline)
+        if rule == "max_drop_pct":
+            worsening = 100.0 * worsening / abs(baseline) if baseline else (float("inf") if worsening > 0 else 0.0)
+        note = f"worse by {worsening:.4g}{'%' if rule == 'max_drop_pct' else ''}"
+        out.append(Verdict(metric, rule, limit, baseline, current, favourable, _verdict(worsening <= limit + TOLERANCE), note))
+    return out
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+def _read_metrics(path: Path, what: str) -> dict[str, float]:
+    if not path.is_file():
+        raise StageFailed(f"{what} file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageFailed(f"{what} file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise StageFailed(f"{what} file {path} must hold a mapping of metric name to number")
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _baseline(ctx: StageContext) -> tuple[dict[str, float], str]:
+    """The baseline metrics and where they came from."""
+    choice = ctx.config.get("baseline", "auto")
+    if choice == "file" or (choice == "auto" and "baseline" in ctx.inputs):
+        return _read_metrics(input_path(ctx, "baseline"), "baseline"), "file"
+    accepted = read_accepted(ctx)
+    if accepted is None:
+        return {}, "none (nothing accepted yet)"
+    return {k: float(v) for k, v in accepted["metrics"].items()}, "last accepted"
+
+
+def _intervals(ctx: StageContext, config: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Bootstrap confidence intervals of each gated metric, from the per-row predictions."""
+    import numpy as np
+
+    options = {**BOOTSTRAP_DEFAULTS, **config["bootstrap"]}
+    table = read_table(input_path(ctx, "predictions"), "predictions")
+    if not {"y_true", "y_pred"} <= set(table.columns):
+        raise StageFailed("the predictions table needs y_true and y_pred columns (as sklearn.evaluate writes them)")
+    y_true, y_pred = table["y_true"].to_numpy(), table["y_pred"].to_numpy()
+    proba_columns = sorted((c for c in table.columns if str(c).startswith("proba_")), key=lambda c: int(str(c)[6:]))
+    proba = table[proba_columns].to_numpy() if proba_columns else None
+    labels = list(range(len(proba_columns)))
+    rng = np.random.default_rng(options["seed"])
+    samples = [rng.integers(0, len(table), len(table)) for _ in range(options["resamples"])]
+    tail = (1.0 - options["confidence"]) / 2.0
+    out = {}
+    for metric in config["rules"]:
+        if metric not in _metrics.ALL:
+            continue
+        values = []
+        for rows in samples:
+            try:
+                values.append(_metrics.metric(metric, y_true[rows], y_pred[rows], None if proba is None else proba[rows], labels))
+            except ValueError:  # a resample with a single class has no ROC AUC: leave it out
+                continue
+        if values:
+            low, high = np.quantile(values, [tail, 1.0 - tail])
+            out[metric] = (float(low), float(high))
+    return out
