@@ -30,8 +30,12 @@ def format_key_path(path: KeyPath) -> str:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest known name to `word`, if one is close enough to be a likely typo."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    names = [str(c) for c in candidates]
+    by_lower = {n.lower(): n for n in names}
+    if word.lower() in by_lower:
+        return by_lower[word.lower()]
+    matches = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[matches[0]] if matches else None
 
 
 @dataclass(frozen=True)
