@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.plugin import StageContext, StageFailed, write_json
+from engine.plugin import StageContext, write_json
+from stages._tables import read_json
 
 ACCEPTED_FILE = "accepted.json"
 
 
 def read_accepted(ctx: StageContext) -> dict[str, Any] | None:
     path = ctx.state_dir / ACCEPTED_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StageFailed(f"the last accepted record {path} is not valid JSON ({exc}); delete it to start afresh") from None
+    return read_json(path, "the last accepted record") if path.is_file() else None
 
 
 def write_accepted(ctx: StageContext, record: dict[str, Any]) -> Path:

@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.plugin import StageFailed
-from stages._tables import is_numeric_kind, kind_of, require_columns, sha256_file, text_table
+from stages._tables import is_numeric_kind, kind_of, read_json, require_columns, sha256_file, text_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,10 +71,7 @@ def load_model(directory: Path) -> LoadedModel:
     metadata_path = directory / METADATA_FILE
     if not metadata_path.is_file():
         raise StageFailed(f"{directory} is not a model directory: it has no {METADATA_FILE}")
-    try:
-        metadata = json.loads(metadata_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StageFailed(f"{metadata_path} is not valid JSON: {exc}") from None
+    metadata = read_json(metadata_path, "model metadata")
     if metadata.get("format") != FORMAT:
         raise StageFailed(f"{metadata_path}: unsupported model format {metadata.get('format')!r} (expected {FORMAT})")
     model_path = directory / metadata.get("model_file", MODEL_FILE)

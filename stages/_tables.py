@@ -7,6 +7,7 @@ reads their schemas, and that must not pay for pandas.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,16 @@ def read_table(path: Path, what: str, *, allow_empty: bool = False) -> pd.DataFr
     if frame.empty and not allow_empty:
         raise StageFailed(f"{what} table {path} has no rows")
     return frame
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file's content; a missing or malformed file fails the stage with its path."""
+    if not path.is_file():
+        raise StageFailed(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageFailed(f"{what} {path} is not valid JSON: {exc}") from None
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:

@@ -78,10 +78,10 @@ class ValidateStage(Plugin):
             },
         )
         for result in warnings:
-            ctx.log.warning("%s %s: %d failing (%s)", result.column or "<table>", result.rule, result.failing, result.note)
+            ctx.log.warning("warning: %s %s %s: %d failing %s", result.column or "<table>", result.rule, result.expected, result.failing, _describe(result))
         if errors:
             raise StageFailed(f"{len(errors)} validation rule(s) failed", violations_table(errors + warnings))
-        ctx.log.info("%d rules checked on %d rows: all errors-level rules passed", len(results), len(frame))
+        ctx.log.info("%d rules checked on %d rows: every error-level rule passed", len(results), len(frame))
 
 
 def violations_table(results: Iterable[RuleResult]) -> str:

@@ -8,7 +8,6 @@ fail a build on noise alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from engine.errors import did_you_mean
 from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
 from stages import _metrics
 from stages._accepted import read_accepted, write_accepted
-from stages._tables import input_path, read_table, sole_output, text_table
+from stages._tables import input_path, read_json, read_table, sole_output, text_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
 RELATIVE_RULES = ("max_drop", "max_drop_pct")
@@ -129,7 +128,8 @@ def judge(
         worsening = (baseline - favourable) if greater_is_better else (favourable - baseline)
         if rule == "max_drop_pct":
             worsening = 100.0 * worsening / abs(baseline) if baseline else (float("inf") if worsening > 0 else 0.0)
-        note = f"worse by {worsening:.4g}{'%' if rule == 'max_drop_pct' else ''}"
+        unit = "%" if rule == "max_drop_pct" else ""
+        note = f"worse by {worsening:.4g}{unit}" if worsening > 0 else f"better by {-worsening:.4g}{unit}"
         out.append(Verdict(metric, rule, limit, baseline, current, favourable, _verdict(worsening <= limit + TOLERANCE), note))
     return out
 
@@ -139,12 +139,7 @@ def _verdict(ok: bool) -> str:
 
 
 def _read_metrics(path: Path, what: str) -> dict[str, float]:
-    if not path.is_file():
-        raise StageFailed(f"{what} file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StageFailed(f"{what} file {path} is not valid JSON: {exc}") from None
+    data = read_json(path, f"{what} file")
     if not isinstance(data, dict):
         raise StageFailed(f"{what} file {path} must hold a mapping of metric name to number")
     return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -173,20 +168,13 @@ def _intervals(ctx: StageContext, config: Mapping[str, Any]) -> dict[str, tuple[
     proba_columns = sorted((c for c in table.columns if str(c).startswith("proba_")), key=lambda c: int(str(c)[6:]))
     proba = table[proba_columns].to_numpy() if proba_columns else None
     labels = list(range(len(proba_columns)))
-    rng = np.random.default_rng(options["seed"])
-    samples = [rng.integers(0, len(table), len(table)) for _ in range(options["resamples"])]
+    rows = np.random.default_rng(options["seed"]).integers(0, len(table), size=(options["resamples"], len(table)))
     tail = (1.0 - options["confidence"]) / 2.0
     out = {}
     for metric in config["rules"]:
-        if metric not in _metrics.ALL:
-            continue
-        values = []
-        for rows in samples:
-            try:
-                values.append(_metrics.metric(metric, y_true[rows], y_pred[rows], None if proba is None else proba[rows], labels))
-            except ValueError:  # a resample with a single class has no ROC AUC: leave it out
-                continue
-        if values:
-            low, high = np.quantile(values, [tail, 1.0 - tail])
-            out[metric] = (float(low), float(high))
+        if metric in _metrics.ALL:
+            values = _metrics.resampled(metric, y_true, y_pred, proba, labels, rows)
+            if values:
+                low, high = np.quantile(values, [tail, 1.0 - tail])
+                out[metric] = (float(low), float(high))
     return out
