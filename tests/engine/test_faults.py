@@ -1,0 +1,115 @@
+"""Faults: a killed run, a corrupt cache object, a second concurrent run, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import Workspace
+
+SLOW = """\
+version: 1
+stages:
+  quick:
+    cmd: echo quick > ${outputs.o}
+    outputs: {o: quick.txt}
+  slow:
+    cmd: echo partial > ${outputs.o}; touch started; sleep 60; echo done >> ${outputs.o}
+    outputs: {o: slow.txt}
+"""
+
+
+def _start(ws: Workspace) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "--jobs", "2"], cwd=ws.root, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def _wait_for(path: Path) -> None:
+    for _ in range(300):
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_sigkill_mid_stage_leaves_nothing_trusted(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", SLOW)
+    proc = _start(ws)
+    _wait_for(ws.root / "started")
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: sluice and the stage
+    proc.wait()
+    assert not (ws.root / "slow.txt").exists()  # the partial output sat in staging only
+    ws.write("pipeline.yaml", SLOW.replace("sleep 60", "sleep 0"))
+    # quick finished before the kill: its run-cache entry lets the rerun skip it.
+    assert ws.run_json() == {"quick": "skipped", "slow": "ran"}
+    assert ws.read("slow.txt") == "partial\ndone\n"
+
+
+def test_sigint_stops_cleanly_and_rerun_resumes(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", SLOW)
+    proc = _start(ws)
+    _wait_for(ws.root / "started")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in out and "Traceback" not in out + err
+    lock = ws.read("sluice.lock")
+    assert "quick:" in lock and "slow:" not in lock
+    assert not (ws.root / "slow.txt").exists()
+
+
+def test_second_run_refuses_while_first_holds_the_workspace(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", SLOW)
+    proc = _start(ws)
+    try:
+        _wait_for(ws.root / "started")
+        lock_before = (ws.root / "sluice.lock").exists()
+        res = ws.sluice("run")
+        assert res.code == 3
+        assert "another `sluice run`" in res.err and "is using" in res.err
+        assert (ws.root / "sluice.lock").exists() == lock_before
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+
+
+def _objects(ws: Workspace) -> list[Path]:
+    return [p for p in (ws.root / ".sluice/cache/objects").rglob("*") if p.is_file()]
+
+
+def test_corrupt_cache_object_is_detected_and_recomputed(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n")
+    ws.run_json()
+    ws.run_json("--set", "n=2")
+    for obj in _objects(ws):  # damage every object in the store
+        os.chmod(obj, 0o644)
+        obj.write_text("garbage\n")
+    assert ws.run_json() == {"s": "ran"}  # n=1 again: the cached copy fails verification
+    assert ws.read("out.txt") == "n=1\n"
+    assert ws.run_json("--set", "n=2") == {"s": "ran"}
+    assert ws.read("out.txt") == "n=2\n"
+
+
+def test_deleted_cache_object_is_not_trusted(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n")
+    ws.run_json()
+    ws.run_json("--set", "n=2")
+    for obj in _objects(ws):
+        obj.unlink()
+    assert ws.run_json() == {"s": "ran"}
+    assert ws.read("out.txt") == "n=1\n"
+
+
+def test_corrupt_lock_file_is_an_error_not_a_crash(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  s: {cmd: 'echo x > ${outputs.o}', outputs: {o: o.txt}}\n")
+    ws.write("sluice.lock", "version: 1\nstages: [unclosed\n")
+    res = ws.sluice("run")
+    assert res.code == 2 and "sluice.lock" in res.err and "not valid YAML" in res.err
+    assert ws.read("sluice.lock") == "version: 1\nstages: [unclosed\n"
