@@ -1,0 +1,202 @@
+"""Unit tests for the tricky parts: interpolation, DAG shapes, hashing fast path, the store."""
+
+from __future__ import annotations
+
+import ast
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.cache import RunEntry, Store
+from engine.compile import compile_spec, normalize
+from engine.errors import SpecError
+from engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
+from engine.load import load_text
+from engine.resolve import interpolate, resolve
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
+
+
+@given(value=st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(names, scalars, max_size=3)))
+def test_whole_reference_keeps_its_type(value: object) -> None:
+    assert interpolate("${params.x}", lambda expr: value) == value
+
+
+@given(prefix=st.text(alphabet="abc ${}", max_size=10).filter(lambda s: "${" not in s and not s.endswith("$")), n=st.integers(0, 999))
+def test_embedded_reference_is_rendered(prefix: str, n: int) -> None:
+    assert interpolate(f"{prefix}${{params.n}}!", lambda expr: n) == f"{prefix}{n}!"
+
+
+@given(text=st.text(alphabet="ab{}. x", max_size=20))
+def test_escaped_reference_is_literal_and_never_looked_up(text: str) -> None:
+    def lookup(expr: str) -> object:
+        raise AssertionError(f"looked up {expr}")
+
+    assert interpolate(f"$${{{text}}}", lookup) == f"${{{text}}}"
+
+
+def test_escape_and_spelling() -> None:
+    assert interpolate("echo $${HOME} ${params.b}", lambda e: True) == "echo ${HOME} true"
+    assert interpolate("${a} and ${b}", lambda e: [1, 2] if e == "a" else None) == "1 2 and "
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]]]:
+    n = draw(st.integers(1, 25))
+    edges = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))
+    return n, sorted({(a, b) for a, b in edges if a < b})  # a < b: acyclic by construction
+
+
+def _spec_text(n: int, edges: list[tuple[int, int]], via_reference: bool) -> str:
+    lines = ["version: 1", "stages:"]
+    ups: dict[int, list[int]] = {i: [] for i in range(n)}
+    for a, b in edges:
+        ups[b].append(a)
+    for i in range(n):
+        lines.append(f"  s{i}:")
+        lines.append("    cmd: 'true'")
+        lines.append(f"    outputs: {{o: out/s{i}.txt}}")
+        if ups[i] and via_reference:
+            lines.append("    inputs: {" + ", ".join(f"i{a}: '${{stages.s{a}.outputs.o}}'" for a in ups[i]) + "}")
+        elif ups[i]:
+            lines.append(f"    needs: [{', '.join(f's{a}' for a in ups[i])}]")
+    return "\n".join(lines) + "\n"
+
+
+def _compile(text: str, tmp: Path = Path("/tmp/ws")):
+    doc = load_text(text, "p.yaml")
+    return compile_spec(resolve(doc, doc.data.get("params") or {}, tmp, tmp / "p.yaml"), doc.location)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dag=dags(), via_reference=st.booleans())
+def test_compiled_order_respects_every_edge(dag: tuple[int, list[tuple[int, int]]], via_reference: bool) -> None:
+    n, edges = dag
+    pipeline = _compile(_spec_text(n, edges, via_reference))
+    order = {sid: i for i, sid in enumerate(pipeline.stages)}
+    assert len(order) == n
+    for a, b in edges:
+        assert order[f"s{a}"] < order[f"s{b}"]
+    assert {(e.upstream, e.downstream) for e in pipeline.edges} == {(f"s{a}", f"s{b}") for a, b in edges}
+    assert pipeline.graph.number_of_edges() == len(edges)
+
+
+@settings(max_examples=30, deadline=None)
+@given(dag=dags())
+def test_any_back_edge_is_reported_as_a_cycle(dag: tuple[int, list[tuple[int, int]]]) -> None:
+    n, edges = dag
+    if not edges:
+        return
+    a, b = edges[0]
+    text = _spec_text(n, edges, via_reference=False).replace(f"  s{a}:\n", f"  s{a}:\n    needs: [s{b}]\n", 1)
+    if f"  s{a}:\n    needs: [s{b}]\n    cmd: 'true'\n    outputs: {{o: out/s{a}.txt}}\n    needs:" in text:
+        return  # s{a} already had needs; a duplicate key would be reported instead
+    with pytest.raises(SpecError) as info:
+        _compile(text)
+    assert "dependency cycle" in str(info.value)
+
+
+def test_ten_thousand_stage_chain_compiles_without_recursion() -> None:
+    n = 10_000
+    lines = ["version: 1", "stages:"]
+    for i in range(n):
+        lines += [f"  s{i}:", "    cmd: 'true'", f"    outputs: {{o: o/{i}}}"]
+        if i:
+            lines.append(f"    inputs: {{i: '${{stages.s{i - 1}.outputs.o}}'}}")
+    pipeline = _compile("\n".join(lines) + "\n")
+    assert len(pipeline.closure_up(["s9999"])) == n
+    assert list(pipeline.stages)[-1] == "s9999"
+
+
+@pytest.mark.parametrize("path,expected", [("a/./b/../c", "a/c"), ("../x", None), ("/etc/x", None), (".", None), ("a/../../b", None), ("~/x", None)])
+def test_normalize(path: str, expected: str | None) -> None:
+    assert normalize(path) == expected
+
+
+def test_canonical_ignores_key_order() -> None:
+    assert canonical({"b": 1, "a": [1, {"y": 2, "x": 1}]}) == canonical({"a": [1, {"x": 1, "y": 2}], "b": 1})
+    assert hash_data({"a": 1}) != hash_data({"a": 1.5})
+
+
+def test_unchanged_file_is_not_read_again(tmp_path: Path) -> None:
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(4096))
+    old = time.time() - 10
+    os.utime(f, (old, old))  # outside the racy window
+    cache = HashCache(tmp_path / "h.db", tmp_path)
+    first = cache.file("data.bin")
+    assert cache.reads == 1
+    cache.save()
+    again = HashCache(tmp_path / "h.db", tmp_path)
+    assert again.file("data.bin") == first and again.reads == 0
+    f.write_bytes(os.urandom(4096))  # same size, new content and mtime
+    assert again.file("data.bin") != first and again.reads == 1
+
+
+def test_racy_entry_is_rechecked(tmp_path: Path) -> None:
+    f = tmp_path / "fresh.txt"
+    f.write_text("one")
+    cache = HashCache(tmp_path / "h.db", tmp_path)
+    d1 = cache.file("fresh.txt")
+    st = os.stat(f)
+    f.write_text("two")  # same size; force the same mtime, as a coarse clock would
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert RACY_NS > 0 and cache.file("fresh.txt") != d1
+
+
+def test_directory_digest_covers_names_and_contents(tmp_path: Path) -> None:
+    (tmp_path / "d/sub").mkdir(parents=True)
+    (tmp_path / "d/a.txt").write_text("a")
+    (tmp_path / "d/sub/b.txt").write_text("b")
+    cache = HashCache(tmp_path / "h.db", tmp_path)
+    d1 = cache.digest("d")
+    assert d1 is not None and d1.kind == "dir" and [m[0] for m in d1.manifest] == ["a.txt", "sub/b.txt"]
+    (tmp_path / "d/sub/b.txt").rename(tmp_path / "d/sub/c.txt")
+    assert cache.digest("d").value != d1.value
+    assert cache.digest("missing") is None
+
+
+def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "out").mkdir(parents=True)
+    (ws / "out/x.txt").write_text("x" * 100)
+    (ws / "out/y.txt").write_text("y")
+    cache = HashCache(tmp_path / "h.db", ws)
+    digest = cache.digest("out")
+    store = Store(tmp_path / "store")
+    store.put(ws / "out", digest)
+    entry = RunEntry("f" * 64, "s", {"o": ("out", digest)}, time.time())
+    store.save_run(entry)
+    assert store.lookup("f" * 64) == entry
+    assert store.restore(digest, tmp_path / "back")
+    assert (tmp_path / "back/x.txt").read_text() == "x" * 100
+    victim = next(p for p in (tmp_path / "store/objects").rglob("*") if p.is_file())
+    os.chmod(victim, 0o644)
+    victim.write_text("evil")
+    assert not store.restore(digest, tmp_path / "again")
+    assert not victim.exists()  # a corrupt object is dropped, never offered again
+    assert store.lookup("f" * 64) is None
+
+
+ORDER = ["errors", "model", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
+         "cache", "state", "plan", "execute", "stage_runner", "report", "dagview"]
+FREE = {"errors", "model", "fingerprint"}
+TOP = {"api", "cli", "__main__"}
+
+
+def test_modules_import_only_earlier_phases() -> None:
+    root = Path(__file__).resolve().parents[2] / "engine"
+    for path in sorted(root.glob("*.py")):
+        mod = path.stem
+        if mod in TOP or mod == "__init__" or mod not in ORDER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine."):
+                dep = node.module.split(".")[1]
+                assert dep in FREE or dep not in ORDER or ORDER.index(dep) < ORDER.index(mod), f"{mod} imports {dep}"
+                assert dep not in TOP, f"{mod} imports {dep}"
