@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--status", action="store_true", help="mark each stage with its state")
     d.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
+    sc = sub.add_parser("schema", help="print the JSON Schema for pipeline files, with every installed plugin's config")
+    sc.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
     _add_spec_args(rb)
@@ -107,6 +110,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{len(files)} file{'s' if len(files) != 1 else ''} valid.")
         return EXIT_SPEC if problems else EXIT_OK
 
+    if args.command == "schema":
+        return _schema(args)
+
     loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
     if args.command == "status":
         from engine.report import print_status
@@ -129,6 +135,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(api.rollback(loaded, args.stage))
         return EXIT_OK
     raise AssertionError(args.command)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.registry import Registry
+    from engine.schema_bundle import build
+
+    bundle = build(Registry.discover())
+    for why in bundle.skipped:
+        sys.stderr.write(f"sluice: warning: plugin left out of the schema: {why}\n")
+    _emit(json.dumps(bundle.schema, indent=2) + "\n", args.output)
+    return EXIT_OK
+
+
+def _emit(data: str | bytes, output: Path | None) -> None:
+    if output is None:
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
+    elif isinstance(data, bytes):
+        output.write_bytes(data)
+    else:
+        output.write_text(data)
 
 
 def _run(loaded: Loaded, args: argparse.Namespace) -> int:
