@@ -1,0 +1,203 @@
+"""data.drift: figures equal scipy's, the corrections, the effect-size rule, and no false alarm on undrifted data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.stats.contingency import association
+from sklearn.datasets import load_breast_cancer
+
+from engine.plugin import StageFailed
+from stages.data_drift import DEFAULTS, DriftStage, adjust, compare, subsample
+from tests.stages.conftest import config_problems
+
+PLUGIN = DriftStage()
+
+
+def _compare(reference: pd.DataFrame, current: pd.DataFrame, **config):  # type: ignore[no-untyped-def]
+    return {r.column: r for r in compare(reference, current, {**DEFAULTS, **config})}
+
+
+@pytest.fixture
+def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    reference = pd.DataFrame({"x": rng.normal(size=400), "y": rng.exponential(size=400), "c": rng.choice(list("abc"), 400)})
+    current = pd.DataFrame({"x": rng.normal(0.8, 1, 300), "y": rng.exponential(size=300), "c": rng.choice(list("abcd"), 300, p=[0.1, 0.2, 0.3, 0.4])})
+    return reference, current
+
+
+def test_ks_and_chi_square_figures_equal_scipy(tables):
+    reference, current = tables
+    results = _compare(reference, current)
+    for column in ("x", "y"):
+        direct = stats.ks_2samp(reference[column].to_numpy(), current[column].to_numpy())
+        assert (results[column].statistic, results[column].p_value, results[column].effect) == (direct.statistic, direct.pvalue, direct.statistic)
+    counts = pd.concat([reference["c"].value_counts(), current["c"].value_counts()], axis=1).fillna(0).sort_index()
+    table = counts.to_numpy(dtype="int64")
+    direct = stats.chi2_contingency(table, correction=False)
+    assert (results["c"].statistic, results["c"].p_value) == (direct.statistic, direct.pvalue)
+    assert results["c"].effect == association(table, method="cramer", correction=False)
+
+
+def test_adjusted_p_values_equal_scipy_and_bonferroni(tables):
+    reference, current = tables
+    raw = [r.p_value for r in _compare(reference, current, correction="none").values()]
+    bh = [r.p_value_adjusted for r in _compare(reference, current).values()]
+    bonferroni = [r.p_value_adjusted for r in _compare(reference, current, correction="bonferroni").values()]
+    assert bh == list(stats.false_discovery_control(np.array(raw), method="bh"))
+    assert bonferroni == [min(p * 3, 1.0) for p in raw]
+    assert [r.p_value_adjusted for r in _compare(reference, current, correction="none").values()] == raw
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=80),
+    b=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=80),
+)
+def test_ks_equals_scipy_on_any_sample(a, b):
+    result = _compare(pd.DataFrame({"v": a}), pd.DataFrame({"v": b}))["v"]
+    direct = stats.ks_2samp(np.array(a), np.array(b))
+    assert (result.statistic, result.p_value) == (direct.statistic, direct.pvalue)
+
+
+def _random_halves(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    order = np.random.default_rng(seed).permutation(len(frame))
+    half = len(frame) // 2
+    return frame.iloc[order[:half]], frame.iloc[order[half:]]
+
+
+def test_random_halves_of_one_dataset_never_alarm_with_the_defaults():
+    frame = load_breast_cancer(as_frame=True).frame
+    for seed in range(20):
+        reference, current = _random_halves(frame, seed)
+        drifted = [r.column for r in _compare(reference, current, categorical=["target"]).values() if r.drifted]
+        assert drifted == [], f"split {seed}: {drifted}"
+
+
+def test_without_correction_or_effect_size_random_halves_do_alarm():
+    """The counterpart that shows the test above can fail: 31 raw tests at 0.05 cry wolf."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(2000, 31)), columns=[f"f{i}" for i in range(31)])
+    alarms = 0
+    for seed in range(10):
+        reference, current = _random_halves(frame, seed)
+        results = _compare(reference, current, correction="none", min_effect={"ks": 0.0})
+        alarms += any(r.drifted for r in results.values())
+        assert not any(r.drifted for r in _compare(reference, current).values())
+    assert alarms >= 3
+
+
+def test_shifted_numeric_and_categorical_columns_drift(tables):
+    reference, current = tables
+    results = _compare(reference, current)
+    assert (results["x"].drifted, results["y"].drifted, results["c"].drifted) == (True, False, True)
+
+
+def test_effect_size_threshold_ignores_significant_but_tiny_shifts():
+    rng = np.random.default_rng(1)
+    reference = pd.DataFrame({"x": rng.normal(size=200_000)})
+    current = pd.DataFrame({"x": rng.normal(0.05, 1, 200_000)})
+    result = _compare(reference, current, max_rows=None)["x"]
+    assert result.p_value_adjusted < 1e-10 and result.effect < 0.1 and not result.drifted
+    assert _compare(reference, current, max_rows=None, min_effect={"ks": 0.01})["x"].drifted
+
+
+def test_psi_is_reported_and_its_threshold_counts_as_drift(tables):
+    reference, current = tables
+    results = _compare(reference, current, psi={"bins": 5, "threshold": 0.0001}, alpha=1e-300)
+    assert all(r.psi is not None and r.psi > 0 for r in results.values())
+    assert all(r.drifted for r in results.values())  # the p-value rule is off (alpha): PSI alone decided
+    assert _compare(reference, current)["x"].psi is None
+
+
+def test_numeric_codes_can_be_tested_as_categories():
+    reference = pd.DataFrame({"code": [1, 2, 3] * 50})
+    current = pd.DataFrame({"code": [1, 1, 1, 2, 3] * 30})
+    assert _compare(reference, current, categorical=["code"])["code"].test == "chi2"
+    assert _compare(reference, current)["code"].test == "ks"
+
+
+def test_subsampling_is_deterministic_and_capped():
+    frame = pd.DataFrame({"x": np.arange(10_000)})
+    a, b = subsample(frame, 500, 3), subsample(frame, 500, 3)
+    assert len(a) == 500 and a.equals(b) and a["x"].is_monotonic_increasing
+    assert not a.equals(subsample(frame, 500, 4))
+    assert subsample(frame, None, 0) is frame
+
+
+def test_stage_fails_on_drift_with_a_table_and_report(harness, write_csv, tables):
+    reference, current = tables
+    ctx = harness.context({}, {"reference": write_csv(reference, "ref.csv"), "current": write_csv(current, "cur.csv")}, {"report": "drift.json"})
+    with pytest.raises(StageFailed, match="2 of 3 columns drifted") as failure:
+        PLUGIN.run(ctx)
+    assert "x" in failure.value.details and "chi2" in failure.value.details
+    report = json.loads(ctx.outputs["report"].read_text())
+    assert report["drifted"] == ["x", "c"] and report["passed"] is False
+    assert set(report["columns"][0]) >= {"test", "statistic", "p_value", "p_value_adjusted", "drifted"}
+
+
+def test_share_and_fail_options(harness, write_csv, tables):
+    reference, current = tables
+    inputs = {"reference": write_csv(reference, "ref.parquet"), "current": write_csv(current, "cur.parquet")}
+    out = harness.run(PLUGIN, {"max_drifted_share": 0.7}, inputs, {"report": "d.json"})
+    assert json.loads(out["report"].read_text())["passed"] is True
+    out = harness.run(PLUGIN, {"fail": False}, inputs, {"report": "d.json"})
+    assert json.loads(out["report"].read_text())["drifted_share"] == pytest.approx(2 / 3)
+
+
+def test_columns_and_exclude_choose_what_is_tested(tables):
+    reference, current = tables
+    assert list(_compare(reference, current, columns=["y", "x"])) == ["y", "x"]
+    assert list(_compare(reference, current, exclude=["c"])) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"alpha": 1.5}, "greater than or equal to the maximum"),
+        ({"correction": "holm"}, "is not one of"),
+        ({"columns": ["a"], "exclude": ["a"]}, "both listed and excluded"),
+        ({"min_effect": {"d": 0.1}}, "Additional properties"),
+        ({"max_rows": 10}, "less than the minimum"),
+    ],
+)
+def test_bad_config(config, message):
+    problems = config_problems(PLUGIN, config)
+    assert problems and any(message in p for p in problems), problems
+
+
+def test_missing_column_in_current_is_named(tables):
+    reference, current = tables
+    with pytest.raises(StageFailed, match="current table lacks 1") as failure:
+        _compare(reference, current.rename(columns={"y": "yy"}))
+    assert "did you mean 'yy'" in failure.value.details
+
+
+def test_type_change_between_tables_fails_cleanly(tables):
+    reference, current = tables
+    with pytest.raises(StageFailed, match="changed type") as failure:
+        _compare(reference, current.assign(x=current["x"].astype(str) + "cm"))
+    assert "float" in failure.value.details and "string" in failure.value.details
+
+
+def test_empty_current_table_fails_cleanly(harness, write_csv, tables):
+    reference, _ = tables
+    ctx = harness.context({}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(reference.iloc[:0], "c.csv")}, {"report": "d.json"})
+    with pytest.raises(StageFailed, match="current table .* has no rows"):
+        PLUGIN.run(ctx)
+
+
+def test_all_null_column_is_reported_untested(tables):
+    reference, current = tables
+    result = _compare(reference, current.assign(y=np.nan))["y"]
+    assert result.test == "none" and not result.drifted and result.p_value_adjusted is None
+
+
+def test_adjust_of_nothing():
+    assert adjust([], "bh") == []
