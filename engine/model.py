@@ -52,6 +52,9 @@ class StageSpec:
     timeout: float | None = None  # seconds
     cache: bool = True
     desc: str = ""
+    # `cmd`, `with` and `env` as written, before `${…}`: fingerprinted with the params they use,
+    # so a param change is reported as that, not also as a changed command.
+    source: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:

@@ -18,7 +18,6 @@ from engine.compile import Pipeline
 from engine.errors import KeyPath, Location, Problem, SpecError
 from engine.fingerprint import Digest, HashCache, hash_data
 from engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
-from engine.resolve import render_cmd
 from engine.state import LockFile
 
 
@@ -26,10 +25,11 @@ def components(stage: StageSpec, plugin_version: str | None, inputs: Mapping[str
     """Everything a stage's result depends on; its canonical hash is the fingerprint."""
     return {
         "spec": SPEC_VERSION,
-        "cmd": render_cmd(stage.cmd, stage.outputs) if stage.cmd is not None else None,
+        "cmd": stage.source.get("cmd"),
         "plugin": f"{stage.uses}@{plugin_version}" if stage.uses else None,
-        "config": hash_data(stage.config),
-        "env": hash_data(stage.env),
+        "config": hash_data(stage.source.get("with", {})),
+        "env": hash_data(stage.source.get("env", {})),
+        "matrix": dict(stage.matrix),
         "params": dict(stage.param_deps),
         "inputs": {n: {"path": stage.inputs[n], "hash": d.value if d else None} for n, d in sorted(inputs.items())},
         "outputs": dict(sorted(stage.outputs.items())),

@@ -224,7 +224,7 @@ def resolve(doc: Document, params: dict[str, Any], workspace: Path, file: Path) 
     stages: list[StageSpec] = []
     for name, insts in expanded.items():
         for sid, fields, combo, used in insts:
-            stages.append(_second_pass(r, name, sid, fields, combo, used, expanded, ids, outputs_by_id))
+            stages.append(_second_pass(r, data["stages"][name], name, sid, fields, combo, used, expanded, ids, outputs_by_id))
     if r.problems:
         raise SpecError(r.problems)
     return Spec(
@@ -238,6 +238,7 @@ def resolve(doc: Document, params: dict[str, Any], workspace: Path, file: Path) 
 
 def _second_pass(
     r: _Resolver,
+    raw: Mapping[str, Any],
     name: str,
     sid: str,
     fields: dict[str, Any],
@@ -334,6 +335,7 @@ def _second_pass(
         timeout=parse_duration(fields["timeout"]) if "timeout" in fields else None,
         cache=bool(fields.get("cache", True)),
         desc=str(fields.get("desc", "")),
+        source={k: raw[k] for k in ("cmd", "with", "env") if k in raw},
     )
 
 
