@@ -34,7 +34,7 @@ class TrainStage(Plugin):
             for key, values in search.get("grid", {}).items():
                 if not isinstance(values, list):
                     yield ConfigProblem("a grid search needs a list of values, not a distribution", ("search", "grid", key))
-        elif "n_iter" in search and search.get("kind") != "random":
+        if "n_iter" in search and search.get("kind") != "random":
             yield ConfigProblem("n_iter applies to a random search only", ("search", "n_iter"))
 
     def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:

@@ -68,3 +68,22 @@ def write_csv(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def cancer_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A breast-cancer classifier trained by sklearn.train, with its train and test tables."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from stages.sklearn_train import TrainStage
+
+    root = tmp_path_factory.mktemp("cancer")
+    frame = load_breast_cancer(as_frame=True).frame
+    frame = frame.assign(target=frame["target"].map({0: "malignant", 1: "benign"}))
+    train, test = train_test_split(frame, test_size=0.3, random_state=0, stratify=frame["target"])
+    train.to_csv(root / "train.csv", index=False)
+    test.to_csv(root / "test.csv", index=False)
+    config = {"estimator": "sklearn.linear_model.LogisticRegression", "target": "target", "params": {"max_iter": 5000}, "preprocessing": {"scale": True}}
+    model = StageHarness(root).run(TrainStage(), config, {"train": root / "train.csv"}, {"model": "model"})["model"]
+    return {"model": model, "train": root / "train.csv", "test": root / "test.csv"}

@@ -1,0 +1,106 @@
+"""model.benchmark: report shape, absolute and ratio budgets, confirmation; no assertion depends on speed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from engine.plugin import StageFailed
+from stages._accepted import write_accepted
+from stages.model_benchmark import BenchmarkStage, judge
+from tests.stages.conftest import config_problems
+
+PLUGIN = BenchmarkStage()
+FAST = {"batch_sizes": [1, 8], "rounds": 5, "warmup": 1, "sample_rows": 20}
+IMPOSSIBLE = 1e-9  # ms: no call is this fast
+GENEROUS = 1e9
+
+
+def _run(harness, cancer_model, config, table=None):  # type: ignore[no-untyped-def]
+    ctx = harness.context({**FAST, **config}, {"model": cancer_model["model"], "table": table or cancer_model["test"]}, {"report": "bench.json"})
+    assert not config_problems(PLUGIN, ctx.config)
+    try:
+        PLUGIN.run(ctx)
+    finally:
+        report = json.loads(ctx.outputs["report"].read_text()) if ctx.outputs["report"].exists() else None
+    return report, ctx
+
+
+def test_report_and_accepted_record(harness, cancer_model):
+    report, _ = _run(harness, cancer_model, {"budgets": [{"batch_size": 1, "p99_ms": GENEROUS, "min_rows_per_s": 1e-6}]})
+    assert report["passed"] and len(report["attempts"]) == 1
+    batches = report["attempts"][0]["batches"]
+    assert set(batches) == {"1", "8"}
+    for stats in batches.values():
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] and stats["rows_per_s"] > 0
+    assert report["attempts"][0]["calibration_ms"] > 0
+    accepted = json.loads((harness.state_dir / "accepted.json").read_text())
+    assert accepted == report["attempts"][0]
+
+
+@pytest.mark.parametrize("budget", [{"p50_ms": IMPOSSIBLE}, {"p95_ms": IMPOSSIBLE}, {"p99_ms": IMPOSSIBLE}, {"min_rows_per_s": GENEROUS}])
+def test_broken_budget_is_measured_twice_then_fails(harness, cancer_model, budget):
+    with pytest.raises(StageFailed, match="over budget in 2 measurement") as failure:
+        _run(harness, cancer_model, {"budgets": [{"batch_size": 8, **budget}]})
+    assert "FAIL" in failure.value.details and next(iter(budget)) in failure.value.details
+    assert not (harness.state_dir / "accepted.json").exists()
+
+
+def test_without_confirm_one_measurement_decides(harness, cancer_model):
+    with pytest.raises(StageFailed, match="in 1 measurement"):
+        _run(harness, cancer_model, {"confirm": False, "budgets": [{"batch_size": 1, "p50_ms": IMPOSSIBLE}]})
+
+
+def test_ratio_to_the_last_accepted_run(harness, cancer_model):
+    def accept(p50_ms: float) -> None:
+        ctx = harness.context({}, {}, {})
+        write_accepted(ctx, {"calibration_ms": 1.0, "batches": {"1": {"p50_ms": p50_ms}, "8": {"p50_ms": p50_ms}}})
+
+    accept(GENEROUS)  # the last accepted run was very slow: anything now is faster
+    report, _ = _run(harness, cancer_model, {"max_ratio": 1.5})
+    assert [c["measure"] for c in report["checks"]] == ["p50_ratio", "p50_ratio"] and report["passed"]
+    accept(IMPOSSIBLE)
+    with pytest.raises(StageFailed, match="over budget"):
+        _run(harness, cancer_model, {"max_ratio": 1.5})
+
+
+def test_ratio_divides_out_the_calibration():
+    measured = {"calibration_ms": 20.0, "batches": {"1": {"p50_ms": 2.0}}}
+    accepted = {"calibration_ms": 10.0, "batches": {"1": {"p50_ms": 1.0}}}
+    (check,) = judge(measured, {"max_ratio": 1.2}, accepted)
+    assert check.measured == 1.0 and check.passed  # twice as slow on a machine twice as slow
+
+
+def test_predict_proba_and_a_tiny_table_sampled_with_replacement(harness, cancer_model, tmp_path):
+    pd.read_csv(cancer_model["test"]).iloc[:3].to_csv(tmp_path / "t.csv", index=False)
+    report, _ = _run(harness, cancer_model, {"method": "predict_proba", "batch_sizes": [16]}, tmp_path / "t.csv")
+    assert report["sample_rows"] == 20 and report["method"] == "predict_proba"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"budgets": [{"batch_size": 64, "p95_ms": 5}]}, "batch size 64 is not in batch_sizes [1, 32, 256]"),
+        ({"budgets": [{"batch_size": 1}]}, "does not have enough properties"),
+        ({"rounds": 1}, "less than the minimum"),
+        ({"max_ratio": 0.9}, "less than or equal to the minimum"),
+        ({"method": "transform"}, "is not one of"),
+    ],
+)
+def test_bad_config(config, message):
+    problems = config_problems(PLUGIN, config)
+    assert any(message in p for p in problems), problems
+
+
+def test_missing_feature_column(harness, cancer_model, tmp_path):
+    pd.read_csv(cancer_model["test"]).drop(columns="worst area").to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(StageFailed, match="benchmark table lacks 1 required column"):
+        _run(harness, cancer_model, {}, tmp_path / "t.csv")
+
+
+def test_empty_table(harness, cancer_model, tmp_path):
+    pd.read_csv(cancer_model["test"]).iloc[:0].to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(StageFailed, match="has no rows"):
+        _run(harness, cancer_model, {}, tmp_path / "t.csv")

@@ -1,0 +1,197 @@
+"""model.gate: each rule, both baseline sources, the accepted record, and the bootstrap's effect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.plugin import StageFailed
+from stages.model_gate import GateStage, judge
+from tests.stages.conftest import config_problems
+
+PLUGIN = GateStage()
+
+
+def _json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "metrics": _json(tmp_path / "metrics.json", {"accuracy": 0.90, "log_loss": 0.30, "roc_auc": 0.95}),
+        "baseline": _json(tmp_path / "baseline.json", {"accuracy": 0.93, "log_loss": 0.25, "roc_auc": 0.95}),
+    }
+
+
+def _run(harness, config, inputs):  # type: ignore[no-untyped-def]
+    ctx = harness.context(config, inputs, {"report": "gate.json"})
+    assert not config_problems(PLUGIN, config)
+    PLUGIN.run(ctx)
+    return json.loads(ctx.outputs["report"].read_text())
+
+
+def _verdicts(metric: str, rules: dict, current: float, baseline: float | None) -> list[str]:
+    return [v.verdict for v in judge(metric, rules, current, baseline, None, False)]
+
+
+@pytest.mark.parametrize(
+    ("metric", "rules", "current", "baseline", "expected"),
+    [
+        ("accuracy", {"min": 0.9}, 0.89, None, ["fail"]),
+        ("accuracy", {"min": 0.9}, 0.9, None, ["pass"]),
+        ("log_loss", {"max": 0.3}, 0.31, None, ["fail"]),
+        ("accuracy", {"max_drop": 0.02}, 0.93, 0.95, ["pass"]),  # 0.95 - 0.93 is 0.0200000…18 in floats
+        ("accuracy", {"max_drop": 0.02}, 0.92, 0.95, ["fail"]),
+        ("accuracy", {"max_drop_pct": 1.0}, 0.94, 0.95, ["fail"]),
+        ("accuracy", {"max_drop_pct": 1.1}, 0.94, 0.95, ["pass"]),
+        ("log_loss", {"max_drop": 0.05}, 0.31, 0.25, ["fail"]),  # lower is better: a rise is a drop
+        ("log_loss", {"max_drop": 0.05}, 0.10, 0.25, ["pass"]),
+        ("custom", {"max_drop": 1, "greater_is_better": False}, 12, 10, ["fail"]),
+        ("accuracy", {"max_drop": 0.01}, 0.5, None, ["skip"]),
+        ("accuracy", {"min": 0.5, "max": 0.99, "max_drop": 0.1}, 0.9, 0.95, ["pass", "pass", "pass"]),
+    ],
+)
+def test_rules(metric, rules, current, baseline, expected):
+    assert _verdicts(metric, rules, current, baseline) == expected
+
+
+@given(current=st.floats(0, 1), baseline=st.floats(0, 1), limit=st.floats(0, 1))
+def test_max_drop_is_baseline_minus_current(current, baseline, limit):
+    assert _verdicts("accuracy", {"max_drop": limit}, current, baseline) == ["pass" if baseline - current <= limit + 1e-9 else "fail"]
+
+
+def test_pass_records_the_metrics_as_accepted(harness, files):
+    report = _run(harness, {"rules": {"accuracy": {"min": 0.8}}}, files)
+    assert report["passed"] and report["baseline_source"] == "file"
+    accepted = json.loads((harness.state_dir / "accepted.json").read_text())
+    assert accepted["metrics"] == {"accuracy": 0.90, "log_loss": 0.30, "roc_auc": 0.95}
+
+
+def test_fail_prints_a_table_and_records_nothing(harness, files):
+    config = {"rules": {"accuracy": {"max_drop": 0.01}, "log_loss": {"max_drop_pct": 10}, "roc_auc": {"max_drop": 0}}}
+    with pytest.raises(StageFailed, match="2 of 3 rule") as failure:
+        _run(harness, config, files)
+    lines = failure.value.details.splitlines()
+    assert lines[0].split() == ["metric", "baseline", "current", "rule", "judged", "on", "verdict"]
+    assert any(line.startswith("accuracy") and "FAIL" in line and "max_drop 0.01" in line for line in lines)
+    assert any(line.startswith("roc_auc") and "PASS" in line for line in lines)
+    assert not (harness.state_dir / "accepted.json").exists()
+
+
+def test_last_accepted_is_the_baseline_without_a_file(harness, files, tmp_path):
+    config = {"rules": {"accuracy": {"max_drop": 0.01}}}
+    first = _run(harness, config, {"metrics": files["metrics"]})
+    assert first["baseline_source"].startswith("none") and first["verdicts"][0]["verdict"] == "skip"
+    worse = _json(tmp_path / "worse.json", {"accuracy": 0.85})
+    with pytest.raises(StageFailed, match="model gate failed"):
+        _run(harness, config, {"metrics": worse})
+    assert _run(harness, config, {"metrics": files["metrics"]})["baseline_source"] == "last accepted"
+
+
+def test_baseline_accepted_ignores_the_file(harness, files):
+    report = _run(harness, {"baseline": "accepted", "rules": {"accuracy": {"max_drop": 0.0}}}, files)
+    assert report["baseline_source"].startswith("none")
+
+
+def test_require_baseline_fails_without_one(harness, files):
+    with pytest.raises(StageFailed):
+        _run(harness, {"require_baseline": True, "rules": {"accuracy": {"max_drop": 0.5}}}, {"metrics": files["metrics"]})
+
+
+def test_accept_false_records_nothing(harness, files):
+    _run(harness, {"accept": False, "rules": {"accuracy": {"min": 0}}}, files)
+    assert not (harness.state_dir / "accepted.json").exists()
+
+
+def _predictions(tmp_path: Path, correct: int, total: int) -> Path:
+    """Binary predictions with `correct` right answers and confident probabilities."""
+    y_true = np.array([i % 2 for i in range(total)])
+    y_pred = np.where(np.arange(total) < correct, y_true, 1 - y_true)
+    p1 = np.where(y_pred == 1, 0.8, 0.2)
+    path = tmp_path / "pred.csv"
+    pd.DataFrame({"y_true": y_true, "y_pred": y_pred, "proba_0": 1 - p1, "proba_1": p1}).to_csv(path, index=False)
+    return path
+
+
+def test_bootstrap_forgives_a_drop_within_noise(harness, tmp_path):
+    """45 of 50 right (0.90) against a 0.94 baseline: a 4-point drop on 50 rows is not significant."""
+    inputs = {
+        "metrics": _json(tmp_path / "m.json", {"accuracy": 0.90}),
+        "baseline": _json(tmp_path / "b.json", {"accuracy": 0.94}),
+        "predictions": _predictions(tmp_path, 45, 50),
+    }
+    config = {"rules": {"accuracy": {"max_drop": 0.02}}}
+    with pytest.raises(StageFailed):
+        _run(harness, config, inputs)
+    report = _run(harness, {**config, "bootstrap": {"resamples": 500, "seed": 3}}, inputs)
+    low, high = report["bootstrap"]["intervals"]["accuracy"]
+    assert low < 0.90 < high and report["verdicts"][0]["judged"] == high
+
+
+def test_bootstrap_still_fails_a_significant_drop(harness, tmp_path):
+    inputs = {
+        "metrics": _json(tmp_path / "m.json", {"accuracy": 0.6}),
+        "baseline": _json(tmp_path / "b.json", {"accuracy": 0.95}),
+        "predictions": _predictions(tmp_path, 300, 500),
+    }
+    with pytest.raises(StageFailed, match="model gate failed"):
+        _run(harness, {"rules": {"accuracy": {"max_drop": 0.02}}, "bootstrap": {}}, inputs)
+
+
+def test_bootstrap_is_reproducible_and_matches_direct_resampling(harness, tmp_path):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    predictions = _predictions(tmp_path, 70, 100)
+    inputs = {"metrics": _json(tmp_path / "m.json", {"roc_auc": 0.7, "log_loss": 0.6}), "predictions": predictions}
+    config = {"rules": {"roc_auc": {"min": 0}, "log_loss": {"max": 10}}, "bootstrap": {"resamples": 200, "seed": 11}}
+    first = _run(harness, config, inputs)["bootstrap"]["intervals"]
+    assert _run(harness, config, inputs)["bootstrap"]["intervals"] == first
+    table = pd.read_csv(predictions)
+    rows = np.random.default_rng(11).integers(0, 100, size=(200, 100))
+    y, proba = table["y_true"].to_numpy(), table[["proba_0", "proba_1"]].to_numpy()
+    aucs = [roc_auc_score(y[r], proba[r, 1]) for r in rows]
+    losses = [log_loss(y[r], proba[r], labels=[0, 1]) for r in rows]
+    assert first["roc_auc"] == pytest.approx(list(np.quantile(aucs, [0.025, 0.975])), abs=1e-12)
+    assert first["log_loss"] == list(np.quantile(losses, [0.025, 0.975]))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"rules": {}}, "should be non-empty"),
+        ({"rules": {"acuracy": {"min": 0.9}}}, "direction is unknown: set greater_is_better (did you mean 'accuracy'?)"),
+        ({"rules": {"accuracy": {"min": 0.9, "max": 0.5}}}, "min 0.9 is greater than max 0.5"),
+        ({"rules": {"accuracy": {"max_drop": -1}}}, "less than the minimum"),
+        ({"rules": {"accuracy": {"min": 0.9}}, "bootstrap": {"resamples": 10}}, "less than the minimum"),
+        ({"rules": {"accuracy": {"floor": 0.9}}}, "Additional properties"),
+    ],
+)
+def test_bad_config(config, message):
+    problems = config_problems(PLUGIN, config)
+    assert any(message in p for p in problems), problems
+
+
+def test_metric_missing_from_the_metrics_file(harness, files):
+    with pytest.raises(StageFailed, match="f1 not in the metrics input") as failure:
+        PLUGIN.run(harness.context({"rules": {"f1": {"min": 0.5, "greater_is_better": True}}}, files, {"report": "r.json"}))
+    assert "available: accuracy, log_loss, roc_auc" in failure.value.details
+
+
+def test_malformed_metrics_file(harness, files, tmp_path):
+    (tmp_path / "bad.json").write_text("{accuracy: 1")
+    with pytest.raises(StageFailed, match="not valid JSON"):
+        PLUGIN.run(harness.context({"rules": {"accuracy": {"min": 0}}}, {**files, "metrics": tmp_path / "bad.json"}, {"report": "r.json"}))
+
+
+def test_predictions_without_the_needed_columns(harness, files, tmp_path):
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(StageFailed, match="needs y_true and y_pred"):
+        PLUGIN.run(harness.context({"rules": {"accuracy": {"min": 0}}, "bootstrap": {}}, {**files, "predictions": tmp_path / "p.csv"}, {"report": "r.json"}))
