@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from engine.api import Loaded
 
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
+# Kept in step with engine.dagview.FORMATS; not imported from there so `--help` stays cheap.
+DAG_FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
 
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -55,8 +57,9 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dag", help="show the stage graph")
     _add_spec_args(d)
-    d.add_argument("--format", default="text", choices=["text", "json"], help="output format")
-    d.add_argument("--status", action="store_true", help="mark each stage with its state")
+    d.add_argument("--format", default="text", choices=DAG_FORMATS,
+                   help="text (terminal), json, dot, mermaid, html (self-contained page); svg and png need Graphviz")
+    d.add_argument("--status", action="store_true", help="colour each stage: up to date, stale (and why), failed, never run")
     d.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
     sc = sub.add_parser("schema", help="print the JSON Schema for pipeline files, with every installed plugin's config")
@@ -122,14 +125,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(loaded, args)
     if args.command == "dag":
-        from engine.dagview import render
+        from engine.dagview import build, render
 
-        items = api.status(loaded) if args.status else None
-        text = render(loaded.pipeline, args.format, items)
-        if args.output:
-            args.output.write_text(text)
-        else:
-            sys.stdout.write(text)
+        if args.format == "png" and args.output is None and sys.stdout.isatty():
+            raise SluiceError("PNG is binary: write it with -o FILE (or redirect stdout)")
+        view = build(loaded.pipeline, api.status(loaded) if args.status else None, loaded.layout)
+        color = args.output is None and args.format == "text" and sys.stdout.isatty()
+        _emit(render(view, args.format, color=color), args.output)
         return EXIT_OK
     if args.command == "rollback":
         print(api.rollback(loaded, args.stage))

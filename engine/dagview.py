@@ -1,52 +1,152 @@
-"""The stage graph for people and tools: a terminal view by level, and JSON."""
+"""The stage graph as a view model for `sluice dag`: nodes, artifact edges, matrix groups, states.
+
+Rendering lives in `dag_formats` (text, JSON, DOT, Mermaid, Graphviz images) and `dag_html`
+(a self-contained page drawn with the pure-Python layout of `dag_layout`).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 
 from engine.compile import Pipeline
-from engine.model import Decision, PlanItem
+from engine.model import Decision, PlanItem, StageSpec
+from engine.state import Layout, LockFile, read_last_run
+
+FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
+BINARY_FORMATS = ("png",)
 
 
-def levels(pipeline: Pipeline) -> list[list[str]]:
-    """Stages grouped so each depends only on earlier groups (networkx topological generations)."""
-    import networkx as nx
+class NodeState(Enum):
+    """A stage's state for `dag --status`; the planner's decision plus the last run's outcome."""
 
-    return [sorted(gen) for gen in nx.topological_generations(pipeline.graph)]
-
-
-def render(pipeline: Pipeline, fmt: str, status: Sequence[PlanItem] | None = None) -> str:
-    state = {i.stage: i for i in status or ()}
-    if fmt == "json":
-        return json.dumps(to_json(pipeline, state), indent=2) + "\n"
-    return text_view(pipeline, state)
+    UP_TO_DATE = "up-to-date"  # recorded fingerprint matches and outputs are intact
+    STALE = "stale"  # would run or be restored; the reasons say why
+    FAILED = "failed"  # failed in the last run and has not succeeded since
+    NEVER_RUN = "never-run"  # no record in the lock file
 
 
-def to_json(pipeline: Pipeline, state: dict[str, PlanItem]) -> dict[str, object]:
-    nodes = []
-    for sid, st in pipeline.stages.items():
-        node: dict[str, object] = {"id": sid, "stage": st.base, "kind": st.kind, "matrix": dict(st.matrix)}
-        if sid in state:
-            node["decision"] = state[sid].decision.value
-            node["reasons"] = list(state[sid].reasons)
-        nodes.append(node)
-    edges = [{"from": e.upstream, "to": e.downstream, "artifact": e.artifact} for e in pipeline.edges]
-    return {"name": pipeline.spec.name, "nodes": nodes, "edges": edges}
+@dataclass(frozen=True)
+class DagNode:
+    id: str  # stage id, e.g. "report[fold=0]"
+    stage: str  # the name under `stages:`
+    kind: str  # the plugin name, or "cmd"
+    summary: str  # the plugin name, or the first line of the command
+    level: int  # longest path from a source: 0 for stages with no upstream
+    matrix: Mapping[str, object] = field(default_factory=dict)
+    desc: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    state: NodeState | None = None  # None without --status
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str | None:
+        """Matrix instances share a group named after their stage."""
+        return self.stage if self.matrix else None
 
 
-def text_view(pipeline: Pipeline, state: dict[str, PlanItem]) -> str:
-    lines = [f"{pipeline.spec.name}: {len(pipeline.stages)} stages, {len(pipeline.edges)} edges"]
-    for n, level in enumerate(levels(pipeline)):
-        lines.append(f"level {n}")
-        for sid in level:
-            st = pipeline.stages[sid]
-            ups = pipeline.upstream[sid]
-            what = st.uses or (st.cmd or "").split("\n", 1)[0][:50]
-            mark = ""
-            if sid in state:
-                item = state[sid]
-                mark = " [up to date]" if item.decision is Decision.SKIP else f" [{item.decision.value}: {'; '.join(item.reasons)}]"
-            after = f"  ← {', '.join(ups)}" if ups else ""
-            lines.append(f"  {sid}  ({what}){after}{mark}")
-    return "\n".join(lines) + "\n"
+@dataclass(frozen=True)
+class DagEdge:
+    upstream: str
+    downstream: str
+    artifacts: tuple[str, ...]  # paths that flow along the edge; empty for a `needs` edge
+
+
+@dataclass(frozen=True)
+class DagView:
+    name: str
+    nodes: Mapping[str, DagNode]  # in topological order
+    edges: tuple[DagEdge, ...]  # one per (upstream, downstream) pair
+
+    @property
+    def depth(self) -> int:
+        return 1 + max((n.level for n in self.nodes.values()), default=-1)
+
+    def grouped(self) -> tuple[list[DagNode], dict[str, list[DagNode]]]:
+        """Stages outside any matrix, and matrix instances by stage name."""
+        single: list[DagNode] = []
+        groups: dict[str, list[DagNode]] = {}
+        for n in self.nodes.values():
+            if n.group:
+                groups.setdefault(n.group, []).append(n)
+            else:
+                single.append(n)
+        return single, groups
+
+    def levels(self) -> list[list[DagNode]]:
+        out: list[list[DagNode]] = [[] for _ in range(self.depth)]
+        for node in self.nodes.values():
+            out[node.level].append(node)
+        return out
+
+
+def summary_of(stage: StageSpec, width: int = 60) -> str:
+    if stage.uses:
+        return stage.uses
+    first = (stage.cmd or "").strip().split("\n", 1)[0]
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
+def _state(item: PlanItem, recorded: bool, failed_error: str | None) -> tuple[NodeState, tuple[str, ...]]:
+    if item.decision is Decision.SKIP:
+        return NodeState.UP_TO_DATE, item.reasons
+    if failed_error is not None:
+        return NodeState.FAILED, (f"failed in the last run: {failed_error}" if failed_error else "failed in the last run", *item.reasons)
+    if not recorded:
+        return NodeState.NEVER_RUN, item.reasons
+    return NodeState.STALE, item.reasons
+
+
+def build(pipeline: Pipeline, status: Sequence[PlanItem] | None = None, layout: Layout | None = None) -> DagView:
+    """The view of `pipeline`; with `status` (and the workspace `layout`), each node's state."""
+    items = {i.stage: i for i in status or ()}
+    recorded: Mapping[str, object] = {}
+    failed: dict[str, str] = {}
+    if status is not None and layout is not None:
+        recorded = LockFile.read(layout.lock_file).stages
+        last = read_last_run(layout) or {}
+        for sid, rec in (last.get("stages") or {}).items():
+            if isinstance(rec, dict) and rec.get("outcome") == "failed":
+                failed[sid] = str(rec.get("error") or "")
+    levels: dict[str, int] = {}
+    nodes: dict[str, DagNode] = {}
+    for sid, st in pipeline.stages.items():  # topological order: upstream levels are known
+        levels[sid] = 1 + max((levels[u] for u in pipeline.upstream[sid]), default=-1)
+        state, reasons = (None, ())
+        if sid in items:
+            state, reasons = _state(items[sid], sid in recorded, failed.get(sid))
+        nodes[sid] = DagNode(
+            id=sid, stage=st.base, kind=st.kind, summary=summary_of(st), level=levels[sid],
+            matrix=dict(st.matrix), desc=st.desc, inputs=dict(st.inputs), outputs=dict(st.outputs),
+            state=state, reasons=tuple(reasons),
+        )
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for e in pipeline.edges:
+        arts = pairs.setdefault((e.upstream, e.downstream), [])
+        if e.artifact and e.artifact not in arts:
+            arts.append(e.artifact)
+    edges = tuple(DagEdge(u, d, tuple(a)) for (u, d), a in pairs.items())
+    return DagView(pipeline.spec.name, nodes, edges)
+
+
+def render(view: DagView, fmt: str, *, color: bool = False) -> str | bytes:
+    """`view` in one of FORMATS; bytes for PNG. Raises ToolMissing when Graphviz is needed and absent."""
+    from engine import dag_formats
+
+    if fmt == "html":
+        from engine.dag_html import html_page
+
+        return html_page(view)
+    renderers = {
+        "text": lambda: dag_formats.text_view(view, color=color),
+        "json": lambda: dag_formats.json_view(view),
+        "dot": lambda: dag_formats.dot_source(view),
+        "mermaid": lambda: dag_formats.mermaid(view),
+        "svg": lambda: dag_formats.graphviz(view, "svg").decode(),
+        "png": lambda: dag_formats.graphviz(view, "png"),
+    }
+    if fmt not in renderers:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return renderers[fmt]()
