@@ -107,7 +107,14 @@ class Executor:
                 done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     sid, item, entry, comps, t0 = futures.pop(fut)
-                    complete(self._finish(stages[sid], item, entry, comps, fut.result(), time.monotonic() - t0))
+                    attempt = fut.result()
+                    if item.decision is Decision.RESTORE and not attempt.ok and not attempt.interrupted:
+                        # A corrupt or vanished cache object: run the stage instead.
+                        why = item.reasons + (f"{attempt.error}; running instead",)
+                        item = PlanItem(sid, Decision.RUN, why, item.fingerprint)
+                        futures[pool.submit(self._execute, stages[sid])] = (sid, item, None, comps, t0)
+                        continue
+                    complete(self._finish(stages[sid], item, entry, comps, attempt, time.monotonic() - t0))
         shutil.rmtree(self.layout.staging(self.run_id), ignore_errors=True)
         ordered = tuple(self.results[sid] for sid in stages if sid in self.results)
         return RunSummary(self.run_id, ordered, time.monotonic() - started, self.stop.is_set())
@@ -121,10 +128,6 @@ class Executor:
         log = str(self._log_path(sid).relative_to(self.layout.workspace))
         if attempt.interrupted:
             return StageResult(sid, Outcome.NOT_RUN, ("run interrupted",), seconds, log_path=log)
-        if not attempt.ok and item.decision is Decision.RESTORE:
-            # A corrupt or vanished cache object: fall back to running the stage.
-            retry = self._execute(stage)
-            return self._finish(stage, PlanItem(sid, Decision.RUN, item.reasons + ("cache object failed verification; ran instead",), item.fingerprint), None, comps, retry, seconds)
         if not attempt.ok:
             return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, attempt.error, attempt.details)
         if item.decision is Decision.RESTORE and entry is not None and comps is not None and item.fingerprint:
