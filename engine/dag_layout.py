@@ -18,6 +18,7 @@ NODE_H = 42.0
 MIN_W, MAX_W = 90.0, 300.0
 COL_GAP = 90.0
 ROW_GAP = 14.0
+DUMMY_GAP = 8.0
 GROUP_GAP = 30.0  # extra space around a matrix group, for its frame and title
 MARGIN = 24.0
 SWEEPS = 6
@@ -108,7 +109,7 @@ def layout(view: DagView) -> Placed:
                 bx = col_x[lv] + (col_w[lv] - w) / 2
                 boxes[ids[k[1]]] = Box(bx, ys[k], w, NODE_H)
             else:
-                points[k] = (col_x[lv] + col_w[lv] / 2, ys[k] + NODE_H / 2)
+                points[k] = (col_x[lv] + col_w[lv] / 2, ys[k])
     routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for (u, d), chain in chains.items():
         a, b = boxes[u], boxes[d]
@@ -146,30 +147,40 @@ def _order(rows: list[list[Key]], preds: dict[Key, list[Key]], succs: dict[Key, 
 
 
 def _rows_y(rows: list[list[Key]], preds: dict[Key, list[Key]], succs: dict[Key, list[Key]], group: dict[Key, Hashable]) -> dict[Key, float]:
-    """Vertical positions: stacked in order, then pulled toward neighbours without overlapping."""
+    """Vertical centres: stacked in order, then pulled toward neighbours without overlapping.
+
+    Dummy points (edges passing through a column) take almost no room, so a column crossed by
+    many long edges does not push the stages apart.
+    """
+    def half(k: Key) -> float:
+        return NODE_H / 2 if k[0] == "n" else 0.0
+
     y: dict[Key, float] = {}
-    gaps: list[list[float]] = []  # gaps[lv][i]: minimum distance from row[i-1] to row[i]
+    gaps: list[list[float]] = []  # gaps[lv][i]: minimum distance between the centres of row[i-1] and row[i]
     for row in rows:
         g = [0.0]
         for a, b in zip(row, row[1:]):
-            same = group.get(a) == group.get(b) and a[0] == "n"
-            g.append(NODE_H + (ROW_GAP if same else ROW_GAP + (GROUP_GAP if _grouped(a, b, group) else 0.0)))
+            sep = DUMMY_GAP if "d" in (a[0], b[0]) else ROW_GAP
+            if _grouped(a, b, group) and group.get(a) != group.get(b):
+                sep += GROUP_GAP  # room for a matrix group's frame and title
+            g.append(half(a) + half(b) + sep)
         gaps.append(g)
-        at = MARGIN + GROUP_GAP
+        at = 0.0
         for i, k in enumerate(row):
             at += g[i]
             y[k] = at
     for sweep in range(4):
         near = preds if sweep % 2 == 0 else succs
+        far = succs if sweep % 2 == 0 else preds
         for lv, row in enumerate(rows):
             want = []
             for k in row:
-                ns = near.get(k) or (succs if near is preds else preds).get(k)
+                ns = near.get(k) or far.get(k)
                 want.append(sum(y[n] for n in ns) / len(ns) if ns else y[k])
             _fit(row, want, gaps[lv], y)
-    low = min(y.values(), default=MARGIN)
-    shift = MARGIN + GROUP_GAP - low
-    return {k: v + shift for k, v in y.items()}
+    top = min((v - half(k) for k, v in y.items()), default=0.0)
+    shift = MARGIN + GROUP_GAP - top
+    return {k: v + shift - half(k) for k, v in y.items()}  # back to top edges, which Box wants
 
 
 def _grouped(a: Key, b: Key, group: dict[Key, Hashable]) -> bool:
