@@ -203,6 +203,6 @@ def mermaid(view: DagView) -> str:
         border, fill = PALETTE[state]
         dash = ",stroke-dasharray:4 3" if state is NodeState.NEVER_RUN else ""
         out.append(f"  classDef {state.name.lower()} fill:{fill},stroke:{border},color:#1d2733{dash}")
-        members = [ident[n.id] for n in view.nodes.values() if n.state is state]
-        out.append(f"  class {','.join(members)} {state.name.lower()}")
+        in_state = [ident[n.id] for n in view.nodes.values() if n.state is state]
+        out.append(f"  class {','.join(in_state)} {state.name.lower()}")
     return "\n".join(out) + "\n"

@@ -111,9 +111,9 @@ def layout(view: DagView) -> Placed:
             else:
                 points[k] = (col_x[lv] + col_w[lv] / 2, ys[k])
     routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for (u, d), chain in chains.items():
-        a, b = boxes[u], boxes[d]
-        routes[(u, d)] = [(a.x + a.w, a.cy), *(points[k] for k in chain), (b.x, b.cy)]
+    for (up, down), chain in chains.items():
+        a, b = boxes[up], boxes[down]
+        routes[(up, down)] = [(a.x + a.w, a.cy), *(points[k] for k in chain), (b.x, b.cy)]
     groups = _group_frames(view, boxes)
     width = x - COL_GAP + MARGIN
     height = max((bx.y + bx.h for bx in boxes.values()), default=0.0) + MARGIN

@@ -6,7 +6,7 @@ Rendering lives in `dag_formats` (text, JSON, DOT, Mermaid, Graphviz images) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -114,7 +114,8 @@ def build(pipeline: Pipeline, status: Sequence[PlanItem] | None = None, layout: 
     nodes: dict[str, DagNode] = {}
     for sid, st in pipeline.stages.items():  # topological order: upstream levels are known
         levels[sid] = 1 + max((levels[u] for u in pipeline.upstream[sid]), default=-1)
-        state, reasons = (None, ())
+        state: NodeState | None = None
+        reasons: tuple[str, ...] = ()
         if sid in items:
             state, reasons = _state(items[sid], sid in recorded, failed.get(sid))
         nodes[sid] = DagNode(
@@ -139,7 +140,7 @@ def render(view: DagView, fmt: str, *, color: bool = False) -> str | bytes:
         from engine.dag_html import html_page
 
         return html_page(view)
-    renderers = {
+    renderers: dict[str, Callable[[], str | bytes]] = {
         "text": lambda: dag_formats.text_view(view, color=color),
         "json": lambda: dag_formats.json_view(view),
         "dot": lambda: dag_formats.dot_source(view),
