@@ -21,7 +21,7 @@ from engine.plugin import StageContext
 from engine.registry import Registry
 from engine.resolve import apply_overrides, resolve
 from engine.state import Layout, LockFile, new_run_id, workspace_lock, write_run_record
-from engine.validate import validate_document
+from engine.validate import config_problems, validate_document
 
 DEFAULT_FILE = Path("pipeline.yaml")
 
@@ -59,7 +59,13 @@ def load(
     params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
     workspace = file.resolve().parent
     spec = resolve(doc, params, workspace, file.resolve())
-    pipeline = compile_spec(spec, doc.location)
+    problems = config_problems(doc, registry, spec.stages)
+    try:
+        pipeline = compile_spec(spec, doc.location)
+    except SpecError as exc:
+        raise SpecError(problems + list(exc.problems)) from None
+    if problems:
+        raise SpecError(problems)
     return Loaded(doc, pipeline, registry, Layout.for_workspace(workspace, cache_dir))
 
 

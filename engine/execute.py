@@ -33,6 +33,7 @@ from engine.resolve import render_cmd
 from engine.state import Layout, safe_name
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+_STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
 
 
 class Reporter(Protocol):
@@ -191,6 +192,8 @@ class Executor:
                 shutil.rmtree(staging, ignore_errors=True)
                 for path in stage.outputs.values():
                     (staging / path).parent.mkdir(parents=True, exist_ok=True)
+                if stage.uses:
+                    self._stage_state(stage, staging)
                 attempt = self._attempt_once(stage, staging, log)
                 if attempt.ok:
                     missing = self._commit_outputs(stage, staging)
@@ -198,6 +201,8 @@ class Executor:
                         attempt = _Attempt(False, f"the stage did not write its output {', '.join(missing)}")
                         log.write(f"sluice: {attempt.error}\n".encode())
                         continue
+                    if stage.uses:
+                        self._commit_state(stage, staging)
                     return attempt
                 if attempt.interrupted:
                     return attempt
@@ -221,7 +226,7 @@ class Executor:
                 "outputs": {n: str(ws / p) for n, p in staged.items()},
                 "params": self.pipeline.spec.params,
                 "workspace": str(ws),
-                "state_dir": str(self.layout.state_dir(stage.id)),
+                "state_dir": str(staging / _STATE),
                 "pipeline": self.pipeline.spec.name,
                 "result_file": str(result_file),
             }, default=str).encode()
@@ -261,6 +266,26 @@ class Executor:
                 pass
         how = f"killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
         return _Attempt(False, f"{'command' if stage.cmd is not None else stage.uses} {how}")
+
+    def _stage_state(self, stage: StageSpec, staging: Path) -> None:
+        """A plugin writes its kept state (e.g. "last accepted metrics") to a copy, like outputs."""
+        real, staged = self.layout.state_dir(stage.id), staging / _STATE
+        shutil.rmtree(staged, ignore_errors=True)
+        if real.is_dir():
+            shutil.copytree(real, staged)
+        else:
+            staged.mkdir(parents=True)
+
+    def _commit_state(self, stage: StageSpec, staging: Path) -> None:
+        """Swap the staged state in only now that the stage and its outputs have succeeded."""
+        real, staged = self.layout.state_dir(stage.id), staging / _STATE
+        real.parent.mkdir(parents=True, exist_ok=True)
+        old = real.with_name(real.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if real.exists():
+            os.replace(real, old)
+        os.replace(staged, real)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _commit_outputs(self, stage: StageSpec, staging: Path) -> list[str]:
         """Move staged outputs into place; an output written straight to its final path counts too."""

@@ -34,7 +34,9 @@ class StageContext:
     outputs: Mapping[str, Path]  # in a staging area; moved into place only if `run` succeeds
     params: Mapping[str, Any]  # the pipeline's resolved params
     workspace: Path
-    state_dir: Path  # kept across runs (e.g. "last accepted metrics"); created on demand
+    # Kept across runs (e.g. "last accepted metrics"). A staged copy: what the stage writes here
+    # replaces the kept state only if the stage succeeds and its outputs are in place.
+    state_dir: Path
     log: logging.Logger
     pipeline: str = ""  # the pipeline's `name`
 

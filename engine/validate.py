@@ -8,6 +8,7 @@ from typing import Any
 import schemas
 from engine.errors import KeyPath, Problem, did_you_mean
 from engine.load import Document
+from engine.model import StageSpec
 from engine.registry import PluginLoadError, Registry
 
 # Compiling the schema costs ~50 ms, which pays off only on large specs.
@@ -128,29 +129,36 @@ def _short(value: Any) -> str:
 
 
 def validate_document(doc: Document, registry: Registry) -> list[Problem]:
-    """Schema problems of the whole file plus each plugin stage's `with:` block."""
+    """Schema problems of the whole file, and `uses:` names that are no installed plugin."""
     problems = schema_problems(doc, schemas.load("pipeline"), doc.data)
     stages = doc.data.get("stages") if isinstance(doc.data, dict) else None
     if not isinstance(stages, dict):
         return problems
     for name, stage in stages.items():
         if isinstance(stage, dict) and isinstance(stage.get("uses"), str):
-            problems.extend(plugin_problems(doc, registry, str(name), stage))
+            try:
+                registry.load(stage["uses"])
+            except PluginLoadError as exc:
+                at: KeyPath = ("stages", str(name), "uses")
+                problems.append(Problem(doc.location(at), str(exc), at, exc.hint))
     return problems
 
 
-def plugin_problems(doc: Document, registry: Registry, name: str, stage: Mapping[str, Any]) -> list[Problem]:
-    uses_path: KeyPath = ("stages", name, "uses")
-    try:
-        plugin = registry.instance(stage["uses"])
-    except PluginLoadError as exc:
-        return [Problem(doc.location(uses_path), str(exc), uses_path, exc.hint)]
-    config = stage.get("with", {})
-    if not isinstance(config, dict):
-        return []  # the pipeline schema already reported it
-    prefix: KeyPath = ("stages", name, "with")
-    problems = schema_problems(doc, plugin.config_schema, config, prefix)
-    if not problems:
-        for cp in plugin.check(config):
-            problems.append(Problem(doc.location(prefix + cp.path), cp.message, prefix + cp.path, cp.hint))
-    return problems
+def config_problems(doc: Document, registry: Registry, stages: Iterable[StageSpec]) -> list[Problem]:
+    """Each plugin stage's resolved `with:` block against the plugin's schema and `check()`.
+
+    Checked after `${…}` is resolved, so `test_size: "${params.test_size}"` is judged by the
+    param's value and type; a matrix stage reports a problem once, not once per instance.
+    """
+    problems: dict[tuple[str, KeyPath], Problem] = {}
+    for stage in stages:
+        if not stage.uses:
+            continue
+        plugin = registry.instance(stage.uses)
+        prefix: KeyPath = ("stages", stage.base, "with")
+        found = schema_problems(doc, plugin.config_schema, stage.config, prefix)
+        if not found:
+            found = [Problem(doc.location(prefix + cp.path), cp.message, prefix + cp.path, cp.hint) for cp in plugin.check(stage.config)]
+        for p in found:
+            problems.setdefault((p.message, p.path), p)
+    return list(problems.values())

@@ -113,3 +113,20 @@ def test_corrupt_lock_file_is_an_error_not_a_crash(ws: Workspace) -> None:
     res = ws.sluice("run")
     assert res.code == 2 and "sluice.lock" in res.err and "not valid YAML" in res.err
     assert ws.read("sluice.lock") == "version: 1\nstages: [unclosed\n"
+
+
+def test_plugin_state_is_kept_only_when_the_stage_succeeds(ws: Workspace) -> None:
+    # util.copy writes nothing to state; a failing copy must leave an existing state untouched.
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    inputs: {a: a.txt}\n    outputs: {a: b.txt}\n")
+    ws.write("a.txt", "1\n")
+    state = ws.root / ".sluice/state/c"
+    state.mkdir(parents=True)
+    (state / "accepted.json").write_text('{"accuracy": 0.9}\n')
+    assert ws.run_json() == {"c": "ran"}
+    assert (state / "accepted.json").read_text() == '{"accuracy": 0.9}\n'  # carried over to the new state
+    (ws.root / "a.txt").unlink()
+    (ws.root / "a.txt").mkdir()  # copying a directory onto the file output path now fails mid-way
+    (ws.root / "a.txt" / "x").write_text("x")
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    with: {pairs: {a: nope}}\n    inputs: {a: a.txt}\n    outputs: {a: b.txt}\n")
+    assert ws.run_json() == {"c": "failed"}
+    assert (state / "accepted.json").read_text() == '{"accuracy": 0.9}\n'

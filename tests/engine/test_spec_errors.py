@@ -116,3 +116,24 @@ def test_symlinked_output_outside_workspace_is_refused(ws: Workspace, tmp_path_f
     data = ws.sluice("run", "--json").json()["stages"]["a"]
     assert data["outcome"] == "failed" and "outside the workspace" in data["error"]
     assert (outside / "keep.txt").read_text() == "precious\n"
+
+
+def test_plugin_config_is_checked_after_interpolation(ws: Workspace) -> None:
+    spec = """\
+        version: 1
+        params: {pairs: {src: dst}, bad: 5}
+        stages:
+          copy:
+            uses: util.copy
+            with: {pairs: "${params.pairs}"}
+            inputs: {src: in.txt}
+            outputs: {dst: out.txt}
+        """
+    ws.write("in.txt", "x\n")
+    ws.write("pipeline.yaml", spec)
+    assert ws.sluice("validate").code == 0  # the param is a mapping, as the schema wants
+    assert ws.run_json() == {"copy": "ran"} and ws.read("out.txt") == "x\n"
+    ws.write("pipeline.yaml", spec.replace("${params.pairs}", "${params.bad}"))
+    res = ws.sluice("validate")
+    assert res.code == 2
+    assert "pipeline.yaml:6:19: stages.copy.with.pairs: expected a mapping, got integer 5" in res.out
