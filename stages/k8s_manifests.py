@@ -10,6 +10,7 @@ from typing import Any
 import schemas
 from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
 from stages._tables import output_path
+from stages.docker_build import APP_UID
 
 COLOURS = ("blue", "green")
 NAME_LABEL = "app.kubernetes.io/name"
@@ -126,8 +127,8 @@ def deployment(name: str, image: Mapping[str, Any], cfg: Mapping[str, Any], labe
         "resources": json.loads(json.dumps(cfg["resources"])),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
+            "runAsUser": APP_UID,
+            "runAsGroup": APP_UID,
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

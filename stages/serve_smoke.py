@@ -45,7 +45,7 @@ class SmokeStage(Plugin):
 
         with _Server(model_dir, float(cfg["startup_timeout"]), ctx) as url, httpx.Client(base_url=url, timeout=30) as client:
             result = exercise(client, records, offline, model.metadata.task, cfg)
-        result["model_version"] = model.metadata.version
+        result.update(model_version=model.metadata.version, task=model.metadata.task)
         write_json(output_path(ctx, "report"), result)
         ctx.log.info("%d rows: p95 %.1f ms, mismatches %d", len(records), result["latency_ms"]["p95"], len(result["mismatches"]))
         if not result["passed"]:

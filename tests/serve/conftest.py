@@ -7,18 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.models import write_model_dir, write_sample_table
+from tests.support.fixtures import model_dir, sample_table  # noqa: F401  (fixtures)
 from tests.support.servers import running
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model_dir(tmp_path_factory.mktemp("model") / "model")
-
-
-@pytest.fixture(scope="session")
-def sample_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_table(tmp_path_factory.mktemp("data") / "sample.csv")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,188 @@
+"""A thin layer over the kubernetes client for k8s.deploy: connect, apply-if-changed, wait, proxy.
+
+Objects stay plain dicts (as rendered by k8s.manifests); the kubernetes package is imported only
+when a Kube is built, so `sluice validate` never pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.plugin import StageFailed
+
+SPEC_HASH = "sluice.dev/spec-hash"
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def spec_hash(obj: Mapping[str, Any]) -> str:
+    """Hash of the object as rendered (before our own annotation): equal hash, nothing to apply."""
+    clean = json.loads(json.dumps(obj))
+    clean["metadata"].get("annotations", {}).pop(SPEC_HASH, None)
+    return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Kube:
+    api_client: Any
+    timeout: float
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None, context: str | None, timeout: float) -> Kube:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            if kubeconfig or context or _has_kubeconfig():
+                api = config.new_client_from_config(config_file=kubeconfig, context=context)
+            else:
+                config.load_incluster_config()
+                api = client.ApiClient()
+        except (ConfigException, OSError, TypeError) as exc:
+            raise StageFailed(f"cannot load Kubernetes configuration ({kubeconfig or '$KUBECONFIG or ~/.kube/config'}): {exc}") from exc
+        api.configuration.retries = 1  # an unreachable cluster should fail in seconds, not minutes
+        kube = cls(api, timeout)
+        kube.call(client.VersionApi(api).get_code)
+        return kube
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Runs one API call; connection failures become a StageFailed naming the server."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, _request_timeout=self.timeout, **kwargs)
+        except ApiException:
+            raise
+        except (HTTPError, OSError) as exc:
+            raise StageFailed(f"cannot reach the Kubernetes API server at {self.host}: {_root_cause(exc)}") from exc
+
+    def _api(self, kind: str) -> tuple[Any, str]:
+        from kubernetes import client
+
+        table = {
+            "Deployment": (client.AppsV1Api, "namespaced_deployment"),
+            "Service": (client.CoreV1Api, "namespaced_service"),
+            "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "namespaced_horizontal_pod_autoscaler"),
+        }
+        api_cls, suffix = table[kind]
+        return api_cls(self.api_client), suffix
+
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        api, suffix = self._api(kind)
+        try:
+            obj = self.call(getattr(api, f"read_{suffix}"), name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise StageFailed(f"reading {kind} {namespace}/{name} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+        return dict(self.api_client.sanitize_for_serialization(obj))
+
+    def apply(self, obj: Mapping[str, Any]) -> str:
+        """Creates or replaces `obj` unless the cluster already has it as rendered; returns what it did."""
+        from kubernetes.client.exceptions import ApiException
+
+        desired = json.loads(json.dumps(obj))
+        kind, meta = desired["kind"], desired["metadata"]
+        meta.setdefault("annotations", {})[SPEC_HASH] = spec_hash(obj)
+        api, suffix = self._api(kind)
+        current = self.read(kind, meta["namespace"], meta["name"])
+        try:
+            if current is None:
+                self.call(getattr(api, f"create_{suffix}"), meta["namespace"], desired)
+                return "created"
+            if current["metadata"].get("annotations", {}).get(SPEC_HASH) == meta["annotations"][SPEC_HASH]:
+                return "unchanged"
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if kind == "Service":  # clusterIP is immutable and assigned by the cluster
+                for key in ("clusterIP", "clusterIPs"):
+                    if key in current["spec"]:
+                        desired["spec"][key] = current["spec"][key]
+            self.call(getattr(api, f"replace_{suffix}"), meta["name"], meta["namespace"], desired)
+            return "updated"
+        except ApiException as exc:
+            raise StageFailed(f"applying {kind} {meta['namespace']}/{meta['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+
+    def replace(self, obj: Mapping[str, Any]) -> None:
+        """Writes back an object read from the cluster (read-modify-write; resourceVersion guards races)."""
+        from kubernetes.client.exceptions import ApiException
+
+        api, suffix = self._api(obj["kind"])
+        body = {k: v for k, v in obj.items() if k != "status"}
+        try:
+            self.call(getattr(api, f"replace_{suffix}"), obj["metadata"]["name"], obj["metadata"]["namespace"], body)
+        except ApiException as exc:
+            raise StageFailed(f"updating {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+
+    def wait_ready(self, namespace: str, name: str, timeout: float, poll: float) -> dict[str, Any]:
+        """Waits as `kubectl rollout status` does; raises StageFailed with the last status on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self.read("Deployment", namespace, name)
+            if dep is None:
+                raise StageFailed(f"Deployment {namespace}/{name} disappeared during the rollout")
+            if rollout_done(dep):
+                return dep
+            if time.monotonic() >= deadline:
+                raise RolloutTimeout(f"Deployment {namespace}/{name} was not ready within {timeout:g} s", describe(dep))
+            time.sleep(poll)
+
+    def proxy_client(self, namespace: str, service: str, port: int) -> Any:
+        """An httpx client whose base URL is the Service, reached through the API server proxy."""
+        import httpx
+
+        cfg = self.api_client.configuration
+        headers = {}
+        token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+        if token:
+            headers["authorization"] = token
+        verify: Any = (cfg.ssl_ca_cert or True) if cfg.verify_ssl else False
+        cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file else None
+        base = f"{self.host}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
+        return httpx.Client(base_url=base, headers=headers, verify=verify, cert=cert, timeout=self.timeout)
+
+
+class RolloutTimeout(StageFailed):
+    pass
+
+
+def rollout_done(dep: Mapping[str, Any]) -> bool:
+    spec, status = dep.get("spec", {}), dep.get("status") or {}
+    want = int(spec.get("replicas", 1))
+    return (
+        int(status.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) == want
+        and int(status.get("readyReplicas") or 0) == want
+        and int(status.get("availableReplicas") or 0) == want
+        and int(status.get("replicas") or 0) == want  # old pods gone
+    )
+
+
+def describe(dep: Mapping[str, Any]) -> str:
+    status = dep.get("status") or {}
+    lines = [f"replicas wanted {dep.get('spec', {}).get('replicas')}: " + ", ".join(
+        f"{k}={status.get(k, 0)}" for k in ("updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"))]  # fmt: skip
+    lines += [f"condition {c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".rstrip(": ") for c in status.get("conditions") or []]
+    return "\n".join(lines)
+
+
+def _has_kubeconfig() -> bool:
+    import os
+
+    return bool(os.environ.get("KUBECONFIG")) or (Path.home() / ".kube" / "config").is_file()
+
+
+def _root_cause(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason or exc)

@@ -1,0 +1,297 @@
+"""k8s.deploy: rolls a model image out to Kubernetes so that a bad model never replaces a good one.
+
+Blue-green: deploy the idle colour, wait until it is ready, smoke-test it through its preview
+Service, then point the live Service at it; the previous colour keeps running for rollback.
+Rolling: update the Deployment in place; if it never gets ready or fails the smoke test, put
+the previous pod template back. Either way the record output says what is live, what it
+replaced, the image ID and the gate result, and `rollback` reads it to undo the last switch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import schemas
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from stages._tables import input_path, output_path
+
+COLOURS = ("blue", "green")
+COLOUR_LABEL = "sluice.dev/colour"
+HISTORY_FILE = "history.jsonl"
+PREVIOUS_TEMPLATE_FILE = "previous-deployment.json"  # rolling: the pod template to go back to
+
+
+class DeployStage(Plugin):
+    name = "k8s.deploy"
+    version = "1"
+    config_schema = schemas.load("stages/k8s.deploy")
+    always_run = True
+
+    def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        try:
+            import kubernetes  # noqa: F401
+        except ImportError:
+            yield ConfigProblem("the kubernetes package is not installed: pip install 'sluice[deploy]'")
+
+    def run(self, ctx: StageContext) -> None:
+        from stages._kube import Kube
+
+        cfg = _config(ctx.config)
+        bundle = _Bundle.read(input_path(ctx, "manifests"))
+        if cfg.get("strategy") and cfg["strategy"] != bundle.strategy:
+            raise StageFailed(f"k8s.deploy asks for {cfg['strategy']} but k8s.manifests rendered {bundle.strategy}")
+        gate = _gate_link(ctx)
+        kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
+        deploy = _blue_green if bundle.strategy == "blue-green" else _rolling
+        record = deploy(kube, bundle, cfg, ctx)
+        record.update(gate=gate, image=bundle.image, cluster=kube.host, namespace=bundle.namespace, app=bundle.app,
+                      strategy=bundle.strategy, deployed_at=_now())  # fmt: skip
+        write_json(output_path(ctx, "record"), record)
+        _append_history(ctx, {"action": "deploy", **record})
+        ctx.log.info("%s", record["summary"])
+
+    def rollback(self, ctx: StageContext) -> str:
+        from stages._kube import Kube
+
+        cfg = _config(ctx.config)
+        path = ctx.outputs.get("record")
+        if path is None or not path.is_file():
+            raise StageFailed("no deploy record: k8s.deploy has not completed a deploy yet, so there is nothing to roll back")
+        record = json.loads(path.read_text())
+        kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
+        if record["strategy"] == "blue-green":
+            record, summary = _rollback_blue_green(kube, record, cfg)
+        else:
+            record, summary = _rollback_rolling(kube, record, cfg, ctx)
+        record.update(summary=summary, rolled_back_at=_now())
+        write_json(path, record)
+        _append_history(ctx, {"action": "rollback", **record})
+        return summary
+
+
+def _config(config: Mapping[str, Any]) -> dict[str, Any]:
+    props = DeployStage.config_schema["properties"]
+    cfg = {k: v["default"] for k, v in props.items() if "default" in v}
+    smoke = {k: v["default"] for k, v in props["smoke"]["properties"].items()}
+    return {**cfg, **config, "smoke": {**smoke, **config.get("smoke", {})}}
+
+
+class _Bundle:
+    """The k8s.manifests output: index.json plus one YAML file per object."""
+
+    def __init__(self, index: Mapping[str, Any], objects: list[tuple[Mapping[str, Any], dict[str, Any]]]):
+        self.app: str = index["app"]
+        self.namespace: str = index["namespace"]
+        self.strategy: str = index["strategy"]
+        self.image: dict[str, Any] = dict(index["image"])
+        self.objects = objects
+
+    @classmethod
+    def read(cls, directory: Path) -> _Bundle:
+        import yaml
+
+        index_file = directory / "index.json"
+        if not index_file.is_file():
+            raise StageFailed(f"{directory} is not a k8s.manifests output: index.json is missing")
+        index = json.loads(index_file.read_text())
+        return cls(index, [(entry, yaml.safe_load((directory / entry["file"]).read_text())) for entry in index["objects"]])
+
+    def pick(self, role: str, colour: str | None = None) -> list[dict[str, Any]]:
+        return [obj for entry, obj in self.objects if entry["role"] == role and entry["colour"] == colour]
+
+    def one(self, kind: str, role: str, colour: str | None = None) -> dict[str, Any]:
+        return next(obj for obj in self.pick(role, colour) if obj["kind"] == kind)
+
+
+def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
+    from stages._kube import SPEC_HASH, spec_hash
+
+    ns, app = bundle.namespace, bundle.app
+    live_service = kube.read("Service", ns, app)
+    live = (live_service or {}).get("spec", {}).get("selector", {}).get(COLOUR_LABEL)
+    if live in COLOURS:
+        # Desired state already live? Then there is nothing to switch, only to confirm.
+        current = kube.read("Deployment", ns, f"{app}-{live}")
+        desired = bundle.one("Deployment", "app", live)
+        if current and current["metadata"].get("annotations", {}).get(SPEC_HASH) == spec_hash(desired):
+            kube.wait_ready(ns, f"{app}-{live}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+            previous = _other(live)
+            return {"live_colour": live, "previous_colour": previous if kube.read("Deployment", ns, f"{app}-{previous}") else None,
+                    "changed": {}, "revision": _revision(current), "summary": f"{app}-{live} already serves this image; nothing to do"}  # fmt: skip
+    idle = _other(live) if live in COLOURS else COLOURS[0]
+    previous_image = _image_of(kube.read("Deployment", ns, f"{app}-{live}")) if live in COLOURS else None
+    changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle)]}
+    keeps = f"traffic stays on {app}-{live}" if live in COLOURS else "no traffic was switched (first deploy)"
+    try:
+        dep = kube.wait_ready(ns, f"{app}-{idle}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+    except StageFailed as exc:
+        raise StageFailed(f"rollout of {app}-{idle} failed: {exc}; {keeps}", exc.details) from exc
+    preview = bundle.one("Service", "preview", idle)
+    smoke = _smoke(kube, ns, preview, cfg, ctx)
+    if not smoke["passed"]:
+        raise StageFailed(f"smoke test against {app}-{idle} failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
+    changed[f"Service/{app}"] = _switch(kube, bundle, idle, live_service)
+    return {
+        "live_colour": idle,
+        "previous_colour": live if live in COLOURS else None,
+        "previous_image": previous_image,
+        "revision": _revision(dep),
+        "changed": changed,
+        "smoke": {k: v for k, v in smoke.items() if k != "cases"},
+        "summary": f"{app}-{idle} is live" + (f"; {app}-{live} kept for rollback" if live in COLOURS else ""),
+    }
+
+
+def _switch(kube: Any, bundle: _Bundle, colour: str, live_service: dict[str, Any] | None) -> str:
+    if live_service is None:
+        service = json.loads(json.dumps(bundle.one("Service", "live")))
+        service["spec"]["selector"][COLOUR_LABEL] = colour
+        return str(kube.apply(service))
+    live_service["spec"]["selector"][COLOUR_LABEL] = colour
+    kube.replace(live_service)
+    return "switched"
+
+
+def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
+    ns, app = bundle.namespace, bundle.app
+    before = kube.read("Deployment", ns, app)
+    changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler")]}
+    if before is not None and changed[f"Deployment/{app}"] != "unchanged":
+        (ctx.state_dir).mkdir(parents=True, exist_ok=True)
+        write_json(ctx.state_dir / PREVIOUS_TEMPLATE_FILE, {"revision": _revision(before), "image": _image_of(before), "deployment": _restorable(before)})
+    try:
+        dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+        smoke = _smoke(kube, ns, bundle.one("Service", "live"), cfg, ctx)
+        if not smoke["passed"]:
+            raise StageFailed(f"smoke test against {app} failed: {'; '.join(smoke['failures'])}")
+    except StageFailed as exc:
+        if before is None or changed[f"Deployment/{app}"] == "unchanged":
+            raise
+        _restore(kube, before)
+        raise StageFailed(f"{exc}; restored revision {_revision(before)} ({_image_of(before)})", exc.details) from exc
+    previous = json.loads((ctx.state_dir / PREVIOUS_TEMPLATE_FILE).read_text()) if (ctx.state_dir / PREVIOUS_TEMPLATE_FILE).is_file() else {}
+    return {
+        "revision": _revision(dep),
+        "previous_revision": previous.get("revision"),
+        "previous_image": previous.get("image"),
+        "changed": changed,
+        "smoke": {k: v for k, v in smoke.items() if k != "cases"},
+        "summary": f"{app} revision {_revision(dep)} is live" if changed[f"Deployment/{app}"] != "unchanged" else f"{app} already runs this image; nothing to do",
+    }
+
+
+def _smoke(kube: Any, namespace: str, service: Mapping[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
+    """GET /ready through the API server proxy, then replay serve.smoke's rows and compare."""
+    from stages.serve_smoke import exercise
+
+    settings = cfg["smoke"]
+    if not settings["enabled"]:
+        return {"passed": True, "failures": [], "skipped": True}
+    name, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
+    with kube.proxy_client(namespace, name, port) as client:
+        ready = client.get("/ready")
+        if ready.status_code != 200:
+            return {"passed": False, "failures": [f"/ready answered {ready.status_code}: {ready.text[:300]}"]}
+        if "smoke_cases" not in ctx.inputs:
+            return {"passed": True, "failures": [], "rows": 0}
+        report = json.loads(ctx.inputs["smoke_cases"].read_text())
+        cases = report["cases"][: int(settings["rows"])]
+        records, expected = [c["record"] for c in cases], [c["prediction"] for c in cases]
+        return exercise(client, records, expected, report.get("task", "classification"), settings)
+
+
+def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    ns, app, live, previous = record["namespace"], record["app"], record["live_colour"], record.get("previous_colour")
+    if not previous:
+        raise StageFailed(f"nothing to roll back to: the last deploy of {app} was its first (only {app}-{live} exists)")
+    try:
+        dep = kube.wait_ready(ns, f"{app}-{previous}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+    except StageFailed as exc:
+        raise StageFailed(f"cannot roll back: {app}-{previous} is not ready ({exc}); traffic stays on {app}-{live}", exc.details) from exc
+    service = kube.read("Service", ns, app)
+    if service is None:
+        raise StageFailed(f"Service {ns}/{app} is gone; cannot switch traffic")
+    service["spec"]["selector"][COLOUR_LABEL] = previous
+    kube.replace(service)
+    image = record.get("image")
+    record.update(live_colour=previous, previous_colour=live, image={"reference": _image_of(dep)}, previous_image=(image or {}).get("reference"), revision=_revision(dep))  # fmt: skip
+    return record, f"traffic switched from {app}-{live} back to {app}-{previous} ({_image_of(dep)})"
+
+
+def _rollback_rolling(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> tuple[dict[str, Any], str]:
+    ns, app = record["namespace"], record["app"]
+    saved = ctx.state_dir / PREVIOUS_TEMPLATE_FILE
+    if not saved.is_file():
+        raise StageFailed(f"nothing to roll back to: no earlier revision of {app} was recorded")
+    previous = json.loads(saved.read_text())
+    current = kube.read("Deployment", ns, app)
+    if current is None:
+        raise StageFailed(f"Deployment {ns}/{app} is gone; cannot roll back")
+    _restore(kube, previous["deployment"])
+    dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+    # The version we left becomes the one a second rollback returns to.
+    write_json(saved, {"revision": _revision(current), "image": _image_of(current), "deployment": _restorable(current)})
+    record.update(revision=_revision(dep), previous_revision=_revision(current), image={"reference": _image_of(dep)}, previous_image=_image_of(current))  # fmt: skip
+    return record, f"{app} rolled back from {_image_of(current)} to {_image_of(dep)} (revision {_revision(dep)})"
+
+
+def _restore(kube: Any, before: Mapping[str, Any]) -> None:
+    """Puts an earlier pod template (and its spec hash) back on the live Deployment."""
+    meta = before["metadata"]
+    current = kube.read("Deployment", meta["namespace"], meta["name"])
+    if current is None:
+        return
+    current["spec"]["template"] = before["spec"]["template"]
+    current["metadata"].setdefault("annotations", {}).update(
+        {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("sluice.dev/")}
+    )
+    kube.replace(current)
+
+
+def _restorable(dep: Mapping[str, Any]) -> dict[str, Any]:
+    return {"metadata": {k: dep["metadata"].get(k) for k in ("name", "namespace", "annotations")}, "spec": {"template": dep["spec"]["template"]}}
+
+
+def _gate_link(ctx: StageContext) -> dict[str, Any] | None:
+    """Links the gate report into the record; a report that says it failed stops the deploy."""
+    if "gate" not in ctx.inputs:
+        return None
+    path = ctx.inputs["gate"]
+    data = path.read_bytes()
+    try:
+        report = json.loads(data)
+    except json.JSONDecodeError:
+        report = {}
+    if isinstance(report, dict) and report.get("passed") is False:
+        raise StageFailed(f"the gate report {path} says the model did not pass; refusing to deploy it")
+    rel = path.relative_to(ctx.workspace) if path.is_relative_to(ctx.workspace) else path
+    return {"path": str(rel), "sha256": hashlib.sha256(data).hexdigest(), "passed": report.get("passed") if isinstance(report, dict) else None}
+
+
+def _append_history(ctx: StageContext, entry: Mapping[str, Any]) -> None:
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    with (ctx.state_dir / HISTORY_FILE).open("a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+
+def _other(colour: str) -> str:
+    return COLOURS[1] if colour == COLOURS[0] else COLOURS[0]
+
+
+def _image_of(dep: Mapping[str, Any] | None) -> str | None:
+    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"]) if dep else None
+
+
+def _revision(dep: Mapping[str, Any] | None) -> str | None:
+    from stages._kube import REVISION
+
+    return (dep or {}).get("metadata", {}).get("annotations", {}).get(REVISION)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
