@@ -7,21 +7,23 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.cache import Store
 from engine.compile import Pipeline, compile_spec
-from engine.errors import Location, Problem, SluiceError, SpecError, StageFailed, did_you_mean
-from engine.execute import Executor, Reporter, install_stop_handlers
-from engine.fingerprint import HashCache
+from engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
 from engine.load import Document, load_file
 from engine.model import Decision, PlanItem, RunSummary
-from engine.plan import Plan, Planner
 from engine.plugin import StageContext
 from engine.registry import Registry
 from engine.resolve import apply_overrides, resolve
-from engine.state import Layout, LockFile, new_run_id, workspace_lock, write_run_record
+from engine.state import Layout, workspace_lock
 from engine.validate import config_problems, validate_document
+
+# The run side (scheduler, store, hashing) is imported where it is used: `sluice validate`,
+# the pre-commit hook, must start fast.
+if TYPE_CHECKING:
+    from engine.execute import Reporter
+    from engine.plan import Plan, Planner
 
 DEFAULT_FILE = Path("pipeline.yaml")
 
@@ -103,6 +105,11 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 
 
 def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> Planner:
+    from engine.cache import Store
+    from engine.fingerprint import HashCache
+    from engine.plan import Planner
+    from engine.state import LockFile
+
     used = {st.uses for st in loaded.pipeline.stages.values() if st.uses}
     plugins = {name: loaded.registry.load(name) for name in used}
     return Planner(
@@ -149,6 +156,9 @@ def run(
     jobs: int | None = None,
     force: bool = False,
 ) -> RunSummary:
+    from engine.execute import Executor, install_stop_handlers
+    from engine.state import LockFile, new_run_id, write_run_record
+
     layout = loaded.layout
     with workspace_lock(layout):
         p = planner(loaded, targets, force)
@@ -213,7 +223,4 @@ def stage_context(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
 def rollback(loaded: Loaded, stage_id: str) -> str:
     plugin, ctx = stage_context(loaded, stage_id)
     with workspace_lock(loaded.layout):
-        try:
-            return plugin.rollback(ctx)
-        except StageFailed:
-            raise
+        return plugin.rollback(ctx)

@@ -125,7 +125,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run(loaded, args)
     if args.command == "dag":
-        from engine.dagview import build, render
+        from engine.dag_render import render
+        from engine.dagview import build
 
         if args.format == "png" and args.output is None and sys.stdout.isatty():
             raise SluiceError("PNG is binary: write it with -o FILE (or redirect stdout)")

@@ -6,7 +6,7 @@ Rendering lives in `dag_formats` (text, JSON, DOT, Mermaid, Graphviz images) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -130,24 +130,3 @@ def build(pipeline: Pipeline, status: Sequence[PlanItem] | None = None, layout: 
             arts.append(e.artifact)
     edges = tuple(DagEdge(u, d, tuple(a)) for (u, d), a in pairs.items())
     return DagView(pipeline.spec.name, nodes, edges)
-
-
-def render(view: DagView, fmt: str, *, color: bool = False) -> str | bytes:
-    """`view` in one of FORMATS; bytes for PNG. Raises ToolMissing when Graphviz is needed and absent."""
-    from engine import dag_formats
-
-    if fmt == "html":
-        from engine.dag_html import html_page
-
-        return html_page(view)
-    renderers: dict[str, Callable[[], str | bytes]] = {
-        "text": lambda: dag_formats.text_view(view, color=color),
-        "json": lambda: dag_formats.json_view(view),
-        "dot": lambda: dag_formats.dot_source(view),
-        "mermaid": lambda: dag_formats.mermaid(view),
-        "svg": lambda: dag_formats.graphviz(view, "svg").decode(),
-        "png": lambda: dag_formats.graphviz(view, "png"),
-    }
-    if fmt not in renderers:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return renderers[fmt]()

@@ -176,8 +176,7 @@ class Planner:
             changes = bad
         entry = self.store.lookup(fp)
         if entry is None:
-            tail = "not in cache" if recorded else None
-            return PlanItem(sid, Decision.RUN, tuple(changes + ([tail] if tail else [])), fp), None, comps
+            return PlanItem(sid, Decision.RUN, tuple(changes), fp), None, comps
         if self._outputs_match(entry):
             return PlanItem(sid, Decision.SKIP, tuple(changes + ["outputs already match the cache"]), fp), entry, comps
         return PlanItem(sid, Decision.RESTORE, tuple(changes + ["outputs found in cache"]), fp), entry, comps

@@ -20,6 +20,7 @@ stages:
   slow:
     cmd: echo partial > ${outputs.o}; touch started; sleep 60; echo done >> ${outputs.o}
     outputs: {o: slow.txt}
+    needs: [quick]  # so quick is recorded before the test kills the run
 """
 
 
