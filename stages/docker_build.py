@@ -1,0 +1,220 @@
+"""docker.build: a serving image for one model, pinned to the libraries it was trained with."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import schemas
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from stages._tables import input_path, output_path
+
+SERVING_DIR = Path(__file__).resolve().parent / "serving"
+# Pinned to the host's versions: the app is tested against exactly these.
+SERVING_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
+MODEL_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
+APP_UID = 10001  # numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd
+LOG_TAIL = 30
+
+
+class DockerBuildStage(Plugin):
+    name = "docker.build"
+    version = "1"
+    config_schema = schemas.load("stages/docker.build")
+
+    def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        try:
+            docker_client().close()
+        except StageFailed as exc:
+            yield ConfigProblem(str(exc))
+
+    def run(self, ctx: StageContext) -> None:
+        from stages.serving.model import ModelError, read_metadata
+
+        cfg = {**_defaults(), **ctx.config}
+        model_dir = input_path(ctx, "model")
+        try:
+            meta = read_metadata(model_dir)
+        except ModelError as exc:
+            raise StageFailed(str(exc)) from exc
+        repository = cfg.get("repository") or f"sluice/{_slug(ctx.pipeline or 'model')}"
+        tags = [f"{repository}:{cfg['version']}-{meta.version}", f"{repository}:{cfg['version']}"]
+        with tempfile.TemporaryDirectory(prefix="sluice-build-") as tmp:
+            context = ctx.outputs.get("context") or Path(tmp) / "context"
+            python = _python_minor(meta.raw)
+            requirements = pinned_requirements(meta.raw, cfg["extra_requirements"])
+            labels = {
+                "org.opencontainers.image.title": repository,
+                "org.opencontainers.image.version": str(cfg["version"]),
+                "dev.sluice.model.sha256": meta.model_hash,
+                "dev.sluice.pipeline": ctx.pipeline,
+                **cfg["labels"],
+            }
+            write_context(context, model_dir, meta, requirements, cfg, python, labels)
+            if cfg["wheelhouse"]:
+                download_wheels(context / "wheels", context / "requirements.txt", python, ctx)
+            client = docker_client(timeout=int(cfg["timeout"]))
+            start = time.monotonic()
+            image_id = build(client, context, tags[0], cfg.get("network_mode"), ctx)
+            seconds = round(time.monotonic() - start, 1)
+        image = client.images.get(image_id)
+        for tag in tags[1:]:
+            repo, _, name = tag.rpartition(":")
+            image.tag(repo, name)
+        record = {
+            "image_id": image.id,
+            "repo_digests": image.attrs.get("RepoDigests") or [],
+            "tags": tags,
+            # A digest pins the bytes once pushed; until then the hash-bearing tag is unique per model.
+            "reference": (image.attrs.get("RepoDigests") or [tags[0]])[0],
+            "base_image": cfg["base_image"],
+            "model_hash": meta.model_hash,
+            "model_version": meta.version,
+            "port": cfg["port"],
+            "python": python,
+            "requirements": requirements,
+            "size_bytes": image.attrs.get("Size"),
+            "build_seconds": seconds,
+        }
+        write_json(output_path(ctx, "image"), record)
+        ctx.log.info("built %s (%s) in %.1f s", tags[0], image.id[:19], seconds)
+
+
+def _defaults() -> dict[str, Any]:
+    props = DockerBuildStage.config_schema["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
+
+
+def _python_minor(meta: Mapping[str, Any]) -> str:
+    full = str(meta.get("library_versions", {}).get("python", "")) or f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return ".".join(full.split(".")[:2])
+
+
+def docker_client(timeout: int = 60) -> Any:
+    """A client for DOCKER_HOST (or the default socket); a clean StageFailed naming it when unreachable."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError as exc:
+        raise StageFailed("the docker package is not installed: pip install 'sluice[deploy]'") from exc
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as exc:
+        raise StageFailed(
+            f"no Docker daemon reachable at DOCKER_HOST={where}",
+            f"{exc}\nStart dockerd or point DOCKER_HOST at a running engine (CI: eval \"$(.ci/docker-up.sh)\").",
+        ) from exc
+    return client
+
+
+def pinned_requirements(meta: Mapping[str, Any], extra: Iterable[str]) -> list[str]:
+    trained = meta.get("library_versions", {})
+    lines = [f"{lib}=={trained[lib]}" for lib in MODEL_LIBRARIES if trained.get(lib)]
+    for package in SERVING_PACKAGES:
+        try:
+            lines.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            lines.append(package)
+    return [*lines, *extra]
+
+
+def write_context(
+    context: Path, model_dir: Path, meta: Any, requirements: list[str], cfg: Mapping[str, Any], python: str, labels: Mapping[str, str]
+) -> None:
+    if context.exists():
+        shutil.rmtree(context)
+    context.mkdir(parents=True)
+    (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    shutil.copytree(SERVING_DIR, context / "srv" / "app" / "serving", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (context / "srv" / "model").mkdir()
+    for name in ("metadata.json", meta.model_file):
+        shutil.copyfile(model_dir / name, context / "srv" / "model" / name)
+    (context / "wheels").mkdir()
+    (context / "Dockerfile").write_text(dockerfile(cfg, python, labels))
+
+
+def dockerfile(cfg: Mapping[str, Any], python: str, labels: Mapping[str, str]) -> str:
+    port = int(cfg["port"])
+    pip_source = "--no-index --find-links /tmp/wheels" if cfg["wheelhouse"] else ""
+    check = (
+        "import sys; v = '%d.%d' % sys.version_info[:2]; "
+        f"sys.exit(0 if v == '{python}' else 'base image has Python ' + v + ', the model was trained with {python}')"
+    )
+    health = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2)"
+    label_line = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    # Two stages, so the wheelhouse never reaches the final image. In the final stage the
+    # model-independent instructions come first: the builder caches them across models, and on
+    # copy-per-layer storage drivers (vfs) every uncached instruction costs a full filesystem copy.
+    return f"""\
+# Generated by sluice docker.build.
+FROM {cfg['base_image']} AS deps
+RUN python3 -c "{check}"
+COPY requirements.txt /tmp/requirements.txt
+COPY wheels /tmp/wheels
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check {pip_source} -r /tmp/requirements.txt
+
+FROM {cfg['base_image']}
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/srv/app PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+USER {APP_UID}:{APP_UID}
+EXPOSE {port}
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python3", "-c", "{health}"]
+ENTRYPOINT ["python3", "-m", "serving", "/srv/model"]
+CMD ["--host", "0.0.0.0", "--port", "{port}"]
+COPY --from=deps /opt/venv /opt/venv
+COPY srv /srv
+LABEL {label_line}
+"""
+
+
+def download_wheels(wheels: Path, requirements: Path, python: str, ctx: StageContext) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "--only-binary=:all:",
+           "--python-version", python, "-r", str(requirements)]  # fmt: skip
+    ctx.log.info("downloading wheels for Python %s on the host", python)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL:])
+        raise StageFailed("pip download for the wheelhouse failed", tail)
+
+
+def build(client: Any, context: Path, tag: str, network_mode: str | None, ctx: StageContext) -> str:
+    """Streams the build log to the stage log; on failure, the log tail becomes the error details."""
+    from docker.errors import APIError
+
+    lines: list[str] = []
+    image_id = ""
+    try:
+        stream = client.api.build(
+            path=str(context), tag=tag, network_mode=network_mode, rm=True, forcerm=True, decode=True
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                for line in chunk["stream"].splitlines():
+                    if line.strip():
+                        lines.append(line)
+                        ctx.log.info("build: %s", line)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+            if "error" in chunk:
+                lines.append(chunk["error"].strip())
+                raise StageFailed(f"docker build of {tag} failed: {chunk['error'].strip()}", "\n".join(lines[-LOG_TAIL:]))
+    except APIError as exc:
+        raise StageFailed(f"docker build of {tag} failed: {exc.explanation or exc}", "\n".join(lines[-LOG_TAIL:])) from exc
+    if not image_id:
+        image_id = client.images.get(tag).id
+    return image_id
