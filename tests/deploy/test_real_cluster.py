@@ -40,7 +40,7 @@ def namespace() -> Iterator[str]:
     _cluster_or_skip()
     core = client.CoreV1Api(config.new_client_from_config())
     name = f"sluice-test-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
 
