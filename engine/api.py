@@ -224,3 +224,17 @@ def rollback(loaded: Loaded, stage_id: str) -> str:
     plugin, ctx = stage_context(loaded, stage_id)
     with workspace_lock(loaded.layout):
         return plugin.rollback(ctx)
+
+
+def serve(model_dir: Path, host: str, port: int) -> None:
+    """Serve a model directory written by `sklearn.train` over HTTP, as the Docker image does."""
+    import importlib
+
+    serving = importlib.import_module("stages.serving")
+    model = importlib.import_module("stages.serving.model")
+    if not (model_dir / "metadata.json").is_file():
+        raise SpecError([Problem(Location(str(model_dir)), "not a model directory: metadata.json is missing (sklearn.train writes one)")])
+    try:
+        serving.serve(model_dir, host=host, port=port)
+    except model.ModelError as exc:
+        raise SpecError([Problem(Location(str(model_dir)), str(exc))]) from None

@@ -65,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema for pipeline files, with every installed plugin's config")
     sc.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
+    sv = sub.add_parser("serve", help="serve a trained model over HTTP (POST /predict, /health, /ready, /metrics)")
+    sv.add_argument("model_dir", type=Path, help="a model directory written by sklearn.train")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
     _add_spec_args(rb)
@@ -115,6 +120,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "schema":
         return _schema(args)
+
+    if args.command == "serve":
+        api.serve(args.model_dir, args.host, args.port)
+        return EXIT_OK
 
     loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
     if args.command == "status":
