@@ -329,12 +329,13 @@ def bench_tool(cache: Path, tool: str, shape: str, n: int, bare: float, timeout:
             run = [exe, "repro", "-q"]
         else:
             (ws / "Snakefile").write_text(snakefile(shape, n))
-            run = [exe, "-j1", "--quiet", "all", "--snakefile", "Snakefile"]
+            # Not --quiet: it also hides why a run failed (e.g. the RecursionError on long chains).
+            run = [exe, "-j1", "all", "--snakefile", "Snakefile"]
 
         def go(what: str) -> Timed | None:
             t = timed(run, ws, env, timeout)
             if not t.ok:
-                msg = tail(t.stderr or t.stdout)
+                msg = tail(t.stderr or t.stdout) or "no output"
                 if "RecursionError" in t.stderr + t.stdout:
                     msg = "RecursionError"
                 row.error = f"{what}: exit {t.rc}: {msg}"
