@@ -116,7 +116,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
         pipeline=loaded.pipeline,
         versions={name: cls.version for name, cls in plugins.items()},
         always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
-        lock=LockFile.read(loaded.layout.lock_file),
+        lock=LockFile.read(loaded.layout.lock_file, loaded.layout.lock_shadow),
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace),
         store=Store(loaded.layout.cache_dir),
         locate=loaded.doc.location,
@@ -157,6 +157,7 @@ def run(
     force: bool = False,
 ) -> RunSummary:
     from engine.execute import Executor, install_stop_handlers
+    from engine.fingerprint import ALGORITHM
     from engine.state import LockFile, new_run_id, write_run_record
 
     layout = loaded.layout
@@ -173,6 +174,7 @@ def run(
             hashes=p.hashes,
             reporter=reporter,
             run_id=run_id,
+            plan=plan,
             jobs=jobs or os.cpu_count() or 1,
             lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
         )
@@ -182,7 +184,9 @@ def run(
         finally:
             restore_handlers()
             # Whatever happened, record what did succeed: a rerun resumes from here.
-            LockFile(executor.lock_stages).write(layout.lock_file)
+            changed = executor.lock_stages != p.lock.stages or p.lock.algorithm != ALGORITHM
+            if changed or not layout.lock_file.exists():
+                LockFile(executor.lock_stages).write(layout.lock_file, layout.lock_shadow)
             p.hashes.save()
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from engine.cache import RunEntry, Store
 from engine.compile import Pipeline
 from engine.fingerprint import Digest, HashCache
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
-from engine.plan import Planner, lock_entry
+from engine.plan import Plan, Planner, lock_entry
 from engine.resolve import render_cmd
 from engine.state import Layout, safe_name
 
@@ -58,6 +59,7 @@ class Executor:
     hashes: HashCache
     reporter: Reporter
     run_id: str
+    plan: Plan
     jobs: int
     lock_stages: dict[str, Any]
     stop: threading.Event = field(default_factory=threading.Event)
@@ -90,7 +92,7 @@ class Executor:
                     if blocked:
                         complete(StageResult(sid, Outcome.NOT_RUN, (f"upstream {blocked[0]} did not succeed",)))
                         continue
-                    item, entry, comps = self.planner.decide(sid)
+                    item, entry, comps = self._decision(sid)
                     if item.decision is Decision.SKIP:
                         if entry is not None and comps is not None and item.fingerprint:
                             self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
@@ -120,6 +122,14 @@ class Executor:
         ordered = tuple(self.results[sid] for sid in stages if sid in self.results)
         return RunSummary(self.run_id, ordered, time.monotonic() - started, self.stop.is_set())
 
+    def _decision(self, sid: str) -> tuple[PlanItem, RunEntry | None, dict[str, Any] | None]:
+        """The plan's answer while nothing upstream changed; otherwise decide again on fresh inputs."""
+        planned = self.plan.items.get(sid)
+        unchanged = all(self.results[u].outcome is Outcome.SKIPPED for u in self.pipeline.upstream[sid])
+        if planned is not None and unchanged and (planned.fingerprint is not None or planned.decision is Decision.SKIP):
+            return planned, self.plan.restore_from.get(sid), self.plan.components.get(sid)
+        return self.planner.decide(sid)
+
     # ---- after a stage (main thread: the hash cache and lock are not shared with workers)
 
     def _finish(
@@ -134,21 +144,20 @@ class Executor:
         if item.decision is Decision.RESTORE and entry is not None and comps is not None and item.fingerprint:
             self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
             return StageResult(sid, Outcome.RESTORED, item.reasons, seconds, 0, log)
-        # Re-plan after the run: the inputs are now final, so the fingerprint is exact.
-        fresh, _, fresh_comps = self.planner.decide(sid)
         outputs: dict[str, tuple[str, Digest]] = {}
         for name, path in stage.outputs.items():
             digest = self.hashes.digest(path)
             if digest is None:
                 return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, f"output {path} vanished after the stage")
             outputs[name] = (path, digest)
-        fp = fresh.fingerprint or item.fingerprint
-        if fp and fresh_comps is not None:
+        # Decided once every upstream stage had finished, so the fingerprint is exact.
+        fp = item.fingerprint
+        if fp and comps is not None:
             if stage.cache:
                 for path, digest in outputs.values():
                     self.store.put(self.layout.workspace / path, digest)
                 self.store.save_run(RunEntry(fp, sid, outputs, time.time()))
-            self.lock_stages[sid] = lock_entry(fp, fresh_comps, outputs)
+            self.lock_stages[sid] = lock_entry(fp, comps, outputs)
         return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
 
     def _attempts(self, sid: str) -> int:
@@ -244,11 +253,8 @@ class Executor:
             except BrokenPipeError:
                 pass
         deadline = time.monotonic() + stage.timeout if stage.timeout else None
-        while True:
-            try:
-                rc = proc.wait(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
+        with _ExitWatch(proc) as watch:
+            while (rc := watch.wait(0.1)) is None:
                 if self.stop.is_set():
                     _kill(proc)
                     return _Attempt(False, "interrupted", interrupted=True)
@@ -300,6 +306,36 @@ class Executor:
             elif not os.path.lexists(dst):
                 missing.append(path)
         return missing
+
+
+class _ExitWatch:
+    """Waits for a child with a pidfd, so its exit is seen at once: `Popen.wait(timeout)` polls
+    in growing sleeps and noticed a 3 ms command only after 3.5 to 7.5 ms."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]):
+        self.proc = proc
+        self.fd: int | None = None
+
+    def __enter__(self) -> _ExitWatch:
+        try:
+            self.fd = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self.fd = None  # no pidfd (old kernel, not Linux): fall back to polling
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def wait(self, seconds: float) -> int | None:
+        """The exit code, or None if the child still runs after `seconds`."""
+        if self.fd is None:
+            try:
+                return self.proc.wait(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                return None
+        select.select([self.fd], [], [], seconds)
+        return self.proc.poll()
 
 
 def _remove(path: Path) -> None:

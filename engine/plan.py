@@ -136,7 +136,7 @@ class Planner:
         stage = self.pipeline.stages[sid]
         if self.selected is not None and sid not in self.selected:
             return PlanItem(sid, Decision.SKIP, ("not selected",)), None, None
-        running = set(running)
+        running = running if isinstance(running, (set, frozenset)) else set(running)
         restored = restored or {}
         waiting = sorted({up for art, up in self._data_ups[sid].items() if up in running})
         digests: dict[str, Digest | None] = {}

@@ -53,6 +53,10 @@ class Layout:
         return self.workspace / "sluice.lock"
 
     @property
+    def lock_shadow(self) -> Path:
+        return self.meta / "lock.json"
+
+    @property
     def hash_db(self) -> Path:
         return self.meta / "hashes.db"
 
@@ -70,13 +74,15 @@ class Layout:
         return self.meta / "state" / safe_name(stage_id)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Readers see the old file or the new one, never half; `sync` for records that must survive a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -88,30 +94,59 @@ class LockFile:
     algorithm: str = ALGORITHM
 
     @classmethod
-    def read(cls, path: Path) -> LockFile:
-        if not path.exists():
+    def read(cls, path: Path, shadow: Path | None = None) -> LockFile:
+        """Parse `sluice.lock`; `shadow` is a JSON copy keyed by the lock's stat, read instead when it matches.
+
+        The YAML stays the human-readable, committed record; parsing it for a 1,000-stage
+        pipeline takes longer than everything else a no-op run does, and JSON parses in C.
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
             return cls()
+        key = [st.st_size, st.st_mtime_ns, st.st_ino]
+        if shadow is not None:
+            try:
+                cached = json.loads(shadow.read_bytes())
+                if cached.get("key") == key:
+                    return cls(cached["stages"], cached["hash"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        lock = cls._parse(path)
+        if shadow is not None and shadow.parent.is_dir():
+            lock._write_shadow(shadow, key)
+        return lock
+
+    @classmethod
+    def _parse(cls, path: Path) -> LockFile:
         try:
             data = yaml.load(path.read_text(), Loader=_Loader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             loc = Location(str(path), mark.line + 1, mark.column + 1) if mark else Location(str(path))
             raise SpecError([Problem(loc, "the lock file is not valid YAML; restore it from git or delete it")]) from None
-        if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+        if not isinstance(data, dict) or not isinstance(data.get("stages") or {}, dict):
             raise SpecError([Problem(Location(str(path), 1, 1), "the lock file has an unexpected shape; restore it from git or delete it")])
         if data.get("version") != LOCK_VERSION:
             raise SpecError([Problem(Location(str(path), 1, 1), f"lock file version {data.get('version')!r} is not supported")])
         return cls(data.get("stages") or {}, data.get("hash", ALGORITHM))
 
+    def _write_shadow(self, shadow: Path, key: list[int]) -> None:
+        body = {"key": key, "hash": self.algorithm, "stages": self.stages}
+        atomic_write(shadow, json.dumps(body, separators=(",", ":")).encode(), sync=False)
+
     def render(self) -> bytes:
         body = {"version": LOCK_VERSION, "hash": self.algorithm, "stages": dict(self.stages)}
         return (_HEADER + yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)).encode()
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, shadow: Path | None = None) -> None:
         data = self.render()
         if path.exists() and path.read_bytes() == data:
             return  # a no-op run leaves the file (and its mtime) alone
         atomic_write(path, data)
+        if shadow is not None:
+            st = os.stat(path)
+            self._write_shadow(shadow, [st.st_size, st.st_mtime_ns, st.st_ino])
 
 
 def write_run_record(layout: Layout, summary: RunSummary, pipeline_file: str) -> Path:
