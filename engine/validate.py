@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -54,7 +55,9 @@ def _fast_check(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
     return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
 
 
-def schema_problems(doc: Document, schema: Mapping[str, Any], data: Any, prefix: KeyPath = ()) -> list[Problem]:
+def schema_problems(
+    doc: Document, schema: Mapping[str, Any], data: Any, prefix: KeyPath = (), skip_references: bool = False
+) -> list[Problem]:
     """Every schema violation in `data`, mapped to source positions under `prefix`."""
     if isinstance(data, dict) and len(data.get("stages") or ()) >= FAST_PATH_MIN_STAGES:
         import fastjsonschema
@@ -66,8 +69,27 @@ def schema_problems(doc: Document, schema: Mapping[str, Any], data: Any, prefix:
             pass  # invalid: let jsonschema find and describe every problem
     problems: list[Problem] = []
     for error in _validator(schema).iter_errors(data):
+        if skip_references and _references_only(error):
+            continue
         problems.extend(_translate(doc, error, prefix))
     return problems
+
+
+_REFERENCE = re.compile(r"\$\{[^{}]+\}")
+
+
+def _references_only(error: Any) -> bool:
+    """The error is about a value that is exactly one `${…}`, or about a container holding one."""
+    def has_ref(value: Any) -> bool:
+        if isinstance(value, str):
+            return bool(_REFERENCE.fullmatch(value.strip()))
+        if isinstance(value, dict):
+            return any(has_ref(v) for v in value.values())
+        if isinstance(value, list):
+            return any(has_ref(v) for v in value)
+        return False
+
+    return error.validator not in ("additionalProperties", "required") and has_ref(error.instance)
 
 
 def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
@@ -136,11 +158,18 @@ def validate_document(doc: Document, registry: Registry) -> list[Problem]:
         return problems
     for name, stage in stages.items():
         if isinstance(stage, dict) and isinstance(stage.get("uses"), str):
+            at: KeyPath = ("stages", str(name), "uses")
             try:
-                registry.load(stage["uses"])
+                plugin = registry.instance(stage["uses"])
             except PluginLoadError as exc:
-                at: KeyPath = ("stages", str(name), "uses")
                 problems.append(Problem(doc.location(at), str(exc), at, exc.hint))
+                continue
+            config = stage.get("with", {})
+            if isinstance(config, dict):
+                # As written, in the same pass as the schema, so every problem shows at once;
+                # a bare `${…}` is skipped here and judged by its value after resolution.
+                prefix: KeyPath = ("stages", str(name), "with")
+                problems.extend(schema_problems(doc, plugin.config_schema, config, prefix, skip_references=True))
     return problems
 
 

@@ -55,8 +55,14 @@ def test_parquet_outputs(harness, write_csv):
 @given(rows=st.integers(4, 300), share=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
 def test_sizes_match_sklearn_for_any_share(harness, write_csv, rows, share, seed):
     frame = pd.DataFrame({"x": np.arange(rows)})
+    try:
+        expected_train, expected_test = train_test_split(frame, test_size=share, random_state=seed)
+    except ValueError as exc:  # sklearn refuses (an empty side): the stage must fail cleanly, saying why
+        with pytest.raises(StageFailed, match="cannot split"):
+            _split(harness, write_csv, frame, {"test_size": share, "random_state": seed})
+        assert "empty" in str(exc)
+        return
     train, test = _split(harness, write_csv, frame, {"test_size": share, "random_state": seed})
-    expected_train, expected_test = train_test_split(frame, test_size=share, random_state=seed)
     assert (len(train), len(test)) == (len(expected_train), len(expected_test))
     assert sorted(train["x"].tolist() + test["x"].tolist()) == list(range(rows))
 
