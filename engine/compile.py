@@ -67,16 +67,6 @@ class Pipeline:
                 todo.extend(self.upstream[sid])
         return seen
 
-    def closure_down(self, sources: Iterable[str]) -> set[str]:
-        seen: set[str] = set()
-        todo = list(sources)
-        while todo:
-            sid = todo.pop()
-            if sid not in seen:
-                seen.add(sid)
-                todo.extend(self.downstream[sid])
-        return seen
-
 
 def normalize(path: str) -> str | None:
     """Workspace-relative POSIX path, or None if it leaves the workspace."""

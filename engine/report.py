@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from engine.errors import Problem
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
+from engine.state import result_record
 
 LOG_TAIL_LINES = 20
 _MARK = {
@@ -118,12 +119,7 @@ def summary_json(summary: RunSummary, workspace: Path) -> str:
             "seconds": round(summary.seconds, 3),
             "stages": {
                 r.stage: {
-                    "outcome": r.outcome.value,
-                    "reasons": list(r.reasons),
-                    "seconds": round(r.seconds, 3),
-                    "attempts": r.attempts,
-                    "log": r.log_path,
-                    "error": r.error,
+                    **result_record(r),
                     **({"log_tail": log_tail(workspace, r.log_path)} if r.outcome is Outcome.FAILED else {}),
                 }
                 for r in summary.results

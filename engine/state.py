@@ -18,7 +18,7 @@ import yaml
 
 from engine.errors import Location, Problem, SpecError, WorkspaceBusy
 from engine.fingerprint import ALGORITHM
-from engine.model import RunSummary
+from engine.model import RunSummary, StageResult
 
 LOCK_VERSION = 1
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -149,6 +149,18 @@ class LockFile:
             self._write_shadow(shadow, [st.st_size, st.st_mtime_ns, st.st_ino])
 
 
+def result_record(r: StageResult) -> dict[str, Any]:
+    """One stage's result as run records and `sluice run --json` both write it."""
+    return {
+        "outcome": r.outcome.value,
+        "reasons": list(r.reasons),
+        "seconds": round(r.seconds, 3),
+        "attempts": r.attempts,
+        "log": r.log_path,
+        "error": r.error,
+    }
+
+
 def write_run_record(layout: Layout, summary: RunSummary, pipeline_file: str) -> Path:
     record = {
         "run_id": summary.run_id,
@@ -156,17 +168,7 @@ def write_run_record(layout: Layout, summary: RunSummary, pipeline_file: str) ->
         "finished": time.time(),
         "seconds": round(summary.seconds, 3),
         "interrupted": summary.interrupted,
-        "stages": {
-            r.stage: {
-                "outcome": r.outcome.value,
-                "reasons": list(r.reasons),
-                "seconds": round(r.seconds, 3),
-                "attempts": r.attempts,
-                "log": r.log_path,
-                "error": r.error,
-            }
-            for r in summary.results
-        },
+        "stages": {r.stage: result_record(r) for r in summary.results},
     }
     data = json.dumps(record, indent=1).encode()
     path = layout.runs / f"{summary.run_id}.json"
