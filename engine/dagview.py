@@ -12,6 +12,7 @@ from enum import Enum
 
 from engine.compile import Pipeline
 from engine.model import Decision, PlanItem, StageSpec
+from engine.resolve import render_cmd
 from engine.state import Layout, LockFile, read_last_run
 
 FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
@@ -85,7 +86,8 @@ class DagView:
 def summary_of(stage: StageSpec, width: int = 60) -> str:
     if stage.uses:
         return stage.uses
-    first = (stage.cmd or "").strip().split("\n", 1)[0]
+    # The command as it runs (output paths filled in), not the template with `${outputs.…}`.
+    first = render_cmd(stage.cmd or "", stage.outputs).strip().split("\n", 1)[0]
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
