@@ -24,6 +24,16 @@ EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 DAG_FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file (default: ./pipeline.yaml)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. --set model.C=0.5")
@@ -44,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the stages that are stale")
     r.add_argument("stages", nargs="*", help="run only these stages (and what they depend on)")
     _add_spec_args(r)
-    r.add_argument("-j", "--jobs", type=int, help="stages run at once (default: CPU count)")
+    r.add_argument("-j", "--jobs", type=_positive, help="stages run at once (default: CPU count)")
     r.add_argument("--force", action="store_true", help="run selected stages even if up to date")
     r.add_argument("--dry-run", action="store_true", help="print what would run, and why; run nothing")
     r.add_argument("--json", action="store_true", help="print a JSON summary instead of progress")

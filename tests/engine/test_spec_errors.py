@@ -137,3 +137,10 @@ def test_plugin_config_is_checked_after_interpolation(ws: Workspace) -> None:
     res = ws.sluice("validate")
     assert res.code == 2
     assert "pipeline.yaml:6:19: stages.copy.with.pairs: expected a mapping, got integer 5" in res.out
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2", "many"])
+def test_bad_jobs_is_a_usage_error(ws: Workspace, jobs: str) -> None:
+    ws.write("pipeline.yaml", "version: 1\nstages:\n" + OK_STAGE)
+    res = ws.sluice("run", "--jobs", jobs, timeout=30)
+    assert res.code == 2 and "--jobs" in res.err and "Traceback" not in res.err
