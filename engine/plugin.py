@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.errors import ConfigProblem, StageFailed
+from engine.errors import ConfigProblem, StageFailed, did_you_mean
 
-__all__ = ["ConfigProblem", "Plugin", "StageContext", "StageFailed", "write_json"]
+__all__ = ["ConfigProblem", "Plugin", "StageContext", "StageFailed", "did_you_mean", "write_json"]
 
 
 @dataclass(frozen=True)

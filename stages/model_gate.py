@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from engine.errors import did_you_mean
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean, write_json
 from stages import _metrics
 from stages._accepted import read_accepted, write_accepted
 from stages._tables import input_path, read_json, read_table, sole_output, text_table

@@ -7,8 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.errors import did_you_mean
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean, write_json
 from stages._model import FORMAT, METADATA_FILE, MODEL_FILE, library_versions
 from stages._tables import input_path, kind_of, plain, read_table, require_columns, sha256_file, sole_output
 

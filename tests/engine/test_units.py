@@ -202,3 +202,13 @@ def test_modules_import_only_earlier_phases() -> None:
                 dep = node.module.split(".")[1]
                 assert dep in FREE or dep not in ORDER or ORDER.index(dep) < ORDER.index(mod), f"{mod} imports {dep}"
                 assert dep not in TOP, f"{mod} imports {dep}"
+
+
+def test_stages_see_only_the_plugin_api() -> None:
+    root = Path(__file__).resolve().parents[2] / "stages"
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
+                assert node.module == "engine.plugin", f"{path.relative_to(root.parent)} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("engine") for a in node.names), f"{path} imports engine"
