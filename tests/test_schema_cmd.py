@@ -78,7 +78,7 @@ def test_wrong_plugin_config_is_rejected_where_it_is(tmp_path: Path) -> None:
     schema = bundle(tmp_path)
     doc = yaml.safe_load(SAMPLE)
     doc["stages"]["copy"]["with"] = {"pairs": 3}
-    assert problems(schema, doc) == [("stages/copy/with/pairs", "3 is not of type 'object'")]
+    assert problems(schema, doc) == [("stages/copy/with/pairs", "3 is not valid under any of the given schemas")]
     doc["stages"]["copy"]["with"] = {"pears": {}}
     [(where, message)] = problems(schema, doc)
     assert where == "stages/copy/with" and "'pears' was unexpected" in message
@@ -126,3 +126,15 @@ def test_output_file(tmp_path: Path) -> None:
     out = sluice("schema", "-o", "sluice.schema.json", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout == ""
     assert json.loads((tmp_path / "sluice.schema.json").read_text())["$defs"]["with.util.copy"]["type"] == "object"
+
+
+def test_bare_references_are_accepted_where_the_plugin_wants_a_value(tmp_path: Path) -> None:
+    schema = bundle(tmp_path)
+    doc = {"version": 1, "params": {"share": 0.2}, "stages": {"split": {
+        "uses": "data.split", "with": {"test_size": "${params.share}"},
+        "inputs": {"table": "t.csv"}, "outputs": {"train": "a.csv", "test": "b.csv"}}}}
+    assert problems(schema, doc) == []
+    doc["stages"]["split"]["with"]["test_size"] = "a fifth"  # not a reference: still wrong
+    assert [w for w, _ in problems(schema, doc)] == ["stages/split/with/test_size"]
+    doc["stages"]["split"]["with"] = {"test_size": 0.2, "tset_size": 0.1}  # unknown keys stay errors
+    assert [w for w, _ in problems(schema, doc)] == ["stages/split/with"]
