@@ -61,6 +61,11 @@ class Plugin:
     def run(self, ctx: StageContext) -> None:
         raise NotImplementedError
 
+    def with_defaults(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """`config` with each top-level property's schema `default` filled in where it is absent."""
+        props = self.config_schema.get("properties", {})
+        return {**{k: v["default"] for k, v in props.items() if "default" in v}, **config}
+
     def rollback(self, ctx: StageContext) -> str:
         """Undo the last side effect of this stage (`sluice rollback STAGE`); returns what was done.
 

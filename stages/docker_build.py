@@ -41,7 +41,7 @@ class DockerBuildStage(Plugin):
     def run(self, ctx: StageContext) -> None:
         from stages.serving.model import ModelError, read_metadata
 
-        cfg = {**_defaults(), **ctx.config}
+        cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
         try:
             meta = read_metadata(model_dir)
@@ -88,11 +88,6 @@ class DockerBuildStage(Plugin):
         }
         write_json(output_path(ctx, "image"), record)
         ctx.log.info("built %s (%s) in %.1f s", tags[0], image.id[:19], seconds)
-
-
-def _defaults() -> dict[str, Any]:
-    props = DockerBuildStage.config_schema["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
 def _slug(text: str) -> str:

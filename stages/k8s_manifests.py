@@ -32,7 +32,7 @@ class ManifestsStage(Plugin):
             yield ConfigProblem("min_replicas is greater than max_replicas", ("autoscaling",))
 
     def run(self, ctx: StageContext) -> None:
-        cfg = {**_defaults(), **ctx.config}
+        cfg = self.with_defaults(ctx.config)
         image = _image_record(ctx, cfg)
         app = cfg.get("app") or _slug(ctx.pipeline)
         objects = render(app, image, cfg)
@@ -49,11 +49,6 @@ class ManifestsStage(Plugin):
             index.append({"file": file, "kind": obj["kind"], "name": obj["metadata"]["name"], "role": role, "colour": colour})
         write_json(out / INDEX_FILE, {"app": app, "namespace": cfg["namespace"], "strategy": cfg["strategy"], "image": image, "objects": index})
         ctx.log.info("rendered %d objects for %s (%s)", len(index), app, cfg["strategy"])
-
-
-def _defaults() -> dict[str, Any]:
-    props = ManifestsStage.config_schema["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
 def _slug(text: str) -> str:

@@ -27,7 +27,7 @@ class SmokeStage(Plugin):
     def run(self, ctx: StageContext) -> None:
         from stages.serving.model import ModelError, load_model
 
-        cfg = {**_defaults(), **ctx.config}
+        cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
         try:
             model = load_model(model_dir)
@@ -50,11 +50,6 @@ class SmokeStage(Plugin):
         ctx.log.info("%d rows: p95 %.1f ms, mismatches %d", len(records), result["latency_ms"]["p95"], len(result["mismatches"]))
         if not result["passed"]:
             raise StageFailed("serve.smoke failed: " + "; ".join(result["failures"]), _mismatch_table(result["mismatches"]))
-
-
-def _defaults() -> dict[str, Any]:
-    props = SmokeStage.config_schema["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
 
 
 def exercise(
