@@ -66,7 +66,7 @@ def test_blue_green_services(tmp_path: Path) -> None:
 def test_schema_violation_is_reported(tmp_path: Path) -> None:
     from stages.k8s_manifests import validate_objects
 
-    (_, dep), *_ = render("app", IMAGE, {**_defaults(), "strategy": "rolling"})
+    (_, dep), *_ = render("app", IMAGE, ManifestsStage().with_defaults({"strategy": "rolling"}))
     dep["spec"]["replicas"] = "two"
     with pytest.raises(StageFailed, match="fail the Kubernetes 1.30 schemas") as info:
         validate_objects([dep], "1.30")
@@ -83,8 +83,3 @@ def test_needs_an_image(tmp_path: Path) -> None:
     with pytest.raises(StageFailed, match="needs an `image` input"):
         ManifestsStage().run(ctx)
 
-
-def _defaults() -> dict:
-    from stages.k8s_manifests import _defaults as d
-
-    return d()
