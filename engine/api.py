@@ -125,8 +125,9 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
     )
 
 
-def status(loaded: Loaded, targets: Sequence[str] = ()) -> list[PlanItem]:
-    p = planner(loaded, targets)
+def status(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> list[PlanItem]:
+    """What each stage would do and why: `status`, `run --dry-run` and `dag --status` alike."""
+    p = planner(loaded, targets, force)
     plan = p.plan()
     p.hashes.save()
     return list(plan.items.values())
@@ -192,12 +193,7 @@ def run(
     return summary
 
 
-def dry_run(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> list[PlanItem]:
-    p = planner(loaded, targets, force)
-    return list(p.plan().items.values())
-
-
-def stage_context(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
+def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
     """The plugin and a context at the final output paths, for commands that act on a past run."""
     stages = loaded.pipeline.stages
     matches = [sid for sid, st in stages.items() if sid == stage_id or st.base == stage_id]
@@ -208,24 +204,15 @@ def stage_context(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
     stage = stages[matches[0]]
     if not stage.uses:
         raise SluiceError(f"stage '{stage.id}' is a cmd stage; only plugin stages can be rolled back")
-    ws = loaded.layout.workspace
+    from engine.stage_runner import stage_context
+
     log = logging.getLogger(f"sluice.stage.{stage.id}")
-    ctx = StageContext(
-        stage=stage.id,
-        config=stage.config,
-        inputs={n: ws / p for n, p in stage.inputs.items()},
-        outputs={n: ws / p for n, p in stage.outputs.items()},
-        params=loaded.pipeline.spec.params,
-        workspace=ws,
-        state_dir=loaded.layout.state_dir(stage.id),
-        log=log,
-        pipeline=loaded.pipeline.spec.name,
-    )
+    ctx = stage_context(stage, loaded.pipeline.spec, stage.outputs, loaded.layout.state_dir(stage.id), log)
     return loaded.registry.instance(stage.uses), ctx
 
 
 def rollback(loaded: Loaded, stage_id: str) -> str:
-    plugin, ctx = stage_context(loaded, stage_id)
+    plugin, ctx = _rollback_target(loaded, stage_id)
     with workspace_lock(loaded.layout):
         return plugin.rollback(ctx)
 

@@ -189,7 +189,7 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     from engine.report import ConsoleReporter, QuietReporter, print_status, summary_json
 
     if args.dry_run:
-        print_status(api.dry_run(loaded, args.stages, args.force), args.json, sys.stdout)
+        print_status(api.status(loaded, args.stages, args.force), args.json, sys.stdout)
         return EXIT_OK
     workspace = loaded.layout.workspace
     if args.json:

@@ -10,6 +10,7 @@ resumes from the run cache without trusting partial outputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
@@ -31,6 +32,7 @@ from engine.fingerprint import Digest, HashCache
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
 from engine.plan import Plan, Planner, lock_entry
 from engine.resolve import render_cmd
+from engine.stage_runner import payload, stage_context
 from engine.state import Layout, safe_name
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -222,33 +224,23 @@ class Executor:
         env = {**os.environ, **stage.env, "SLUICE_STAGE": stage.id, "SLUICE_WORKSPACE": str(ws)}
         staged = {n: str((staging / p).relative_to(ws)) for n, p in stage.outputs.items()}
         result_file = staging / ".result.json"
-        payload = None
+        stdin = None
         if stage.cmd is not None:
             argv = ["bash", "-eo", "pipefail", "-c", render_cmd(stage.cmd, staged)]
         else:
             argv = [sys.executable, "-m", "engine.stage_runner"]
-            payload = json.dumps({
-                "stage": stage.id,
-                "uses": stage.uses,
-                "config": stage.config,
-                "inputs": {n: str(ws / p) for n, p in stage.inputs.items()},
-                "outputs": {n: str(ws / p) for n, p in staged.items()},
-                "params": self.pipeline.spec.params,
-                "workspace": str(ws),
-                "state_dir": str(staging / _STATE),
-                "pipeline": self.pipeline.spec.name,
-                "result_file": str(result_file),
-            }, default=str).encode()
+            ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, logging.getLogger(f"sluice.stage.{stage.id}"))
+            stdin = payload(ctx, stage.uses or "", result_file)
         try:
             proc = subprocess.Popen(
                 argv, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE if payload is not None else subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, start_new_session=True,
             )
         except OSError as exc:
             return _Attempt(False, f"cannot start the stage: {exc}")
-        if payload is not None and proc.stdin is not None:
+        if stdin is not None and proc.stdin is not None:
             try:
-                proc.stdin.write(payload)
+                proc.stdin.write(stdin)
                 proc.stdin.close()
             except BrokenPipeError:
                 pass

@@ -182,22 +182,22 @@ class Planner:
         return PlanItem(sid, Decision.RESTORE, tuple(changes + ["outputs found in cache"]), fp), entry, comps
 
     def _damaged_outputs(self, stage: StageSpec, recorded: Mapping[str, Any]) -> list[str]:
-        bad = []
         outs = recorded.get("outputs") or {}
-        for name, path in stage.outputs.items():
+        return self._differences({path: (outs.get(name) or {}).get("hash") for name, path in stage.outputs.items()})
+
+    def _outputs_match(self, entry: RunEntry) -> bool:
+        return not self._differences({path: digest.value for path, digest in entry.outputs.values()})
+
+    def _differences(self, expected: Mapping[str, str | None]) -> list[str]:
+        """How the workspace differs from the expected output hashes (path → hash)."""
+        bad = []
+        for path, want in expected.items():
             d = self.hashes.digest(path)
             if d is None:
                 bad.append(f"output {path} is missing")
-            elif d.value != (outs.get(name) or {}).get("hash"):
+            elif d.value != want:
                 bad.append(f"output {path} changed on disk")
         return bad
-
-    def _outputs_match(self, entry: RunEntry) -> bool:
-        for path, digest in entry.outputs.values():
-            d = self.hashes.digest(path)
-            if d is None or d.value != digest.value:
-                return False
-        return True
 
 
 def lock_entry(fp: str, comps: Mapping[str, Any], outputs: Mapping[str, tuple[str, Digest]]) -> dict[str, Any]:

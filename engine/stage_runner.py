@@ -9,11 +9,45 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from engine.errors import StageFailed
+from engine.model import Spec, StageSpec
 from engine.plugin import StageContext
 from engine.registry import Registry
+
+
+def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], state_dir: Path, log: logging.Logger) -> StageContext:
+    """The context a plugin stage sees; `outputs` are workspace-relative (staging or final) paths."""
+    ws = spec.workspace
+    return StageContext(
+        stage=stage.id,
+        config=stage.config,
+        inputs={n: ws / p for n, p in stage.inputs.items()},
+        outputs={n: ws / p for n, p in outputs.items()},
+        params=spec.params,
+        workspace=ws,
+        state_dir=state_dir,
+        log=log,
+        pipeline=spec.name,
+    )
+
+
+def payload(ctx: StageContext, uses: str, result_file: Path) -> bytes:
+    """`ctx` as JSON for the stage's own process; `context_from_payload` reads it back."""
+    return json.dumps({
+        "stage": ctx.stage,
+        "uses": uses,
+        "config": ctx.config,
+        "inputs": {k: str(v) for k, v in ctx.inputs.items()},
+        "outputs": {k: str(v) for k, v in ctx.outputs.items()},
+        "params": ctx.params,
+        "workspace": str(ctx.workspace),
+        "state_dir": str(ctx.state_dir),
+        "pipeline": ctx.pipeline,
+        "result_file": str(result_file),
+    }, default=str).encode()
 
 
 def context_from_payload(payload: dict, log: logging.Logger) -> StageContext:

@@ -185,7 +185,9 @@ def config_problems(doc: Document, registry: Registry, stages: Iterable[StageSpe
             continue
         plugin = registry.instance(stage.uses)
         prefix: KeyPath = ("stages", stage.base, "with")
-        found = schema_problems(doc, plugin.config_schema, stage.config, prefix)
+        # Unchanged by resolution: the schema pass in validate_document has already judged it.
+        resolved = stage.config != stage.source.get("with", {})
+        found = schema_problems(doc, plugin.config_schema, stage.config, prefix) if resolved else []
         if not found:
             found = [Problem(doc.location(prefix + cp.path), cp.message, prefix + cp.path, cp.hint) for cp in plugin.check(stage.config)]
         for p in found:

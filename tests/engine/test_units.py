@@ -184,7 +184,7 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
 
 
 ORDER = ["errors", "model", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
-         "cache", "state", "plan", "execute", "stage_runner", "report", "dagview", "dag_layout", "dag_formats",
+         "cache", "state", "plan", "stage_runner", "execute", "report", "dagview", "dag_layout", "dag_formats",
          "dag_html", "dag_render", "schema_bundle"]
 FREE = {"errors", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
