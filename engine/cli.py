@@ -124,7 +124,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             from engine.report import print_problems
 
             print_problems(problems, sys.stdout)
-            if not problems:
+            if problems:
+                print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")
+            else:
                 print(f"{len(files)} file{'s' if len(files) != 1 else ''} valid.")
         return EXIT_SPEC if problems else EXIT_OK
 
