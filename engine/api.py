@@ -59,8 +59,10 @@ def load(
     if problems:
         raise SpecError(problems)
     params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
-    workspace = file.resolve().parent
-    spec = resolve(doc, params, workspace, file.resolve())
+    # The folder the user named, not a symlinked spec's target: the lock and outputs belong here.
+    named = Path(os.path.abspath(file))
+    workspace = named.parent
+    spec = resolve(doc, params, workspace, named)
     problems = config_problems(doc, registry, spec.stages)
     try:
         pipeline = compile_spec(spec, doc.location)
