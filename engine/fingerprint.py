@@ -19,6 +19,8 @@ from typing import Any
 
 import blake3
 
+from engine.paths import PathEscape, check, follow, real_root
+
 ALGORITHM = "blake3"
 _MMAP_FROM = 1 << 20  # below this a plain read beats setting up a mapping
 # A file changed within this window of being hashed could keep its size and mtime
@@ -67,8 +69,10 @@ class HashCache:
     _rows: dict[str, tuple[int, int, int, str, int]] = field(default_factory=dict)
     _dirty: dict[str, tuple[int, int, int, str, int]] = field(default_factory=dict)
     reads: int = 0  # files actually read: the benchmark reports it
+    _real: str = ""  # the root's real path, for the containment checks
 
     def __post_init__(self) -> None:
+        self._real = real_root(self.root)
         if self.db_path.exists():
             try:
                 with sqlite3.connect(self.db_path, timeout=30) as db:
@@ -91,8 +95,12 @@ class HashCache:
         return digest
 
     def digest(self, rel: str) -> Digest | None:
-        """Digest of a workspace file or directory; None if it does not exist."""
+        """Digest of a workspace file or directory; None if it does not exist.
+
+        PathEscape if it, or anything inside it, leads out of the workspace through a symlink.
+        """
         path = self.root / rel
+        check(self._real, rel)  # never hash (and so cache) bytes from outside the workspace
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -101,7 +109,7 @@ class HashCache:
             return Digest("file", self.file(rel, st), st.st_size)
         manifest = tuple(
             (sub, self.file(f"{rel}/{sub}", fst), fst.st_size, bool(fst.st_mode & 0o100))
-            for sub, fst in walk_files(path)
+            for sub, fst in walk_files(path, self._real, rel)
         )
         value = hash_data([list(m) for m in manifest])
         return Digest("dir", value, sum(m[2] for m in manifest), manifest)
@@ -123,18 +131,40 @@ class HashCache:
         self._dirty.clear()
 
 
-def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Files under `root` as (relative POSIX path, stat), sorted, without recursion."""
-    stack = [""]
+def walk_files(root: Path, within: str | None = None, name: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    """Files under `root` as (relative POSIX path, stat), sorted, without recursion.
+
+    A symlink is followed only while it stays inside `within` (a real path; by default
+    `root`'s own); one that leads out, a loop, or a link to a folder above itself raises
+    PathEscape naming `name` (the walked folder as the user wrote it) and the link.
+    """
+    top = os.path.realpath(root)
+    within = within or top
+    name = name or str(root)
+    # (relative path, real path, real paths of the folders above it): a link into one of those loops
+    stack: list[tuple[str, str, tuple[str, ...]]] = [("", top, ())]
     out: list[tuple[str, os.stat_result]] = []
     while stack:
-        rel = stack.pop()
+        rel, real, above = stack.pop()
+        chain = above + (real,)
         with os.scandir(root / rel if rel else root) as it:
             for entry in it:
                 sub = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir(follow_symlinks=True):
-                    stack.append(sub)
-                elif entry.is_file(follow_symlinks=True):
-                    out.append((sub, entry.stat(follow_symlinks=True)))
+                if not entry.is_symlink():
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((sub, os.path.join(real, entry.name), chain))
+                    elif entry.is_file(follow_symlinks=False):
+                        out.append((sub, entry.stat(follow_symlinks=False)))
+                    continue
+                try:
+                    target = follow(entry.path, within, f"{name}/{sub}")
+                except PathEscape as exc:
+                    raise PathEscape(name, exc.why) from None
+                if target in chain:
+                    raise PathEscape(name, f"contains a symlink loop: '{name}/{sub}' -> '{os.readlink(entry.path)}' leads back to a folder above it")
+                if entry.is_dir():
+                    stack.append((sub, target, chain))
+                elif entry.is_file():
+                    out.append((sub, entry.stat()))
     out.sort(key=lambda item: item[0])
     return iter(out)

@@ -18,6 +18,7 @@ from engine.compile import Pipeline
 from engine.errors import KeyPath, Location, Problem, SpecError
 from engine.fingerprint import Digest, HashCache, hash_data
 from engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
+from engine.paths import PathEscape
 from engine.state import LockFile
 
 
@@ -147,10 +148,16 @@ class Planner:
             elif path in restored:
                 digests[name] = restored[path]
             else:
-                d = self.hashes.digest(path)
-                if d is None and not up:
-                    at: KeyPath = ("stages", stage.base, "inputs", name)
-                    problem = Problem(self.locate(at), f"input '{path}' does not exist", at)
+                at: KeyPath = ("stages", stage.base, "inputs", name)
+                why = ""
+                try:
+                    d = self.hashes.digest(path)
+                except PathEscape as exc:
+                    d, why = None, exc.describe("input")
+                if d is None and not up and not why:
+                    why = f"input '{path}' does not exist"
+                if why:
+                    problem = Problem(self.locate(at), why, at)
                     if missing is None:
                         raise SpecError([problem])
                     missing.append(problem)
@@ -192,7 +199,11 @@ class Planner:
         """How the workspace differs from the expected output hashes (path → hash)."""
         bad = []
         for path, want in expected.items():
-            d = self.hashes.digest(path)
+            try:
+                d = self.hashes.digest(path)
+            except PathEscape as exc:  # running the stage refuses it, with this message
+                bad.append(exc.describe("output"))
+                continue
             if d is None:
                 bad.append(f"output {path} is missing")
             elif d.value != want:
