@@ -109,6 +109,7 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> Planner:
     from engine.cache import Store
     from engine.fingerprint import HashCache
+    from engine.limits import Limits
     from engine.plan import Planner
     from engine.state import LockFile
 
@@ -118,7 +119,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
         pipeline=loaded.pipeline,
         versions={name: cls.version for name, cls in plugins.items()},
         always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
-        lock=LockFile.read(loaded.layout.lock_file, loaded.layout.lock_shadow),
+        lock=LockFile.read(loaded.layout.lock_file, loaded.layout.lock_shadow, Limits.from_env()),
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace),
         store=Store(loaded.layout.cache_dir),
         locate=loaded.doc.location,

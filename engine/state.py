@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,11 +18,12 @@ import yaml
 
 from engine.errors import Location, Problem, SpecError, WorkspaceBusy
 from engine.fingerprint import ALGORITHM
+from engine.limits import DEFAULT, Limits
+from engine.load import load_text
 from engine.model import RunSummary, StageResult
 
 LOCK_VERSION = 1
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _HEADER = "# Written by `sluice run`: what each stage last ran with and produced. Commit it.\n"
 
 
@@ -94,7 +95,7 @@ class LockFile:
     algorithm: str = ALGORITHM
 
     @classmethod
-    def read(cls, path: Path, shadow: Path | None = None) -> LockFile:
+    def read(cls, path: Path, shadow: Path | None = None, limits: Limits = DEFAULT) -> LockFile:
         """Parse `sluice.lock`; `shadow` is a JSON copy keyed by the lock's stat, read instead when it matches.
 
         The YAML stays the human-readable, committed record; parsing it for a 1,000-stage
@@ -109,27 +110,38 @@ class LockFile:
             try:
                 cached = json.loads(shadow.read_bytes())
                 if cached.get("key") == key:
-                    return cls(cached["stages"], cached["hash"])
-            except (OSError, ValueError, KeyError, TypeError):
+                    return cls(_usable_entries(cached["stages"]), cached["hash"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
-        lock = cls._parse(path)
+        lock = cls._parse(path, st.st_size, limits)
         if shadow is not None and shadow.parent.is_dir():
             lock._write_shadow(shadow, key)
         return lock
 
     @classmethod
-    def _parse(cls, path: Path) -> LockFile:
+    def _parse(cls, path: Path, size: int, limits: Limits) -> LockFile:
+        """A committed lock is untrusted input: bounded, guarded like a spec, and checked entry by entry."""
+        name = _shown(path)
+        if size > limits.lock_bytes:
+            raise _lock_error(name, f"the lock file is {size:,} bytes, over the limit of {limits.lock_bytes:,} (raise SLUICE_MAX_LOCK_BYTES if it is genuine)")
         try:
-            data = yaml.load(path.read_text(), Loader=_Loader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            loc = Location(str(path), mark.line + 1, mark.column + 1) if mark else Location(str(path))
-            raise SpecError([Problem(loc, "the lock file is not valid YAML; restore it from git or delete it")]) from None
-        if not isinstance(data, dict) or not isinstance(data.get("stages") or {}, dict):
-            raise SpecError([Problem(Location(str(path), 1, 1), "the lock file has an unexpected shape; restore it from git or delete it")])
-        if data.get("version") != LOCK_VERSION:
-            raise SpecError([Problem(Location(str(path), 1, 1), f"lock file version {data.get('version')!r} is not supported")])
-        return cls(data.get("stages") or {}, data.get("hash", ALGORITHM))
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _lock_error(name, f"the lock file is not UTF-8 text (bad byte at offset {exc.start}); {_RECOVER}") from None
+        except OSError as exc:
+            raise _lock_error(name, f"cannot read the lock file: {exc.strerror}") from None
+        try:
+            data = load_text(text, name).data
+        except SpecError as exc:
+            raise SpecError([replace(p, message=_unreadable(p.message)) for p in exc.problems]) from None
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+            raise _lock_error(name, f"written by a newer Sluice (lock version {version}); upgrade Sluice")
+        if not isinstance(data, dict) or not isinstance(data.get("stages") or {}, dict) or not isinstance(data.get("hash", ALGORITHM), str):
+            raise _lock_error(name, f"the lock file has an unexpected shape; {_RECOVER}", 1, 1)
+        if version != LOCK_VERSION:
+            raise _lock_error(name, f"lock file version {version!r} is not supported", 1, 1)
+        return cls(_usable_entries(data.get("stages") or {}), data.get("hash", ALGORITHM))
 
     def _write_shadow(self, shadow: Path, key: list[int]) -> None:
         body = {"key": key, "hash": self.algorithm, "stages": self.stages}
@@ -147,6 +159,46 @@ class LockFile:
         if shadow is not None:
             st = os.stat(path)
             self._write_shadow(shadow, [st.st_size, st.st_mtime_ns, st.st_ino])
+
+
+_RECOVER = "restore it from git or delete it"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _lock_error(name: str, message: str, line: int = 0, col: int = 0) -> SpecError:
+    return SpecError([Problem(Location(name, line, col), message)])
+
+
+def _unreadable(message: str) -> str:
+    if message.startswith("invalid YAML: "):
+        return f"the lock file is not valid YAML: {message[len('invalid YAML: '):]}; {_RECOVER}"
+    return f"{message}; {_RECOVER}"
+
+
+def _usable_entries(stages: Any) -> dict[str, Any]:
+    """The entries the planner can compare against; a malformed one counts as no record for its stage."""
+    if not isinstance(stages, dict):
+        raise TypeError("stages is not a mapping")
+    return {sid: e for sid, e in stages.items() if isinstance(sid, str) and _usable(e)}
+
+
+def _usable(entry: Any) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("fingerprint"), str):
+        return False
+    parts = [entry.get(k) for k in ("params", "matrix", "inputs", "outputs")]
+    if not all(p is None or isinstance(p, dict) for p in parts):
+        return False
+    inputs, outputs = parts[2] or {}, parts[3] or {}
+    return all(
+        isinstance(i, dict) and isinstance(i.get("path"), str) and (i.get("hash") is None or isinstance(i.get("hash"), str))
+        for i in inputs.values()
+    ) and all(isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("hash"), str) for o in outputs.values())
 
 
 def result_record(r: StageResult) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""The recorded state tells the truth: a hostile or damaged lock, two pipelines in one folder,
+refused and read-only commands, dead engines and full disks never leave a lie behind."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import api
+from engine.errors import SluiceError
+from tests.conftest import Workspace
+
+ONE = "version: 1\nstages:\n  s:\n    cmd: echo made > ${outputs.o}\n    outputs: {o: out.txt}\n"
+
+
+def _bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nversion: 1\nstages:\n  s: {{fingerprint: x, params: {{p: *a{levels - 1}}}}}\n"
+
+
+# ---- item 9: the lock is untrusted input, read with the spec's guarded loader
+
+
+def test_alias_bomb_in_the_lock_is_a_clean_error_fast(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", _bomb())
+    t0 = time.monotonic()
+    res = ws.sluice("status", timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert res.code == 2, res.err
+    assert "sluice.lock:" in res.err and "alias bomb" in res.err and "Traceback" not in res.err
+    (ws.root / ".sluice").mkdir()  # where a run would cache the parsed lock
+    res = ws.sluice("run", timeout=60)
+    assert res.code == 2 and "alias bomb" in res.err
+
+
+def test_non_utf8_lock_names_the_file(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    (ws.root / "sluice.lock").write_bytes(b"version: 1\nstages:\n  s: {fingerprint: \xff\xfe}\n")
+    for cmd in ("status", "run"):
+        res = ws.sluice(cmd)
+        assert res.code == 2, res.err
+        assert "sluice.lock" in res.err and "UTF-8" in res.err and "Traceback" not in res.err
+    assert (ws.root / "sluice.lock").read_bytes().endswith(b"\xff\xfe}\n")  # left as it was
+
+
+def test_lock_over_the_size_limit_is_refused_before_reading(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", "version: 1\nstages: {}\n" + "#" * 5000 + "\n")
+    res = ws.sluice("status", env={"SLUICE_MAX_LOCK_BYTES": "1000"})
+    assert res.code == 2, res.err
+    assert "sluice.lock" in res.err and "SLUICE_MAX_LOCK_BYTES" in res.err
+
+
+def test_tags_and_duplicate_keys_in_the_lock_are_refused(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", "version: 1\nstages:\n  s: !!python/object:os.system {}\n")
+    res = ws.sluice("status")
+    assert res.code == 2 and "sluice.lock:3:" in res.err and "not allowed" in res.err
+    ws.write("sluice.lock", "version: 1\nstages: {}\nstages: {}\n")
+    res = ws.sluice("status")
+    assert res.code == 2 and "duplicate key 'stages'" in res.err
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "5",
+        "[1, 2]",
+        "{fingerprint: 3}",
+        "{fingerprint: abc, inputs: [1]}",
+        "{fingerprint: abc, inputs: {i: 7}}",
+        "{fingerprint: abc, params: [a]}",
+        "{fingerprint: abc, outputs: {o: 7}}",
+        "{fingerprint: abc, outputs: {o: {path: out.txt, hash: 12}}}",
+        "{fingerprint: abc, outputs: []}",
+    ],
+)
+def test_malformed_entry_is_no_record_for_that_stage(ws: Workspace, entry: str) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", f"version: 1\nhash: blake3\nstages:\n  s: {entry}\n")
+    res = ws.sluice("status", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["stages"]["s"]["reasons"] == ["never run"]
+    assert ws.run_json() == {"s": "ran"}
+    assert ws.run_json() == {"s": "skipped"}
+
+
+@pytest.mark.parametrize("body", ["[]", "version: 1\nstages: [a]\n", "version: one\n", "version: 1\nhash: [x]\nstages: {}\n"])
+def test_malformed_lock_shape_is_a_clean_error(ws: Workspace, body: str) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", body)
+    res = ws.sluice("status")
+    assert res.code == 2 and "sluice.lock" in res.err and "Traceback" not in res.err
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.floats(allow_nan=False))
+_junk = st.recursive(_scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3), max_leaves=12)
+_entry_keys = st.sampled_from(["fingerprint", "inputs", "outputs", "params", "matrix", "cmd", "path", "hash", "s", "o"])
+_entry = st.recursive(_scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_entry_keys, kids, max_size=4), max_leaves=16)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(top=st.dictionaries(st.sampled_from(["version", "hash", "stages", "pipelines", "v1"]), _junk, max_size=3),
+       stages=st.dictionaries(st.sampled_from(["s", "t"]), _entry, max_size=2), version=st.sampled_from([1, 2, 3, "1", None]))
+def test_junk_locks_never_raise_a_traceback(tmp_path: Path, top: dict, stages: dict, version: object) -> None:
+    (tmp_path / "pipeline.yaml").write_text(ONE)
+    for body in (top, {"version": version, "hash": "blake3", "stages": stages},
+                 {"version": version, "pipelines": {"pipeline.yaml": {"stages": stages}}, "v1": {"stages": stages}}):
+        (tmp_path / "sluice.lock").write_text(yaml.safe_dump(body))
+        loaded = api.load(tmp_path / "pipeline.yaml")
+        try:
+            api.status(loaded)
+        except SluiceError:
+            pass
