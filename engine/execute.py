@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from engine.cache import RunEntry, Store
 from engine.compile import Pipeline
 from engine.fingerprint import Digest, HashCache
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
+from engine.paths import PathEscape, check, check_output, real_root
 from engine.plan import Plan, Planner, lock_entry
 from engine.resolve import render_cmd
 from engine.stage_runner import payload, stage_context
@@ -148,7 +150,10 @@ class Executor:
             return StageResult(sid, Outcome.RESTORED, item.reasons, seconds, 0, log)
         outputs: dict[str, tuple[str, Digest]] = {}
         for name, path in stage.outputs.items():
-            digest = self.hashes.digest(path)
+            try:
+                digest = self.hashes.digest(path)
+            except PathEscape as exc:  # a link inside an output folder: its bytes must not enter the cache
+                return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, exc.describe("output"))
             if digest is None:
                 return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, f"output {path} vanished after the stage")
             outputs[name] = (path, digest)
@@ -173,8 +178,23 @@ class Executor:
     def _staging(self, sid: str) -> Path:
         return self.layout.staging(self.run_id) / safe_name(sid)
 
+    @cached_property
+    def _root(self) -> str:
+        return real_root(self.layout.workspace)
+
+    def _check_internal(self, path: Path, what: str) -> None:
+        """Sluice's own folders (.sluice/…) must not lead out of the workspace either."""
+        check(self._root, path.relative_to(self.layout.workspace).as_posix(), what=what)
+
     def _restore(self, stage: StageSpec, entry: RunEntry) -> _Attempt:
+        try:
+            return self._restore_checked(stage, entry)
+        except PathEscape as exc:  # a symlink must not let a restore write outside the workspace
+            return _Attempt(False, str(exc))
+
+    def _restore_checked(self, stage: StageSpec, entry: RunEntry) -> _Attempt:
         staging = self._staging(stage.id)
+        self._check_internal(staging, "staging folder")
         shutil.rmtree(staging, ignore_errors=True)
         for path, digest in entry.outputs.values():
             if not self.store.restore(digest, staging / path):
@@ -184,13 +204,20 @@ class Executor:
         return _Attempt(True)
 
     def _execute(self, stage: StageSpec) -> _Attempt:
+        try:
+            return self._execute_checked(stage)
+        except PathEscape as exc:  # a symlink must not let the engine write (or delete) outside the workspace
+            return _Attempt(False, str(exc))
+
+    def _execute_checked(self, stage: StageSpec) -> _Attempt:
         ws = self.layout.workspace
         log_path = self._log_path(stage.id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         staging = self._staging(stage.id)
-        escaping = verify_paths_inside(ws, stage.outputs)
-        if escaping:  # a symlink in the workspace must not let a stage write (or delete) outside it
-            return _Attempt(False, f"output {escaping[0]} resolves outside the workspace through a symlink")
+        self._check_internal(log_path.parent, "log folder")
+        self._check_internal(staging, "staging folder")
+        for path in stage.outputs.values():
+            check_output(self._root, path, ws / path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         for path in stage.outputs.values():  # stale outputs must not pass for new ones
             _remove(ws / path)
         attempt = _Attempt(False, "not started")
@@ -268,6 +295,7 @@ class Executor:
     def _stage_state(self, stage: StageSpec, staging: Path) -> None:
         """A plugin writes its kept state (e.g. "last accepted metrics") to a copy, like outputs."""
         real, staged = self.layout.state_dir(stage.id), staging / _STATE
+        self._check_internal(real, "state folder")
         shutil.rmtree(staged, ignore_errors=True)
         if real.is_dir():
             shutil.copytree(real, staged)
@@ -277,6 +305,7 @@ class Executor:
     def _commit_state(self, stage: StageSpec, staging: Path) -> None:
         """Swap the staged state in only now that the stage and its outputs have succeeded."""
         real, staged = self.layout.state_dir(stage.id), staging / _STATE
+        self._check_internal(real, "state folder")  # again: the stage ran in between
         real.parent.mkdir(parents=True, exist_ok=True)
         old = real.with_name(real.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -286,17 +315,25 @@ class Executor:
         shutil.rmtree(old, ignore_errors=True)
 
     def _commit_outputs(self, stage: StageSpec, staging: Path) -> list[str]:
-        """Move staged outputs into place; an output written straight to its final path counts too."""
+        """Move staged outputs into place; an output written straight to its final path counts too.
+
+        Every output is checked (PathEscape) before any is moved: the command may have made a symlink.
+        """
         ws = self.layout.workspace
-        missing = []
+        missing, staged = [], []
         for path in stage.outputs.values():
             src, dst = staging / path, ws / path
             if os.path.lexists(src):
-                _remove(dst)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-            elif not os.path.lexists(dst):
+                check_output(self._root, path, src)
+                staged.append((src, dst))
+            elif os.path.lexists(dst):
+                check_output(self._root, path, dst)
+            else:
                 missing.append(path)
+        for src, dst in staged:
+            _remove(dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
         return missing
 
 
@@ -366,14 +403,3 @@ def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
             signal.signal(sig, h)
 
     return restore
-
-
-def verify_paths_inside(workspace: Path, paths: Mapping[str, str]) -> list[str]:
-    """Paths whose real location (after symlinks) leaves the workspace."""
-    root = workspace.resolve()
-    bad = []
-    for path in paths.values():
-        real = (workspace / path).resolve()
-        if real != root and root not in real.parents:
-            bad.append(path)
-    return bad

@@ -19,10 +19,10 @@ from engine.errors import SluiceError
 class PathEscape(SluiceError):
     """A workspace path that leads out of the workspace, loops, or is a symlink where none may be."""
 
-    def __init__(self, path: str, why: str):
+    def __init__(self, path: str, why: str, what: str = "path"):
         self.path = path
         self.why = why
-        super().__init__(f"'{path}' {why}")
+        super().__init__(self.describe(what))
 
     def describe(self, what: str) -> str:
         """`input 'data/raw.csv' resolves outside the workspace through symlink 'data' -> '/x'`."""
@@ -54,7 +54,7 @@ def follow(path: str, root: str, shown: str) -> str:
     return real
 
 
-def check(root: str, rel: str, *, leaf: bool = True) -> None:
+def check(root: str, rel: str, *, leaf: bool = True, what: str = "path") -> None:
     """Raise PathEscape if a component of workspace-relative `rel` is a symlink leading out of `root`.
 
     `root` is a real path (`real_root`). With `leaf=False` the last component is not followed:
@@ -67,15 +67,15 @@ def check(root: str, rel: str, *, leaf: bool = True) -> None:
         nxt = os.path.join(cur, part)
         try:
             st = os.lstat(nxt)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
-        except OSError as exc:  # ENOTDIR, EACCES: nothing below can be reached either
-            raise PathEscape(rel, f"cannot be reached: {exc.strerror}") from None
+        except OSError as exc:  # EACCES, ELOOP: nothing below can be reached either
+            raise PathEscape(rel, f"cannot be reached: {exc.strerror}", what) from None
         if stat_mod.S_ISLNK(st.st_mode):
             try:
                 cur = follow(nxt, root, "/".join(parts[: i + 1]))
             except PathEscape as exc:
-                raise PathEscape(rel, exc.why) from None
+                raise PathEscape(rel, exc.why, what) from None
         else:
             cur = nxt
 
@@ -86,6 +86,6 @@ def check_output(root: str, rel: str, at: Path) -> None:
     Outputs are stored and restored as files and directories; a symlink as an output would be
     cached as its target's bytes and restored as a copy, so it is refused (as DVC does).
     """
-    check(root, rel, leaf=False)
+    check(root, rel, leaf=False, what="output")
     if os.path.islink(at):
-        raise PathEscape(rel, f"is a symlink (-> '{os.readlink(at)}'); a stage must write a file or a directory there")
+        raise PathEscape(rel, f"is a symlink (-> '{os.readlink(at)}'); a stage must write a file or a directory there", "output")

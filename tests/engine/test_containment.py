@@ -73,3 +73,86 @@ def test_a_symlink_loop_in_a_directory_input_is_a_clean_error(ws: Workspace, tar
     res = ws.sluice("run")
     assert res.code == 2 and "Traceback" not in res.err, res.err
     assert "stages.x.inputs.raw: input 'data'" in res.err and "loop" in res.err
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("outside")
+    (folder / "f.txt").write_text("precious\n")
+    (folder / "d").mkdir()
+    (folder / "d" / "g.txt").write_text("also precious\n")
+    return folder
+
+
+def _one_output(out: str, cmd: str = "echo made > ${outputs.o}") -> str:
+    return f"version: 1\nstages:\n  a:\n    cmd: {cmd}\n    outputs: {{o: {out}}}\n"
+
+
+def test_a_cache_restore_never_writes_through_a_symlink(ws: Workspace, outside: Path) -> None:
+    ws.write("pipeline.yaml", _one_output("link/f.txt"))
+    assert ws.run_json() == {"a": "ran"}  # cached while link/ is a real folder
+    for p in (ws.root / "link").iterdir():
+        p.unlink()
+    (ws.root / "link").rmdir()
+    (ws.root / "link").symlink_to(outside)
+    before = _snapshot(outside)
+    res = ws.sluice("run", "--json")
+    stage = res.json()["stages"]["a"]
+    assert res.code == 1 and stage["outcome"] == "failed"
+    assert stage["error"] == f"output 'link/f.txt' resolves outside the workspace through symlink 'link' -> '{outside}'"
+    assert _snapshot(outside) == before
+
+
+@pytest.mark.parametrize("out", ["link/f.txt", "link/d"])
+def test_a_symlink_the_command_itself_creates_is_caught_before_the_commit(ws: Workspace, outside: Path, out: str) -> None:
+    ws.write("pipeline.yaml", _one_output(out, f"ln -s {outside} link && mkdir -p ${{outputs.o}} && rmdir ${{outputs.o}} && echo made > ${{outputs.o}}"))
+    before = _snapshot(outside)
+    stage = ws.sluice("run", "--json").json()["stages"]["a"]
+    assert stage["outcome"] == "failed"
+    assert stage["error"] == f"output '{out}' resolves outside the workspace through symlink 'link' -> '{outside}'"
+    assert _snapshot(outside) == before
+
+
+def test_stale_outputs_are_not_removed_through_a_symlink(ws: Workspace, outside: Path) -> None:
+    (ws.root / "link").symlink_to(outside)
+    ws.write("pipeline.yaml", _one_output("link/d"))
+    before = _snapshot(outside)
+    for _ in range(2):  # the second run is planned against a lock that names no output
+        stage = ws.sluice("run", "--json").json()["stages"]["a"]
+        assert stage["outcome"] == "failed" and "through symlink 'link'" in stage["error"]
+    assert _snapshot(outside) == before
+
+
+@pytest.mark.parametrize("target", ["inside.txt", "OUTSIDE"])
+def test_an_output_that_is_a_symlink_is_refused(ws: Workspace, outside: Path, target: str) -> None:
+    target = target.replace("OUTSIDE", str(outside / "f.txt"))
+    ws.write("inside.txt", "in\n")
+    ws.write("pipeline.yaml", _one_output("out.txt", f"ln -s {target} ${{outputs.o}}"))
+    before = _snapshot(outside)
+    stage = ws.sluice("run", "--json").json()["stages"]["a"]
+    assert stage["outcome"] == "failed"
+    assert stage["error"] == f"output 'out.txt' is a symlink (-> '{target}'); a stage must write a file or a directory there"
+    assert not (ws.root / "out.txt").exists() and not list((ws.root / ".sluice").rglob("objects/*/*"))
+    # An existing link at the output path is refused too, not deleted or written through.
+    (ws.root / "out.txt").symlink_to(target)
+    ws.write("pipeline.yaml", _one_output("out.txt"))
+    stage = ws.sluice("run", "--json").json()["stages"]["a"]
+    assert stage["outcome"] == "failed" and "output 'out.txt' is a symlink" in stage["error"]
+    assert (ws.root / "out.txt").is_symlink() and _snapshot(outside) == before
+
+
+def test_a_plugin_state_folder_behind_a_symlink_is_refused(ws: Workspace, outside: Path) -> None:
+    ws.write("in.txt", "x\n")
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  copy:\n    uses: util.copy\n    with: {pairs: {src: dst}}\n"
+             "    inputs: {src: in.txt}\n    outputs: {dst: out.txt}\n")
+    (ws.root / ".sluice" / "state").mkdir(parents=True)
+    (ws.root / ".sluice" / "state" / "copy").symlink_to(outside)
+    before = _snapshot(outside)
+    stage = ws.sluice("run", "--json").json()["stages"]["copy"]
+    assert stage["outcome"] == "failed"
+    assert stage["error"] == f"state folder '.sluice/state/copy' resolves outside the workspace through symlink '.sluice/state/copy' -> '{outside}'"
+    assert _snapshot(outside) == before and (ws.root / ".sluice" / "state" / "copy").is_symlink()
