@@ -45,7 +45,7 @@ class DeployStage(Plugin):
         bundle = _Bundle.read(input_path(ctx, "manifests"))
         if cfg.get("strategy") and cfg["strategy"] != bundle.strategy:
             raise StageFailed(f"k8s.deploy asks for {cfg['strategy']} but k8s.manifests rendered {bundle.strategy}")
-        gate = _gate_link(ctx)
+        gate = _gate_link(ctx, bundle.image)
         kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
         deploy = _blue_green if bundle.strategy == "blue-green" else _rolling
         record = deploy(kube, bundle, cfg, ctx)
@@ -257,20 +257,47 @@ def _restorable(dep: Mapping[str, Any]) -> dict[str, Any]:
     return {"metadata": {k: dep["metadata"].get(k) for k in ("name", "namespace", "annotations")}, "spec": {"template": dep["spec"]["template"]}}
 
 
-def _gate_link(ctx: StageContext) -> dict[str, Any] | None:
-    """Links the gate report into the record; a report that says it failed stops the deploy."""
+def _gate_link(ctx: StageContext, image: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Links the gate report into the record. Fails closed: anything but a well-formed model.gate
+    report with `"passed": true` for the model this image holds stops the deploy."""
     if "gate" not in ctx.inputs:
         return None
     path = ctx.inputs["gate"]
+    rel = path.relative_to(ctx.workspace) if path.is_relative_to(ctx.workspace) else path
     data = path.read_bytes()
+    report, problem = _gate_verdict(data, image.get("model_hash"))
+    if problem:
+        raise StageFailed(f"refusing to deploy: the gate report {rel} {problem}")
+    return {"path": str(rel), "sha256": hashlib.sha256(data).hexdigest(), "passed": True, "model": report["model"]["sha256"]}
+
+
+def _gate_verdict(data: bytes, model_hash: str | None) -> tuple[dict[str, Any], str | None]:
+    """(report, None) when the report vouches for `model_hash`, else (…, what is wrong with it)."""
     try:
         report = json.loads(data)
-    except json.JSONDecodeError:
-        report = {}
-    if isinstance(report, dict) and report.get("passed") is False:
-        raise StageFailed(f"the gate report {path} says the model did not pass; refusing to deploy it")
-    rel = path.relative_to(ctx.workspace) if path.is_relative_to(ctx.workspace) else path
-    return {"path": str(rel), "sha256": hashlib.sha256(data).hexdigest(), "passed": report.get("passed") if isinstance(report, dict) else None}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {}, f"is not valid JSON ({exc}); a truncated or half-written report vouches for nothing"
+    if not isinstance(report, dict):
+        return {}, f"is not a model.gate report (a JSON {type(report).__name__}, not an object)"
+    if "passed" not in report:
+        return report, 'has no "passed" field'
+    passed = report["passed"]
+    if passed is False:
+        return report, "says the model did not pass"
+    if passed is not True:
+        kind = {str: "a string", int: "a number", float: "a number"}.get(type(passed), type(passed).__name__)
+        return report, f'is not a well-formed model.gate report: "passed" is {json.dumps(passed)} ({kind}), not true'
+    if not isinstance(report.get("verdicts"), list):
+        return report, "is not a well-formed model.gate report: it has no verdicts list"
+    model = report.get("model")
+    gated = model.get("sha256") if isinstance(model, dict) else None
+    if not isinstance(gated, str):
+        return report, "names no model, so it cannot vouch for this image (give model.gate the model directory as its `model` input)"
+    if not model_hash:
+        return report, "names a model, but the image record names no model hash, so nothing ties the image to the gated model"
+    if gated.lower() != str(model_hash).lower():
+        return report, f"vouches for model {gated[:12]}, but the image holds model {str(model_hash)[:12]}"
+    return report, None
 
 
 def _append_history(ctx: StageContext, entry: Mapping[str, Any]) -> None:

@@ -76,6 +76,7 @@ class GateStage(Plugin):
             sole_output(ctx, "report"),
             {
                 "passed": not failed,
+                "model": _model_identity(ctx),
                 "baseline_source": source,
                 "baseline": baseline,
                 "current": current,
@@ -131,6 +132,19 @@ def judge(
         note = f"worse by {worsening:.4g}{unit}" if worsening > 0 else f"better by {-worsening:.4g}{unit}"
         out.append(Verdict(metric, rule, limit, baseline, current, favourable, _verdict(worsening <= limit + TOLERANCE), note))
     return out
+
+
+def _model_identity(ctx: StageContext) -> dict[str, str] | None:
+    """The verified sha256 of the optional `model` input, so k8s.deploy can tell which model passed."""
+    if "model" not in ctx.inputs:
+        return None
+    from stages.serving.model import ModelError, read_verified
+
+    try:
+        metadata, _ = read_verified(input_path(ctx, "model"))
+    except ModelError as exc:
+        raise StageFailed(str(exc)) from exc
+    return {"sha256": metadata.model_hash, "version": metadata.version}
 
 
 def _verdict(ok: bool) -> str:

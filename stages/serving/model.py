@@ -104,6 +104,12 @@ def load_model(model_dir: Path) -> LoadedModel:
     """Reads the model bytes once, checks them against the recorded hash, then unpickles those bytes."""
     import joblib
 
+    metadata, data = read_verified(model_dir)
+    return LoadedModel(metadata, joblib.load(io.BytesIO(data)))
+
+
+def read_verified(model_dir: Path) -> tuple[Metadata, bytes]:
+    """The metadata and the model file's bytes, read once and checked against the recorded sha256."""
     metadata = read_metadata(model_dir)
     model_path = model_dir / metadata.model_file
     if not model_path.is_file():
@@ -115,7 +121,7 @@ def load_model(model_dir: Path) -> LoadedModel:
             f"refusing to serve {model_path}: sha256 is {actual}, "
             f"but {METADATA_FILE} records {metadata.model_hash}"
         )
-    return LoadedModel(metadata, joblib.load(io.BytesIO(data)))
+    return metadata, data
 
 
 def to_python(values: Any) -> list[Any]:

@@ -59,9 +59,10 @@ class Workspace:
     def __init__(self, root: Path, fake: FakeKubernetesAPI, smoke: Path, strategy: str):
         self.root, self.strategy, self.smoke = root, strategy, smoke
         self.kubeconfig = fake.write_kubeconfig(root / "kubeconfig")
+        self.manifest_settings: dict = {}
 
-    def deploy(self, image: str, **extra_inputs: Path) -> dict:
-        ctx = self._ctx(image, extra_inputs)
+    def deploy(self, image: str, model_hash: str | None = None, **extra_inputs: Path) -> dict:
+        ctx = self._ctx(image, extra_inputs, model_hash)
         DeployStage().run(ctx)
         return json.loads(ctx.outputs["record"].read_text())
 
@@ -69,8 +70,16 @@ class Workspace:
         ctx = make_ctx(self.root, {"kubeconfig": str(self.kubeconfig), **FAST}, {}, {"record": "record.json"}, stage="deploy")
         return DeployStage().rollback(ctx)
 
-    def _ctx(self, image: str, extra_inputs: dict[str, Path]):  # type: ignore[no-untyped-def]
-        manifests = make_ctx(self.root, {"image": image, "strategy": self.strategy, "app": "bc", "replicas": 2}, {}, {"manifests": "manifests"}, stage="manifests")
+    def _ctx(self, image: str, extra_inputs: dict[str, Path], model_hash: str | None = None):  # type: ignore[no-untyped-def]
+        settings: dict = {"strategy": self.strategy, "app": "bc", "replicas": 2, **self.manifest_settings}
+        image_input = {}
+        if model_hash:  # as docker.build records it: the image names the model it holds
+            record = self.root / "image.json"
+            record.write_text(json.dumps({"reference": image, "image_id": None, "model_hash": model_hash, "model_version": model_hash[:12]}))
+            image_input = {"image": record}
+        else:
+            settings["image"] = image
+        manifests = make_ctx(self.root, settings, image_input, {"manifests": "manifests"}, stage="manifests")
         ManifestsStage().run(manifests)
         inputs = {"manifests": manifests.outputs["manifests"], "smoke_cases": self.smoke, **extra_inputs}
         config = {"kubeconfig": str(self.kubeconfig), "strategy": self.strategy, **FAST}
@@ -151,8 +160,8 @@ def test_rollback_after_first_deploy_has_nothing_to_go_back_to(bg: Workspace) ->
 
 def test_record_links_gate_and_image(bg: Workspace, tmp_path: Path) -> None:
     gate = tmp_path / "gate.json"
-    gate.write_text(json.dumps({"passed": True, "checks": []}))
-    record = bg.deploy(GOOD, gate=gate)
+    gate.write_text(json.dumps({"passed": True, "verdicts": [], "model": {"sha256": "ab" * 32}}))
+    record = bg.deploy(GOOD, model_hash="ab" * 32, gate=gate)
     assert record["gate"]["path"] == "gate.json" and record["gate"]["passed"] is True
     assert len(record["gate"]["sha256"]) == 64
     assert record["image"]["reference"] == GOOD
@@ -161,7 +170,7 @@ def test_record_links_gate_and_image(bg: Workspace, tmp_path: Path) -> None:
 def test_failed_gate_refuses_to_deploy(bg: Workspace, fake: FakeKubernetesAPI, tmp_path: Path) -> None:
     gate = tmp_path / "gate.json"
     gate.write_text(json.dumps({"passed": False}))
-    with pytest.raises(StageFailed, match="did not pass; refusing to deploy"):
+    with pytest.raises(StageFailed, match="refusing to deploy: .* says the model did not pass"):
         bg.deploy(GOOD, gate=gate)
     assert fake.get("services", "default", "bc") is None
 

@@ -1,0 +1,78 @@
+"""Issue 9: a failed or untested model never takes traffic (FAKE API server with injected faults)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.plugin import StageFailed
+from stages.model_gate import GateStage
+from tests.deploy.test_k8s_deploy import GOOD, Workspace, bg, fake, pods, smoke_report  # noqa: F401  (fixtures)
+from tests.fakes.fake_k8s_api import FakeKubernetesAPI
+from tests.support.context import make_ctx
+
+MODEL = "ab" * 32  # the model hash the image record says the image holds
+OTHER = "cd" * 32
+
+
+def _gate_report(tmp_path: Path, body: str | dict) -> Path:
+    path = tmp_path / "gate.json"
+    path.write_text(body if isinstance(body, str) else json.dumps(body))
+    return path
+
+
+def _passed(model: str | None = MODEL) -> dict:
+    report = {"passed": True, "baseline_source": "file", "baseline": {}, "current": {"accuracy": 0.95}, "bootstrap": None, "verdicts": []}
+    return {**report, "model": {"sha256": model, "version": model[:12]}} if model else report
+
+
+# -- 3. the gate fails closed --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ('{"passed": tr', "is not valid JSON"),
+        ({}, 'has no "passed" field'),
+        ({**_passed(), "passed": "false"}, '"passed" is "false" (a string), not true'),
+        ({**_passed(), "passed": 0}, '"passed" is 0 (a number), not true'),
+        ({**_passed(), "passed": False}, "says the model did not pass"),
+        ([True], "is not a model.gate report"),
+        ({k: v for k, v in _passed().items() if k != "verdicts"}, "has no verdicts list"),
+        (_passed(model=None), "names no model"),
+        (_passed(model=OTHER), f"vouches for model {OTHER[:12]}, but the image holds model {MODEL[:12]}"),
+    ],
+    ids=["truncated", "empty", "string-false", "zero", "false", "not-an-object", "no-verdicts", "no-model", "other-model"],
+)
+def test_anything_but_a_passed_report_for_this_model_stops_the_deploy(
+    bg: Workspace, fake: FakeKubernetesAPI, tmp_path: Path, body: str | dict, fragment: str
+) -> None:
+    with pytest.raises(StageFailed, match="refusing to deploy") as info:
+        bg.deploy(GOOD, model_hash=MODEL, gate=_gate_report(tmp_path, body))
+    assert fragment in str(info.value)
+    assert fake.get("deployments", "default", "bc-blue") is None  # nothing was written to the cluster
+    assert not [m for m, _ in fake.requests if m in ("POST", "PUT")]
+
+
+def test_image_without_model_hash_cannot_be_matched_to_the_gate(bg: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(StageFailed, match="the image record names no model hash"):
+        bg.deploy(GOOD, gate=_gate_report(tmp_path, _passed()))
+
+
+def test_passed_report_for_this_model_deploys(bg: Workspace, tmp_path: Path) -> None:
+    record = bg.deploy(GOOD, model_hash=MODEL, gate=_gate_report(tmp_path, _passed()))
+    assert record["gate"]["passed"] is True and record["gate"]["model"] == MODEL
+    assert record["live_colour"] == "blue"
+
+
+def test_model_gate_names_the_verified_model(model_dir: Path, tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"accuracy": 0.95}))
+    config = {"rules": {"accuracy": {"min": 0.9}}, "accept": False}
+    ctx = make_ctx(tmp_path, config, {"metrics": metrics, "model": model_dir}, {"report": "gate.json"}, stage="gate")
+    GateStage().run(ctx)
+    report = json.loads(ctx.outputs["report"].read_text())
+    claimed = json.loads((model_dir / "metadata.json").read_text())["model_hash"]["value"]
+    assert report["model"] == {"sha256": claimed, "version": claimed[:12]}
