@@ -8,15 +8,16 @@ fail a build on noise alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean, write_json
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean
 from stages import _metrics
-from stages._accepted import read_accepted, write_accepted
+from stages._accepted import read_accepted, write_accepted, write_strict_json
 from stages._tables import input_path, read_json, read_table, sole_output, text_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
@@ -31,8 +32,8 @@ class Verdict:
     rule: str
     limit: float
     baseline: float | None
-    current: float
-    judged: float  # the value the rule was applied to: current, or a bootstrap interval bound
+    current: float | None  # None: undefined on this test set (see note)
+    judged: float | None  # the value the rule was applied to: current, or a bootstrap interval bound
     verdict: str  # "pass", "fail" or "skip"
     note: str = ""
 
@@ -55,8 +56,8 @@ class GateStage(Plugin):
 
     def run(self, ctx: StageContext) -> None:
         config = ctx.config
-        current = _read_metrics(input_path(ctx, "metrics"), "metrics")
-        missing = [m for m in config["rules"] if m not in current]
+        current, undefined = _read_metrics(input_path(ctx, "metrics"), "metrics")
+        missing = [m for m in config["rules"] if m not in current and m not in undefined]
         if missing:
             hints = {m: did_you_mean(m, current) for m in missing}
             raise StageFailed(
@@ -69,17 +70,22 @@ class GateStage(Plugin):
         verdicts = [
             v
             for metric, rules in config["rules"].items()
-            for v in judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
+            for v in (
+                undefined_verdicts(metric, rules, baseline.get(metric), undefined[metric])
+                if metric in undefined
+                else judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
+            )
         ]
         failed = [v for v in verdicts if v.verdict == "fail"]
-        write_json(
+        write_strict_json(
             sole_output(ctx, "report"),
             {
                 "passed": not failed,
                 "model": _model_identity(ctx),
                 "baseline_source": source,
                 "baseline": baseline,
-                "current": current,
+                "current": {**current, **dict.fromkeys(undefined)},
+                "undefined": undefined,
                 "bootstrap": {**BOOTSTRAP_DEFAULTS, **config["bootstrap"], "intervals": intervals} if intervals else None,
                 "verdicts": [asdict(v) for v in verdicts],
             },
@@ -96,6 +102,15 @@ def verdict_table(verdicts: Iterable[Verdict]) -> str:
         ("metric", "baseline", "current", "rule", "judged on", "verdict"),
         ((v.metric, v.baseline, v.current, f"{v.rule} {v.limit:g}", v.judged, v.verdict.upper() + (f" ({v.note})" if v.note else "")) for v in verdicts),
     )
+
+
+def undefined_verdicts(metric: str, rules: Mapping[str, Any], baseline: float | None, reason: str) -> list[Verdict]:
+    """A metric with no value on this test set fails every rule: the gate cannot tell it is no worse."""
+    return [
+        Verdict(metric, rule, float(rules[rule]), baseline, None, None, "fail", f"undefined: {reason}")
+        for rule in ("min", "max", *RELATIVE_RULES)
+        if rule in rules
+    ]
 
 
 def judge(
@@ -151,18 +166,31 @@ def _verdict(ok: bool) -> str:
     return "pass" if ok else "fail"
 
 
-def _read_metrics(path: Path, what: str) -> dict[str, float]:
+def _read_metrics(path: Path, what: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Metric values, and the metrics the file marks undefined (null, or NaN from older files) with why."""
     data = read_json(path, f"{what} file")
     if not isinstance(data, dict):
         raise StageFailed(f"{what} file {path} must hold a mapping of metric name to number")
-    return {k: float(v) for k, v in data.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    reasons = data.get("undefined") if isinstance(data.get("undefined"), dict) else {}
+    values, undefined = {}, {}
+    for key, value in data.items():
+        if isinstance(value, bool) or key == "undefined":
+            continue
+        if value is None:
+            undefined[key] = str(reasons.get(key, "null in the metrics file"))
+        elif isinstance(value, int | float):
+            if math.isfinite(value):
+                values[key] = float(value)
+            else:
+                undefined[key] = str(reasons.get(key, "not a number in the metrics file"))
+    return values, undefined
 
 
 def _baseline(ctx: StageContext) -> tuple[dict[str, float], str]:
     """The baseline metrics and where they came from."""
     choice = ctx.config.get("baseline", "auto")
     if choice == "file" or (choice == "auto" and "baseline" in ctx.inputs):
-        return _read_metrics(input_path(ctx, "baseline"), "baseline"), "file"
+        return _read_metrics(input_path(ctx, "baseline"), "baseline")[0], "file"
     accepted = read_accepted(ctx)
     if accepted is None:
         return {}, "none (nothing accepted yet)"
@@ -187,7 +215,8 @@ def _intervals(ctx: StageContext, config: Mapping[str, Any]) -> dict[str, tuple[
     for metric in config["rules"]:
         if metric in _metrics.ALL:
             values = _metrics.resampled(metric, y_true, y_pred, proba, labels, rows)
-            if values:
+            values = values[~np.isnan(values)]
+            if len(values):
                 low, high = np.quantile(values, [tail, 1.0 - tail])
                 out[metric] = (float(low), float(high))
     return out

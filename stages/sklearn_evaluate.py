@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import Plugin, StageContext, StageFailed, write_json
+from engine.plugin import Plugin, StageContext, StageFailed
 from stages import _metrics
+from stages._accepted import write_strict_json
 from stages._model import LoadedModel, load_model
 from stages._tables import input_path, output_path, read_table, require_columns, write_table
 
@@ -28,36 +29,45 @@ class EvaluateStage(Plugin):
         if frame[target].isna().any():
             raise StageFailed(f"target column '{target}' of the test table has {int(frame[target].isna().sum())} null value(s)")
         y_true = frame[target].to_numpy()
-        y_pred, proba = predict(loaded, frame, "test")
+        y_pred, proba, scores = predict(loaded, frame, "test")
         labels = loaded.metadata.get("classes") or []
-        names = ctx.config.get("metrics") or _metrics.available(loaded.task, proba is not None)
-        wrong = [n for n in names if n not in _metrics.available(loaded.task, proba is not None)]
+        usable = _metrics.available(loaded.task, proba is not None, scores is not None)
+        names = ctx.config.get("metrics") or usable
+        wrong = [n for n in names if n not in usable]
         if wrong:
             raise StageFailed(f"metric(s) {', '.join(wrong)} do not apply to this {loaded.task} model")
         try:
-            scores = {name: _metrics.metric(name, y_true, y_pred, proba, labels) for name in names}
+            results = {name: _metrics.score(name, y_true, y_pred, proba, labels, scores) for name in names}
         except ValueError as exc:  # e.g. test labels the model never saw, which log_loss refuses
             raise StageFailed(f"cannot score the model on this test table: {exc}") from None
-        write_json(output_path(ctx, "metrics"), scores)
+        values: dict[str, Any] = {name: value for name, (value, _) in results.items()}
+        undefined = {name: reason for name, (_, reason) in results.items() if reason is not None}
+        write_strict_json(output_path(ctx, "metrics"), {**values, "undefined": undefined} if undefined else values)
         if "confusion_matrix" in ctx.outputs:
             if loaded.task != "classification":
                 raise StageFailed("a confusion matrix needs a classification model")
-            write_json(output_path(ctx, "confusion_matrix"), confusion(y_true, y_pred, labels))
+            write_strict_json(output_path(ctx, "confusion_matrix"), confusion(y_true, y_pred, labels))
         if "predictions" in ctx.outputs:
-            write_table(output_path(ctx, "predictions"), predictions_frame(y_true, y_pred, proba, labels))
-        ctx.log.info("%s", ", ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+            write_table(output_path(ctx, "predictions"), predictions_frame(y_true, y_pred, proba, labels, scores))
+        ctx.log.info("%s", ", ".join(f"{k}={v:.4g}" if v is not None else f"{k}=undefined ({undefined[k]})" for k, v in values.items()))
 
 
-def predict(loaded: LoadedModel, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions, and class probabilities when a classifier provides them."""
+def predict(loaded: LoadedModel, frame: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Predictions; class probabilities when a classifier provides them; else a binary classifier's decision scores."""
     features = loaded.feature_frame(frame, what)
+    classifier = loaded.task == "classification"
+    proba = scores = None
     try:
         y_pred = loaded.model.predict(features)
-        has_proba = loaded.task == "classification" and hasattr(loaded.model, "predict_proba")
-        proba = loaded.model.predict_proba(features) if has_proba else None
+        if classifier and hasattr(loaded.model, "predict_proba"):
+            proba = loaded.model.predict_proba(features)
+        elif classifier and hasattr(loaded.model, "decision_function"):
+            decision = loaded.model.decision_function(features)
+            # Multiclass decision scores are not probabilities, which one-vs-rest ROC AUC needs.
+            scores = decision if decision.ndim == 1 else None
     except (ValueError, TypeError) as exc:  # values the fitted preprocessing cannot take
         raise StageFailed(f"the model cannot predict on the {what} table: {exc}") from None
-    return y_pred, proba
+    return y_pred, proba, scores
 
 
 def confusion(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[str, Any]:
@@ -66,7 +76,7 @@ def confusion(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[str, Any]:
     return {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
 
 
-def predictions_frame(y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: list[Any]) -> pd.DataFrame:
+def predictions_frame(y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: list[Any], scores: np.ndarray | None = None) -> pd.DataFrame:
     """Per-row truth and prediction for model.gate's bootstrap.
 
     Classes are stored as their index in `labels` (plus the labels themselves for people), so
@@ -86,4 +96,6 @@ def predictions_frame(y_true: Any, y_pred: Any, proba: np.ndarray | None, labels
     }
     if proba is not None:
         columns.update({f"proba_{i}": proba[:, i] for i in range(proba.shape[1])})
+    if scores is not None:
+        columns["score"] = scores  # decision_function: higher means the second class
     return pd.DataFrame(columns)

@@ -195,3 +195,21 @@ def test_predictions_without_the_needed_columns(harness, files, tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(StageFailed, match="needs y_true and y_pred"):
         PLUGIN.run(harness.context({"rules": {"accuracy": {"min": 0}}, "bootstrap": {}}, {**files, "predictions": tmp_path / "p.csv"}, {"report": "r.json"}))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "reason"),
+    [
+        ({"accuracy": 1.0, "roc_auc": None, "undefined": {"roc_auc": "only one class in y_true (1)"}}, "only one class in y_true (1)"),
+        ({"accuracy": 1.0, "roc_auc": float("nan")}, "not a number in the metrics file"),  # a metrics file from before undefined metrics were null
+    ],
+)
+def test_an_undefined_metric_fails_its_rules_with_the_reason(harness, tmp_path, metrics, reason):
+    (tmp_path / "m.json").write_text(json.dumps(metrics))
+    inputs = {"metrics": tmp_path / "m.json", "baseline": _json(tmp_path / "b.json", {"roc_auc": 0.9, "accuracy": 0.9})}
+    with pytest.raises(StageFailed, match="1 of 2 rule") as failure:
+        _run(harness, {"rules": {"roc_auc": {"max_drop": 0.01}, "accuracy": {"min": 0.5}}}, inputs)
+    line = next(line for line in failure.value.details.splitlines() if line.startswith("roc_auc"))
+    assert f"FAIL (undefined: {reason})" in line and "nan" not in line.lower().replace("not a number", "")
+    report = json.loads((harness.root / "staging" / "gate.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert report["verdicts"][0]["verdict"] == "fail" and report["current"]["roc_auc"] is None

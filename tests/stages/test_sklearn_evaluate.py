@@ -138,3 +138,40 @@ def test_tampered_model_file_is_refused(harness, cancer_model, tmp_path):
 def test_not_a_model_directory(harness, cancer_model, tmp_path):
     with pytest.raises(StageFailed, match="not a model directory"):
         PLUGIN.run(harness.context({}, {"model": tmp_path, "test": cancer_model["test"]}, {"metrics": "m.json"}))
+
+
+def _strict(path):  # type: ignore[no-untyped-def]
+    """The file as strict JSON: NaN and Infinity are not JSON, and a strict reader refuses them."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_single_class_test_set_writes_null_with_a_reason(harness, cancer_model, tmp_path):
+    test = pd.read_csv(cancer_model["test"])
+    test[test["target"] == "benign"].to_csv(tmp_path / "t.csv", index=False)
+    out = _evaluate(harness, cancer_model["model"], tmp_path / "t.csv", outputs={"metrics": "m.json"})
+    scores = _strict(out["metrics"])
+    assert scores["roc_auc"] is None
+    assert scores["undefined"] == {"roc_auc": "only one class in y_true (benign)"}
+    assert isinstance(scores["accuracy"], float) and isinstance(scores["log_loss"], float)
+
+
+def test_decision_function_gives_roc_auc_when_there_is_no_predict_proba(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.iloc[::2].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[1::2].to_csv(tmp_path / "test.csv", index=False)
+    harness = StageHarness(tmp_path)
+    config = {"estimator": "sklearn.svm.LinearSVC", "target": "target", "preprocessing": {"scale": True}}
+    model_dir = harness.run(TrainStage(), config, {"train": tmp_path / "train.csv"}, {"model": "model"})["model"]
+    out = _evaluate(harness, model_dir, tmp_path / "test.csv", outputs={"metrics": "m.json", "predictions": "p.csv"})
+    scores = _strict(out["metrics"])
+    model, test = joblib.load(model_dir / "model.joblib"), frame.iloc[1::2]
+    decision = model.decision_function(test.drop(columns="target"))
+    assert scores["roc_auc"] == m.roc_auc_score(test["target"], decision)
+    assert "log_loss" not in scores  # needs probabilities, which this model does not give
+    assert np.allclose(pd.read_csv(out["predictions"])["score"].to_numpy(), decision, rtol=1e-12, atol=0)
