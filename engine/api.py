@@ -15,7 +15,7 @@ from engine.load import Document, load_file
 from engine.model import Decision, PlanItem, RunSummary
 from engine.plugin import StageContext
 from engine.registry import Registry
-from engine.resolve import apply_overrides, resolve
+from engine.resolve import apply_overrides, raw_notes, resolve
 from engine.state import Layout, workspace_lock
 from engine.validate import config_problems, validate_document
 
@@ -49,9 +49,15 @@ def load(
     params_file: Path | None = None,
     cache_dir: Path | None = None,
     registry: Registry | None = None,
+    notes: list[Problem] | None = None,
 ) -> Loaded:
-    """load → validate → resolve → compile; raises SpecError with every problem found."""
+    """load → validate → resolve → compile; raises SpecError with every problem found.
+
+    `notes`, if given, collects remarks that are not problems (each `${raw:…}` in a cmd).
+    """
     doc = load_file(file, display_path(file))
+    if notes is not None:
+        notes.extend(raw_notes(doc))
     registry = registry or Registry.discover()
     if not isinstance(doc.data, dict):
         raise SpecError([Problem(doc.location(()), f"expected a mapping with 'version' and 'stages', got {type(doc.data).__name__}")])
@@ -73,13 +79,13 @@ def load(
     return Loaded(doc, pipeline, registry, Layout.for_workspace(workspace, cache_dir))
 
 
-def validate(files: Sequence[Path], registry: Registry | None = None) -> list[Problem]:
-    """Everything that can be checked without running anything, for each file."""
+def validate(files: Sequence[Path], registry: Registry | None = None, notes: list[Problem] | None = None) -> list[Problem]:
+    """Everything that can be checked without running anything, for each file; `notes` as in load()."""
     registry = registry or Registry.discover()
     problems: list[Problem] = []
     for file in files:
         try:
-            load(file, registry=registry)
+            load(file, registry=registry, notes=notes)
         except SpecError as exc:
             problems.extend(exc.problems)
     return problems

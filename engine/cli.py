@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import __version__
-from engine.errors import SluiceError, SpecError
+from engine.errors import Problem, SluiceError, SpecError
 
 if TYPE_CHECKING:
     from engine.api import Loaded
@@ -115,14 +115,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "validate":
         files = args.files or [api.DEFAULT_FILE]
-        problems = api.validate(files)
+        notes: list[Problem] = []
+        problems = api.validate(files, notes=notes)
         if args.json:
             import json
 
-            print(json.dumps({"ok": not problems, "problems": [p.as_dict() for p in problems]}, indent=2))
+            doc = {"ok": not problems, "problems": [p.as_dict() for p in problems], "notes": [n.as_dict() for n in notes]}
+            print(json.dumps(doc, indent=2))
         else:
-            from engine.report import print_problems
+            from engine.report import print_notes, print_problems
 
+            print_notes(notes, sys.stdout)
             print_problems(problems, sys.stdout)
             if problems:
                 print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.errors import Problem
+from engine.errors import Problem, format_key_path
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
 from engine.state import result_record
 
@@ -41,6 +41,12 @@ def log_tail(workspace: Path, log_path: str, lines: int = LOG_TAIL_LINES) -> str
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def print_notes(notes: Sequence[Problem], stream: TextIO) -> None:
+    """`file:line:col: key.path: note: message`: worth knowing, not wrong."""
+    for n in notes:
+        stream.write(f"{n.location}: {format_key_path(n.path)}: note: {n.message}\n")
 
 
 def print_problems(problems: Sequence[Problem], stream: TextIO) -> None:

@@ -1,0 +1,188 @@
+"""Hostile and unlucky specs: values never become shell code, bounds hold, every problem shows at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.resolve import splice_cmd
+from tests.conftest import Workspace
+
+# ---------------------------------------------------------------- item 1: quoting in cmd
+
+HOSTILE = [
+    "x; touch ../outside/p",
+    "$(touch pwned)",
+    "`touch pwned`",
+    "a 'b' \"c\" \\d",
+    "line one\nline two; touch pwned",
+    "${HOME} $$ $HOME !x * ?",
+    "it's",
+    "",
+]
+
+# Each reference sits unquoted, inside double quotes, inside single quotes, and within a word.
+PLACES = {
+    "unquoted": "printf '%s\\n' ${params.v} > ${outputs.o}",
+    "double": 'printf \'%s\\n\' "${params.v}" > ${outputs.o}',
+    "single": "printf '%s\\n' '${params.v}' > ${outputs.o}",
+    "mixed word": "printf '%s\\n' \"<\"${params.v}'>' > ${outputs.o}",
+    "in a substitution": 'printf \'%s\\n\' "$(printf \'%s\' "${params.v}")" > ${outputs.o}',
+}
+EXPECTED = {"mixed word": "<{}>"}
+
+
+@pytest.mark.parametrize("place", sorted(PLACES))
+@pytest.mark.parametrize("value", HOSTILE, ids=range(len(HOSTILE)))
+def test_values_reach_the_command_as_exact_strings(ws: Workspace, place: str, value: str) -> None:
+    (ws.root / "inner").mkdir()
+    inner = Workspace(ws.root / "inner")
+    (ws.root / "outside").mkdir()
+    inner.write("pipeline.yaml", "version: 1\nparams: {v: " + json.dumps(value) + "}\nstages:\n  a:\n"
+                f"    cmd: {json.dumps(PLACES[place])}\n    outputs: {{o: out.txt}}\n")
+    assert inner.run_json() == {"a": "ran"}
+    assert inner.read("out.txt") == EXPECTED.get(place, "{}").format(value) + "\n"
+    assert not (ws.root / "outside" / "p").exists()
+    assert not (inner.root / "pwned").exists()
+
+
+def test_matrix_values_and_set_overrides_are_quoted(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {name: safe}
+        stages:
+          a:
+            matrix: {m: ["$(touch pwned1)", "x; touch pwned2"]}
+            cmd: echo ${matrix.m} ${params.name} > out-${matrix.m}.txt
+            outputs: {o: "out-${matrix.m}.txt"}
+        """)
+    res = ws.sluice("run", "--set", "name=`touch pwned3`")
+    assert res.code == 0, res.out + res.err
+    assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith("pwned")) == []
+    assert ws.read("out-x; touch pwned2.txt") == "x; touch pwned2 `touch pwned3`\n"
+
+
+def test_a_list_outside_quotes_is_several_words(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {files: [a b, "c;d", e]}
+        stages:
+          a:
+            cmd: printf '[%s]' ${params.files} > ${outputs.o}; printf '<%s>' "${params.files}" >> ${outputs.o}
+            outputs: {o: out.txt}
+        """)
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.read("out.txt") == "[a b][c;d][e]<a b c;d e>"
+
+
+def test_raw_splices_flags_and_validate_notes_it(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {flags: "-n -e"}
+        stages:
+          a:
+            cmd: echo ${raw:params.flags} 'x\\ty' > ${outputs.o}
+            outputs: {o: out.txt}
+        """)
+    res = ws.sluice("validate")
+    assert res.code == 0, res.out
+    assert "pipeline.yaml:5:10: stages.a.cmd: note: ${raw:params.flags} is spliced into the shell command unquoted" in res.out
+    assert "1 file valid." in res.out
+    data = ws.sluice("validate", "--json").json()
+    assert data["ok"] is True
+    assert [(n["line"], n["col"], n["path"]) for n in data["notes"]] == [(5, 10, "stages.a.cmd")]
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.read("out.txt") == "x\ty"  # echo got -n and -e as two flags
+
+
+def test_raw_only_in_cmd(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {f: x}\nstages:\n  a:\n    cmd: echo\n    env: {A: '${raw:params.f}'}\n")
+    res = ws.sluice("validate")
+    assert res.code == 2
+    assert "pipeline.yaml:6:14: stages.a.env.A: ${raw:…} splices into a shell command and is only allowed in cmd" in res.out
+
+
+def test_here_document_bodies_are_escaped(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {v: "$(touch pwned) `touch pwned` \\\\ x"}
+        stages:
+          a:
+            cmd: |
+              cat > ${outputs.o} <<EOF
+              [${params.v}]
+              EOF
+            outputs: {o: out.txt}
+        """)
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.read("out.txt") == "[$(touch pwned) `touch pwned` \\ x]\n"
+    assert not (ws.root / "pwned").exists()
+
+
+def test_a_value_cannot_end_a_here_document(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {v: "EOF\\ntouch pwned"}
+        stages:
+          a:
+            cmd: |
+              cat > ${outputs.o} <<EOF
+              ${params.v}
+              EOF
+            outputs: {o: out.txt}
+        """)
+    res = ws.sluice("validate")
+    assert res.code == 2
+    assert "stages.a.cmd: the value of ${params.v} has a line break and cannot be spliced into a here-document" in res.out
+
+
+def test_comments_do_not_change_the_quoting(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {v: "a\\ntouch pwned"}
+        stages:
+          a:
+            cmd: |
+              # don't ${params.v}
+              printf '%s' ${params.v} > ${outputs.o}
+            outputs: {o: out.txt}
+        """)
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.read("out.txt") == "a\ntouch pwned"
+    assert not (ws.root / "pwned").exists()
+
+
+def test_paths_in_double_quotes_are_one_argument(ws: Workspace) -> None:
+    ws.write("in put.txt", "hello\n")
+    ws.write("pipeline.yaml", """\
+        version: 1
+        stages:
+          a:
+            cmd: cat "${inputs.i}" > "${outputs.o}"
+            inputs: {i: in put.txt}
+            outputs: {o: out put.txt}
+        """)
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.read("out put.txt") == "hello\n"
+
+
+def test_param_in_cmd_is_still_a_dependency(ws: Workspace) -> None:
+    """The lock records the cmd as written and the params it uses: quoting changes neither."""
+    ws.write("pipeline.yaml", "version: 1\nparams: {v: x}\nstages:\n  a:\n    cmd: echo ${params.v} > ${outputs.o}\n"
+             "    outputs: {o: out.txt}\n")
+    assert ws.run_json() == {"a": "ran"}
+    assert ws.run_json() == {"a": "skipped"}
+    assert "param v changed" in ws.sluice("status", "--set", "v=y").out
+
+
+@pytest.mark.parametrize("value", HOSTILE + ["EOF", "'", '"', "\\", "\n"], ids=range(len(HOSTILE) + 5))
+def test_splice_cmd_gives_bash_the_exact_value(tmp_path, value: str) -> None:
+    import subprocess
+
+    cmd = "printf '<%s>' ${params.v} \"${params.v}\" '${params.v}' x${params.v}y $'${params.v}' \"$(printf %s '${params.v}')\""
+    got = splice_cmd(cmd, {"params.v": value}.__getitem__, keep=())
+    out = subprocess.run(["bash", "-c", got], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    # $(…) drops trailing line breaks, as it does for any command's output
+    assert out == f"<{value}>" * 3 + f"<x{value}y><{value}><{value.rstrip(chr(10))}>"
+    assert list(tmp_path.iterdir()) == []
