@@ -8,6 +8,7 @@ for the phases that need graph algorithms and rendering.
 from __future__ import annotations
 
 import posixpath
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -78,6 +79,11 @@ def normalize(path: str) -> str | None:
     return norm
 
 
+def fold(path: str) -> str:
+    """The key under which macOS and Windows see two names as one file: NFC, case-folded."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
 def _ancestors(path: str) -> Iterable[str]:
     while "/" in path:
         path = path.rsplit("/", 1)[0]
@@ -93,6 +99,9 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
     stages: dict[str, StageSpec] = {}
     producer: dict[str, tuple[str, str]] = {}  # output path → (stage id, output name)
     under: dict[str, list[str]] = {}  # directory → stages with an output below it
+    # The same two tables keyed as macOS and Windows compare names, for clashes only.
+    folded: dict[str, str] = {}  # folded output path → output path
+    folded_under: dict[str, str] = {}  # folded directory → the first output path below it
     for st in spec.stages:
         outs: dict[str, str] = {}
         for name, raw in st.outputs.items():
@@ -104,20 +113,25 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
             if norm.split("/", 1)[0] in RESERVED:
                 problem(at, f"output '{raw}' is inside {norm.split('/', 1)[0]}/, which Sluice reserves")
                 continue
-            if norm in producer:
-                other = producer[norm][0]
-                problem(at, f"output '{norm}' is also written by stage '{other}'")
+            key = fold(norm)
+            if key in folded:
+                other = folded[key]
+                if other == norm:
+                    problem(at, f"output '{norm}' is also written by stage '{producer[other][0]}'")
+                else:
+                    problem(at, f"output '{norm}' is the same file as output '{other}' of stage '{producer[other][0]}' "
+                                "on case-insensitive or normalising filesystems (macOS, Windows)")
                 continue
-            clash = next((a for a in _ancestors(norm) if a in producer), None) or (
-                under[norm][0] if norm in under else None
-            )
-            if clash is not None:
-                other_path = clash if clash in producer else next(p for p, (s, _) in producer.items() if p.startswith(norm + "/"))
-                problem(at, f"output '{norm}' overlaps output '{other_path}' of stage '{producer[other_path][0]}'")
+            other = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
+            if other is not None:
+                problem(at, f"output '{norm}' overlaps output '{other}' of stage '{producer[other][0]}'")
                 continue
             producer[norm] = (st.id, name)
+            folded[key] = norm
             for a in _ancestors(norm):
                 under.setdefault(a, []).append(st.id)
+            for a in _ancestors(key):
+                folded_under.setdefault(a, norm)
             outs[name] = norm
         ins: dict[str, str] = {}
         for name, raw in st.inputs.items():

@@ -186,3 +186,26 @@ def test_splice_cmd_gives_bash_the_exact_value(tmp_path, value: str) -> None:
     # $(…) drops trailing line breaks, as it does for any command's output
     assert out == f"<{value}>" * 3 + f"<x{value}y><{value}><{value.rstrip(chr(10))}>"
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- item 7: one file on macOS and Windows
+
+
+@pytest.mark.parametrize(("first", "second"), [("Models/m", "models/m"), ("caf\u00e9.txt", "cafe\u0301.txt"), ("out/A", "OUT/a/x")])
+def test_outputs_equal_after_case_folding_or_normalisation_clash(ws: Workspace, first: str, second: str) -> None:
+    ws.write("pipeline.yaml", f"version: 1\nstages:\n  x: {{cmd: x, outputs: {{o: '{first}'}}}}\n  y: {{cmd: x, outputs: {{o: '{second}'}}}}\n")
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out
+    if "/x" in second:
+        assert f"stages.y.outputs.o: output '{second}' overlaps output '{first}' of stage 'x'" in res.out
+    else:
+        assert (f"stages.y.outputs.o: output '{second}' is the same file as output '{first}' of stage 'x' "
+                "on case-insensitive or normalising filesystems (macOS, Windows)") in res.out
+
+
+def test_a_directory_output_below_many_outputs_is_reported_once_per_stage(ws: Workspace) -> None:
+    stages = "".join(f"  s{i}: {{cmd: x, outputs: {{o: d/f{i}}}}}\n" for i in range(3))
+    ws.write("pipeline.yaml", "version: 1\nstages:\n" + stages + "  big: {cmd: x, outputs: {o: D}}\n")
+    res = ws.sluice("validate")
+    assert res.code == 2
+    assert "stages.big.outputs.o: output 'D' overlaps output 'd/f0' of stage 's0'" in res.out
