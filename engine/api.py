@@ -125,7 +125,10 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
         pipeline=loaded.pipeline,
         versions={name: cls.version for name, cls in plugins.items()},
         always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
-        lock=LockFile.read(loaded.layout.lock_file, loaded.layout.lock_shadow, Limits.from_env()),
+        lock=LockFile.read(
+            loaded.layout.lock_file, loaded.layout.lock_shadow, Limits.from_env(),
+            loaded.layout.section(loaded.pipeline.spec.file), loaded.pipeline.stages,
+        ),
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace),
         store=Store(loaded.layout.cache_dir),
         locate=loaded.doc.location,
@@ -167,8 +170,7 @@ def run(
     force: bool = False,
 ) -> RunSummary:
     from engine.execute import Executor, install_stop_handlers
-    from engine.fingerprint import ALGORITHM
-    from engine.state import LockFile, new_run_id, write_run_record
+    from engine.state import new_run_id, write_run_record
 
     layout = loaded.layout
     with workspace_lock(layout):
@@ -194,9 +196,10 @@ def run(
         finally:
             restore_handlers()
             # Whatever happened, record what did succeed: a rerun resumes from here.
-            changed = executor.lock_stages != p.lock.stages or p.lock.algorithm != ALGORITHM
-            if changed or not layout.lock_file.exists():
-                LockFile(executor.lock_stages).write(layout.lock_file, layout.lock_shadow)
+            # Only this pipeline file's section is replaced: its neighbours' entries stay.
+            recorded = p.lock.with_stages(executor.lock_stages)
+            if recorded != p.lock or not layout.lock_file.exists():
+                recorded.write(layout.lock_file, layout.lock_shadow)
             p.hashes.save()
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary

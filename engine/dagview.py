@@ -107,7 +107,7 @@ def build(pipeline: Pipeline, status: Sequence[PlanItem] | None = None, layout: 
     recorded: Mapping[str, object] = {}
     failed: dict[str, str] = {}
     if status is not None and layout is not None:
-        recorded = LockFile.read(layout.lock_file).stages
+        recorded = LockFile.read(layout.lock_file, pipeline=layout.section(pipeline.spec.file), stage_ids=pipeline.stages).stages
         last = read_last_run(layout) or {}
         for sid, rec in (last.get("stages") or {}).items():
             if isinstance(rec, dict) and rec.get("outcome") == "failed":

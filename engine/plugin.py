@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.errors import ConfigProblem, StageFailed, did_you_mean
+from engine.errors import ConfigProblem, KeyPath, StageFailed, did_you_mean
 
-__all__ = ["ConfigProblem", "Plugin", "StageContext", "StageFailed", "did_you_mean", "write_json"]
+__all__ = ["ConfigProblem", "KeyPath", "Plugin", "StageContext", "StageFailed", "did_you_mean", "write_json"]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import schemas
 from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from stages._safe import control_characters
 from stages._tables import output_path
 from stages.docker_build import APP_UID
 
@@ -27,6 +28,7 @@ class ManifestsStage(Plugin):
     config_schema = schemas.load("stages/k8s.manifests")
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        yield from control_characters(config)
         scaling = config.get("autoscaling")
         if scaling and scaling.get("min_replicas", config.get("replicas", 2)) > scaling["max_replicas"]:
             yield ConfigProblem("min_replicas is greater than max_replicas", ("autoscaling",))

