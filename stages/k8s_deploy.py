@@ -4,11 +4,15 @@ Blue-green: deploy the idle colour, wait until it is ready, smoke-test it throug
 Service, then point the live Service at it; the previous colour keeps running for rollback.
 Rolling: update the Deployment in place; if it never gets ready or fails the smoke test, put
 the previous pod template back. Either way the record output says what is live, what it
-replaced, the image ID and the gate result, and `rollback` reads it to undo the last switch.
+replaced, the image ID and the gate result.
+
+Every pod template carries a hash label; each release that passes its smoke test is remembered
+(image and template hash) in the stage's state, and `rollback` returns only to such a release.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -24,6 +28,9 @@ COLOURS = ("blue", "green")
 COLOUR_LABEL = "sluice.dev/colour"
 HISTORY_FILE = "history.jsonl"
 PREVIOUS_TEMPLATE_FILE = "previous-deployment.json"  # rolling: the pod template to go back to
+RELEASES_FILE = "releases.json"  # every release that passed its smoke test, oldest first
+KEEP_RELEASES = 20
+TEMPLATE_HASH = "sluice.dev/pod-template-hash"  # as Argo Rollouts' rollouts-pod-template-hash
 
 
 class DeployStage(Plugin):
@@ -65,7 +72,7 @@ class DeployStage(Plugin):
         record = json.loads(path.read_text())
         kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
         if record["strategy"] == "blue-green":
-            record, summary = _rollback_blue_green(kube, record, cfg)
+            record, summary = _rollback_blue_green(kube, record, cfg, ctx)
         else:
             record, summary = _rollback_rolling(kube, record, cfg, ctx)
         record.update(summary=summary, rolled_back_at=_now())
@@ -89,7 +96,8 @@ class _Bundle:
         self.namespace: str = index["namespace"]
         self.strategy: str = index["strategy"]
         self.image: dict[str, Any] = dict(index["image"])
-        self.objects = objects
+        # Each pod template is labelled with its own hash: the handle releases are remembered by.
+        self.objects = [(entry, label_template(obj) if obj["kind"] == "Deployment" else obj) for entry, obj in objects]
 
     @classmethod
     def read(cls, directory: Path) -> _Bundle:
@@ -125,6 +133,7 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
                     "changed": {}, "revision": _revision(current), "summary": f"{app}-{live} already serves this image; nothing to do"}  # fmt: skip
     idle = _other(live) if live in COLOURS else COLOURS[0]
     previous_image = _image_of(kube.read("Deployment", ns, f"{app}-{live}")) if live in COLOURS else None
+    candidate = bundle.one("Deployment", "app", idle)
     changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle)]}
     keeps = f"traffic stays on {app}-{live}" if live in COLOURS else "no traffic was switched (first deploy)"
     try:
@@ -136,7 +145,9 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     if not smoke["passed"]:
         raise StageFailed(f"smoke test against {app}-{idle} failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
     changed[f"Service/{app}"] = _switch(kube, bundle, idle, live_service)
+    release = _remember(ctx, _release(candidate, bundle.image, idle))
     return {
+        "release": release,
         "live_colour": idle,
         "previous_colour": live if live in COLOURS else None,
         "previous_image": previous_image,
@@ -205,22 +216,75 @@ def _smoke(kube: Any, namespace: str, service: Mapping[str, Any], cfg: Mapping[s
         return exercise(client, records, expected, report.get("task", "classification"), settings)
 
 
-def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    ns, app, live, previous = record["namespace"], record["app"], record["live_colour"], record.get("previous_colour")
-    if not previous:
-        raise StageFailed(f"nothing to roll back to: the last deploy of {app} was its first (only {app}-{live} exists)")
-    try:
-        dep = kube.wait_ready(ns, f"{app}-{previous}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
-    except StageFailed as exc:
-        raise StageFailed(f"cannot roll back: {app}-{previous} is not ready ({exc}); traffic stays on {app}-{live}", exc.details) from exc
+def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> tuple[dict[str, Any], str]:
+    ns, app = record["namespace"], record["app"]
     service = kube.read("Service", ns, app)
     if service is None:
         raise StageFailed(f"Service {ns}/{app} is gone; cannot switch traffic")
-    service["spec"]["selector"][COLOUR_LABEL] = previous
+    live = service["spec"]["selector"].get(COLOUR_LABEL)
+    live_hash = _template_hash(kube.read("Deployment", ns, f"{app}-{live}"))
+    target = _rollback_target(ctx, app, live_hash)
+    name = target["deployment"]
+    dep = kube.read("Deployment", ns, name)
+    if _template_hash(dep) != target["template_hash"]:
+        now = f"{name} now runs {_image_of(dep)} (pod template {_template_hash(dep)}), which never passed" if dep else f"{name} no longer exists"
+        raise StageFailed(f"cannot roll back: the last release that passed its smoke test, {target['image']} (pod template {target['template_hash']}) on {name}, is gone: {now}; traffic stays on {app}-{live}")
+    try:
+        dep = kube.wait_ready(ns, name, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
+    except StageFailed as exc:
+        raise StageFailed(f"cannot roll back: {name} is not ready ({exc}); traffic stays on {app}-{live}", exc.details) from exc
+    service["spec"]["selector"][COLOUR_LABEL] = target["colour"]
     kube.replace(service)
     image = record.get("image")
-    record.update(live_colour=previous, previous_colour=live, image={"reference": _image_of(dep)}, previous_image=(image or {}).get("reference"), revision=_revision(dep))  # fmt: skip
-    return record, f"traffic switched from {app}-{live} back to {app}-{previous} ({_image_of(dep)})"
+    record.update(live_colour=target["colour"], previous_colour=live, image={"reference": target["image"], "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},
+                  previous_image=(image or {}).get("reference"), revision=_revision(dep), release=target)  # fmt: skip
+    return record, f"traffic switched from {app}-{live} back to {name} ({target['image']})"
+
+
+def _rollback_target(ctx: StageContext, app: str, live_hash: str | None) -> dict[str, Any]:
+    """The most recent release that passed its smoke test and is not the one serving now."""
+    earlier = [r for r in _releases(ctx) if r["template_hash"] != live_hash]
+    if not earlier:
+        raise StageFailed(f"nothing to roll back to: no release of {app} other than the live one passed its smoke test")
+    return earlier[-1]
+
+
+def _release(deployment: Mapping[str, Any], image: Mapping[str, Any], colour: str | None) -> dict[str, Any]:
+    return {
+        "deployment": deployment["metadata"]["name"],
+        "colour": colour,
+        "template_hash": _template_hash(deployment),
+        "image": _image_of(deployment),
+        "image_id": image.get("image_id"),
+        "model_hash": image.get("model_hash"),
+        "passed_at": _now(),
+    }
+
+
+def _releases(ctx: StageContext) -> list[dict[str, Any]]:
+    path = ctx.state_dir / RELEASES_FILE
+    return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+def _remember(ctx: StageContext, release: dict[str, Any]) -> dict[str, Any]:
+    """Records a release that just passed its smoke test (kept only if the stage succeeds)."""
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    write_json(ctx.state_dir / RELEASES_FILE, [*_releases(ctx), release][-KEEP_RELEASES:])
+    return release
+
+
+def label_template(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a Deployment whose pod template carries the hash of its rendered content."""
+    out = copy.deepcopy(dict(obj))
+    template = out["spec"]["template"]
+    template["metadata"].setdefault("labels", {}).pop(TEMPLATE_HASH, None)
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+    template["metadata"]["labels"][TEMPLATE_HASH] = digest
+    return out
+
+
+def _template_hash(dep: Mapping[str, Any] | None) -> str | None:
+    return ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels", {}).get(TEMPLATE_HASH)
 
 
 def _rollback_rolling(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> tuple[dict[str, Any], str]:

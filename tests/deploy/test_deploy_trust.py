@@ -9,7 +9,7 @@ import pytest
 
 from engine.plugin import StageFailed
 from stages.model_gate import GateStage
-from tests.deploy.test_k8s_deploy import GOOD, Workspace, bg, fake, pods, smoke_report  # noqa: F401  (fixtures)
+from tests.deploy.test_k8s_deploy import BROKEN, GOOD, NEWER, WRONG, Workspace, bg, fake, pods, smoke_report  # noqa: F401  (fixtures)
 from tests.fakes.fake_k8s_api import FakeKubernetesAPI
 from tests.support.context import make_ctx
 
@@ -76,3 +76,49 @@ def test_model_gate_names_the_verified_model(model_dir: Path, tmp_path: Path) ->
     report = json.loads(ctx.outputs["report"].read_text())
     claimed = json.loads((model_dir / "metadata.json").read_text())["model_hash"]["value"]
     assert report["model"] == {"sha256": claimed, "version": claimed[:12]}
+
+
+# -- 1. rollback returns to the last release that passed its smoke test --------------------
+
+
+def _record(ws: Workspace) -> dict:
+    return json.loads((ws.root / "out" / "record.json").read_text())
+
+
+def test_deploy_records_the_release_that_passed(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    record = bg.deploy(GOOD)
+    dep = fake.get("deployments", "default", "bc-blue")
+    assert dep is not None
+    label = dep["spec"]["template"]["metadata"]["labels"]["sluice.dev/pod-template-hash"]
+    assert record["release"]["template_hash"] == label and record["release"]["image"] == GOOD
+    releases = json.loads((bg.root / ".sluice" / "state" / "deploy" / "releases.json").read_text())
+    assert [(r["image"], r["template_hash"]) for r in releases] == [(GOOD, label)]
+
+
+def test_rollback_never_switches_to_a_colour_holding_a_failed_image(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    bg.deploy(GOOD)  # blue
+    bg.deploy(NEWER)  # green live, blue keeps GOOD
+    with pytest.raises(StageFailed, match="smoke test against bc-blue failed"):
+        bg.deploy(WRONG)  # re-fills blue with an image that answers wrongly
+    with pytest.raises(StageFailed, match=f"cannot roll back: the last release that passed its smoke test, {GOOD} .* on bc-blue, is gone: bc-blue now runs {WRONG}") as info:
+        bg.rollback()
+    assert "traffic stays on bc-green" in str(info.value)
+    assert _live(fake) == "green"
+
+
+def test_rollback_after_a_failed_deploy_returns_to_the_last_passed_release(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    bg.deploy(GOOD)  # blue
+    bg.deploy(NEWER)  # green
+    bg.deploy(GOOD)  # blue again (GOOD's template, re-tested)
+    with pytest.raises(StageFailed, match="rollout of bc-green failed"):
+        bg.deploy(BROKEN)  # green now holds a failed image
+    # The last passed release other than the live one (GOOD on blue) was NEWER on green: gone.
+    with pytest.raises(StageFailed, match=f"is gone: bc-green now runs {BROKEN}"):
+        bg.rollback()
+    assert _live(fake) == "blue"
+
+
+def _live(fake: FakeKubernetesAPI) -> str:
+    service = fake.get("services", "default", "bc")
+    assert service is not None
+    return str(service["spec"]["selector"]["sluice.dev/colour"])

@@ -154,7 +154,7 @@ def test_rollback_switches_back_and_forth(bg: Workspace, fake: FakeKubernetesAPI
 
 def test_rollback_after_first_deploy_has_nothing_to_go_back_to(bg: Workspace) -> None:
     bg.deploy(GOOD)
-    with pytest.raises(StageFailed, match="nothing to roll back to: the last deploy of bc was its first"):
+    with pytest.raises(StageFailed, match="nothing to roll back to: no release of bc other than the live one passed its smoke test"):
         bg.rollback()
 
 

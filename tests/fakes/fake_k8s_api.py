@@ -1,16 +1,21 @@
 """FAKE Kubernetes API server for tests: NOT Kubernetes, only the endpoints k8s.deploy uses.
 
 No cluster can run on the CI machines, so this in-process HTTP server on 127.0.0.1 stands in for
-one. It implements, for Deployments, Services and HorizontalPodAutoscalers: get, create,
-replace (with resourceVersion conflicts) and delete; `GET /version`; and the Service proxy
-(`/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH`) that k8s.deploy uses for smoke tests.
+one. It implements, for Deployments, Services, HorizontalPodAutoscalers and coordination.k8s.io
+Leases: get, create, replace (with resourceVersion conflicts) and delete; `GET /version`; and the
+Service proxy (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH`) used for smoke tests.
+
+Faults can be injected (`inject`): a status answered instead of doing the request (a transient
+500), or a response lost after the write committed (the connection drops). `before` hooks let a
+test act as a concurrent actor at an exact point of another's request sequence.
 
 There are no pods. What a Deployment's pods would do is decided per image by `ImageBehaviour`:
 how long until they are ready, whether they ever are, and which real HTTP server answers for
 them behind the Service proxy (tests point that at a real uvicorn serving app). Deployment
 status moves the way a controller moves it: observedGeneration lags a moment after an update,
 then updatedReplicas, then readyReplicas/availableReplicas once the image's pods are ready; old
-pods keep serving until then, as with maxUnavailable: 0.
+pods keep serving until then, as with maxUnavailable: 0. Pods carry the labels of the template
+they were made from, so a Service selecting a template's hash label reaches only those pods.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,11 +42,24 @@ ROUTES = {
     "horizontalpodautoscalers": re.compile(
         r"^/apis/autoscaling/v2/namespaces/(?P<ns>[^/]+)/horizontalpodautoscalers(?:/(?P<name>[^/]+))?$"
     ),
+    "leases": re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/]+))?$"),
 }
 PROXY = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+)(?::(?P<port>[^/]+))?/proxy(?P<path>/.*)?$")
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake", "gitCommit": "0" * 40, "gitTreeState": "clean",
            "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"}  # fmt: skip
-KINDS = {"deployments": ("apps/v1", "Deployment"), "services": ("v1", "Service"), "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler")}
+KINDS = {"deployments": ("apps/v1", "Deployment"), "services": ("v1", "Service"), "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
+         "leases": ("coordination.k8s.io/v1", "Lease")}  # fmt: skip
+DROP = -1  # a fault's status meaning: do the request, then close the connection without answering
+
+
+@dataclass
+class Fault:
+    """One injected failure: requests matching `method` and the `path` regex, `times` times."""
+
+    method: str
+    path: str
+    status: int  # answered instead of doing the request; DROP: done, then the answer is lost
+    times: int = 1
 
 
 @dataclass
@@ -56,7 +75,8 @@ class ImageBehaviour:
 class _Rollout:
     image: str
     started: float
-    serving_image: str | None  # the image of the pods that are ready now (old pods during a rollout)
+    labels: dict[str, str]  # the pod template's labels: what its pods carry
+    previous: _Rollout | None  # the pods that serve until these are ready (maxUnavailable: 0)
 
 
 @dataclass
@@ -64,6 +84,8 @@ class FakeKubernetesAPI:
     images: dict[str, ImageBehaviour] = field(default_factory=dict)
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path), for assertions
+    faults: list[Fault] = field(default_factory=list)
+    before: list[Callable[[str, str], None]] = field(default_factory=list)  # hooks(method, path), run before each request
     _rollouts: dict[tuple[str, str], _Rollout] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _server: ThreadingHTTPServer | None = None
@@ -104,9 +126,37 @@ class FakeKubernetesAPI:
             obj = self.objects.get((plural, ns, name))
             return self._with_status(plural, ns, obj) if obj else None
 
+    def inject(self, method: str, path: str, status: int, times: int = 1) -> None:
+        self.faults.append(Fault(method, path, status, times))
+
+    def set_replicas(self, ns: str, name: str, replicas: int) -> None:
+        """What an HPA does: scale a Deployment without touching its template."""
+        with self._lock:
+            dep = self.objects[("deployments", ns, name)]
+            dep["spec"]["replicas"] = replicas
+            dep["metadata"]["resourceVersion"] = self._next_version()
+
+    def serving_labels(self, ns: str, name: str) -> dict[str, str] | None:
+        """The template labels of the pods of Deployment `name` that answer now."""
+        with self._lock:
+            rollout = self._serving(self._rollouts[(ns, name)])
+            return dict(rollout.labels) if rollout else None
+
     # -- the API --------------------------------------------------------------------------
     def handle(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any] | bytes, str]:
         self.requests.append((method, path))
+        for hook in list(self.before):
+            hook(method, path)
+        with self._lock:
+            fault = next((f for f in self.faults if f.times > 0 and f.method == method and re.search(f.path, path)), None)
+            if fault:
+                fault.times -= 1
+        if fault and fault.status != DROP:
+            return fault.status, _status(fault.status, "InternalError", "injected fault"), "application/json"
+        answer = self._handle(method, path, body, headers)
+        return (DROP, b"", "") if fault else answer
+
+    def _handle(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any] | bytes, str]:
         if headers.get("authorization") != "Bearer fake-token":
             return 401, _status(401, "Unauthorized", "missing or wrong bearer token"), "application/json"
         path = path.split("?", 1)[0].rstrip("/") or "/"
@@ -178,16 +228,19 @@ class FakeKubernetesAPI:
         annotations = obj["metadata"].setdefault("annotations", {})
         revision = int((old or {}).get("metadata", {}).get("annotations", {}).get("deployment.kubernetes.io/revision", "0"))
         if old_template != obj["spec"]["template"]:
-            previous = self._rollouts.get((ns, name))
-            serving = self._serving_image(previous) if previous else None
-            self._rollouts[(ns, name)] = _Rollout(image, time.monotonic(), serving)
+            serving = self._serving(self._rollouts.get((ns, name)))
+            labels = dict(obj["spec"]["template"]["metadata"].get("labels") or {})
+            self._rollouts[(ns, name)] = _Rollout(image, time.monotonic(), labels, serving)
             revision += 1
         annotations["deployment.kubernetes.io/revision"] = str(max(revision, 1))
 
-    def _serving_image(self, rollout: _Rollout) -> str | None:
+    def _serving(self, rollout: _Rollout | None) -> _Rollout | None:
+        """The rollout whose pods answer now: this one once ready, else the one before it."""
+        if rollout is None:
+            return None
         behaviour = self.images.get(rollout.image, ImageBehaviour())
         done = not behaviour.never_ready and time.monotonic() - rollout.started >= behaviour.ready_after
-        return rollout.image if done else rollout.serving_image
+        return rollout if done else rollout.previous
 
     def _with_status(self, plural: str, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(obj)
@@ -197,8 +250,8 @@ class FakeKubernetesAPI:
         want = int(obj["spec"].get("replicas", 1))
         generation = obj["metadata"]["generation"]
         elapsed = time.monotonic() - rollout.started
-        serving = self._serving_image(rollout)
-        new_ready = serving == rollout.image
+        serving = self._serving(rollout)
+        new_ready = serving is rollout
         old_ready = want if (serving and not new_ready) else 0
         status: dict[str, Any] = {"observedGeneration": generation - 1 if elapsed < CONTROLLER_LAG else generation}
         if elapsed >= CONTROLLER_LAG:
@@ -224,12 +277,10 @@ class FakeKubernetesAPI:
                 return 404, _status(404, "NotFound", f'services "{name}" not found'), "application/json"
             selector = service["spec"].get("selector") or {}
             backends = []
-            for (plural, dep_ns, dep_name), dep in self.objects.items():
-                labels = dep["spec"]["template"]["metadata"].get("labels", {}) if plural == "deployments" else {}
-                if dep_ns == ns and selector and all(labels.get(k) == v for k, v in selector.items()):
-                    serving = self._serving_image(self._rollouts[(ns, dep_name)])
-                    if serving:
-                        backends.append(self.images.get(serving, ImageBehaviour()).backend)
+            for (plural, dep_ns, dep_name), _dep in self.objects.items():
+                serving = self._serving(self._rollouts[(ns, dep_name)]) if plural == "deployments" and dep_ns == ns else None
+                if serving and selector and all(serving.labels.get(k) == v for k, v in selector.items()):
+                    backends.append(self.images.get(serving.image, ImageBehaviour()).backend)
         if not backends or not backends[0]:
             return 503, _status(503, "ServiceUnavailable", f'no endpoints available for service "{name}"'), "application/json"
         response = httpx.request(method, backends[0] + path, content=body or None, headers={"content-type": "application/json"}, timeout=30)
@@ -254,6 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         code, payload, content_type = self.fake.handle(self.command, self.path, body, headers)
+        if code == DROP:  # the request was done; the client never hears about it
+            self.close_connection = True
+            return
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("content-type", content_type)
