@@ -92,6 +92,16 @@ def sluice_yaml(shape: str, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def many_inputs_yaml(n: int) -> str:
+    """One stage reading n plain files (no producers), each named in its command."""
+    names = [f"i{k}" for k in range(n)]
+    cmd = "cat " + " ".join(f"${{inputs.{nm}}}" for nm in names) + " > ${outputs.o}"
+    lines = ["version: 1", f"name: bench-inputs-{n}", "stages:", "  join:", f"    cmd: {json.dumps(cmd)}"]
+    lines.append("    inputs: {" + ", ".join(f"{nm}: in/{nm}.txt" for nm in names) + "}")
+    lines.append("    outputs: {o: out/join.txt}")
+    return "\n".join(lines) + "\n"
+
+
 def dvc_yaml(shape: str, n: int) -> str:
     lines = ["stages:"]
     for st in steps(shape, n):
@@ -430,6 +440,26 @@ def bench_big(sluice: list[str], n: int, small_file: Path, run_it: bool, jobs: i
     return rows
 
 
+def bench_wide(sluice: list[str], sizes: Sequence[int], inputs: int) -> list[BigRow]:
+    """`sluice validate` of wide specs: N stages all feeding one stage, and one stage with many inputs.
+
+    Time should grow linearly with N (compile once had a list-membership loop per fan-in edge).
+    """
+    env = clean_env()
+    specs = [(f"sluice validate, fan-in of {n:,} stages into one", sluice_yaml("fanout", n)) for n in sizes]
+    if inputs:
+        specs.append((f"sluice validate, one stage with {inputs:,} inputs", many_inputs_yaml(inputs)))
+    rows: list[BigRow] = []
+    for what, text in specs:
+        with tempfile.TemporaryDirectory(prefix="sluice-bench-wide-") as tmp:
+            ws = Path(tmp)
+            (ws / "pipeline.yaml").write_text(text)
+            t = best_of(3, lambda: timed([*sluice, "validate", "pipeline.yaml"], ws, env, timeout=600))
+            rows.append(_verdict(BigRow(what, t.seconds), t, None, f"cpu {t.cpu:.3f} s; {len(text) / 1e6:.1f} MB spec"))
+            print(f"  {what}: {fmt_s(t.seconds if t.ok else None)} s (cpu {t.cpu:.3f} s)", flush=True)
+    return rows
+
+
 def _verdict(row: BigRow, t: Timed, target: float | None, note: str = "") -> BigRow:
     if not t.ok:
         why = "RecursionError" if "RecursionError" in t.stderr else tail(t.stderr or t.stdout, 2)
@@ -582,8 +612,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="sluice run --jobs for the shapes (default 1: serial, like -j1)")
     ap.add_argument("--big", type=int, default=10_000, help="stages in the validate/dag/status chain (default 10000)")
     ap.add_argument("--big-run", action="store_true", help="also `sluice run` the big chain (slow: one process per stage)")
+    ap.add_argument("--wide", default="5000,20000", help="fan-in widths for the wide validate rows (default 5000,20000)")
+    ap.add_argument("--wide-inputs", type=int, default=5000, help="inputs of the one-stage wide row (default 5000; 0 skips)")
     ap.add_argument("--hash-mib", type=int, default=1024, help="size of the hashed file in MiB (default 1024)")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: runs,big,hash")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: runs,big,wide,hash")
     ap.add_argument("--compare", action="store_true", help="also run DVC and Snakemake, installed into their own venvs")
     ap.add_argument("--compare-sizes", help="sizes for --compare (default: --sizes)")
     ap.add_argument("--tools", default="dvc,snakemake", help="tools for --compare (default dvc,snakemake)")
@@ -664,6 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             small.write_text(sluice_yaml("chain", 10))
             write_source(Path(tmp), 0)
             big_rows += bench_big(sluice, args.big, small, args.big_run, args.jobs)
+    if "wide" not in skip:
+        wide = [int(s) for s in args.wide.split(",") if s.strip()]
+        big_rows += bench_wide(sluice, [min(w, 2000) for w in wide] if args.quick else wide, args.wide_inputs)
     if "hash" not in skip:
         big_rows += bench_hash(args.hash_mib)
     if big_rows:

@@ -166,10 +166,9 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
             else:
                 edges.append(Edge(need, sid))
 
-    upstream: dict[str, list[str]] = {sid: [] for sid in stages}
+    upstream: dict[str, dict[str, None]] = {sid: {} for sid in stages}  # an ordered set per stage
     for e in edges:
-        if e.upstream not in upstream[e.downstream]:
-            upstream[e.downstream].append(e.upstream)
+        upstream[e.downstream][e.upstream] = None
     if problems:
         raise SpecError(problems)
     sorter = TopologicalSorter({sid: ups for sid, ups in upstream.items()})

@@ -114,6 +114,13 @@ def lookup_dotted(root: Mapping[str, Any], dotted: str, what: str) -> Any:
 _U, _D, _S, _A, _H, _L = "u", '"', "'", "$'", "h", "l"  # contexts: unquoted, "…", '…', $'…', heredoc, literal heredoc
 _UNQUOTED_FRAMES = ("", "(", "((", "`")
 _WORD_START = " \t\n;&|()<>"
+# Runs of characters that cannot change the lexer's state, per context: skipped in one step.
+_PLAIN = {
+    _U: re.compile(r"[^$\\'\"`#()<\n]+"),
+    _D: re.compile(r'[^$\\"`]+'),
+    _S: re.compile(r"[^$']+"),
+    _A: re.compile(r"[^$'\\]+"),
+}
 _DQ_SPECIAL = {ord(c): "\\" + c for c in '\\"$`'}
 _HEREDOC_SPECIAL = {ord(c): "\\" + c for c in "\\$`"}
 RAW = "raw:"
@@ -192,7 +199,13 @@ class _CmdLexer:
     def run(self) -> str:
         cmd, i, n = self.cmd, 0, len(self.cmd)
         while i < n:
-            c, top = cmd[i], self.frames[-1]
+            top = self.frames[-1]
+            plain = _PLAIN.get(top, _PLAIN[_U]).match(cmd, i)
+            if plain:
+                self.out.append(plain.group())
+                i = plain.end()
+                continue
+            c = cmd[i]
             if c == "$" and top not in (_S, _A):
                 m = _REF.match(cmd, i)
                 if m:
@@ -418,6 +431,7 @@ class _Resolver:
         self.params = params
         self.problems: list[Problem] = []
         self.bad_paths: set[KeyPath] = set()  # already reported: later passes stay quiet there
+        self.instance_index: dict[str, tuple[tuple[str, ...], dict[tuple[Any, ...], str]]] = {}  # see _pick_instance
 
     def problem(self, path: KeyPath, message: str, hint: str | None = None) -> None:
         self.bad_paths.add(path)
@@ -519,7 +533,7 @@ def _second_pass(
         if not m:
             raise _Undefined(f"'${{{expr}}}' is not a stage output; write ${{stages.NAME.outputs.OUTPUT}}")
         target, out = m.groups()
-        target_id = _pick_instance(target, combo, expanded, ids)
+        target_id = _pick_instance(target, combo, expanded, ids, r.instance_index)
         if target_id == sid:
             raise _Undefined(f"stage '{name}' refers to its own output '{out}'")
         outs = outputs_by_id[target_id]
@@ -617,6 +631,7 @@ def _pick_instance(
     combo: Mapping[str, Any],
     expanded: Mapping[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]],
     ids: Mapping[str, tuple[str, dict[str, Any]]],
+    index: dict[str, tuple[tuple[str, ...], dict[tuple[Any, ...], str]]],
 ) -> str:
     if target in ids and "[" in target:
         return target
@@ -626,8 +641,23 @@ def _pick_instance(
     insts = expanded[target]
     if len(insts) == 1:
         return insts[0][0]
-    # A matrix stage referring to a matrix stage over the same axes takes the matching instance.
-    for sid, _, their, _ in insts:
-        if all(k in combo and combo[k] == v for k, v in their.items()):
-            return sid
+    # A matrix stage referring to a matrix stage over the same axes takes the matching instance,
+    # found through an index so that M instances referring to M instances cost M, not M².
+    if target not in index:
+        axes = tuple(insts[0][2])
+        index[target] = (axes, {})
+        for sid, _, their, _ in insts:
+            index[target][1].setdefault(tuple(_hashable(their[k]) for k in axes), sid)
+    axes, by_values = index[target]
+    found = by_values.get(tuple(_hashable(combo[k]) for k in axes)) if all(k in combo for k in axes) else None
+    if found is not None:
+        return found
     raise _Undefined(f"stage '{target}' is a matrix; refer to one instance, e.g. {insts[0][0]}")
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value

@@ -209,3 +209,18 @@ def test_a_directory_output_below_many_outputs_is_reported_once_per_stage(ws: Wo
     res = ws.sluice("validate")
     assert res.code == 2
     assert "stages.big.outputs.o: output 'D' overlaps output 'd/f0' of stage 's0'" in res.out
+
+
+# ---------------------------------------------------------------- item 10: linear in fan-in (timed in benchmarks/)
+
+
+def test_matrix_referring_to_a_matrix_picks_the_matching_instance(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {ks: [1, 2, 3]}
+        stages:
+          a: {cmd: "echo ${matrix.k} > ${outputs.o}", matrix: {k: "${params.ks}"}, outputs: {o: "a${matrix.k}.txt"}}
+          b: {cmd: "cat ${inputs.i} > ${outputs.o}", matrix: {k: "${params.ks}"}, inputs: {i: "${stages.a.outputs.o}"}, outputs: {o: "b${matrix.k}.txt"}}
+        """)
+    assert ws.run_json() == {f"{s}[k={k}]": "ran" for s in "ab" for k in (1, 2, 3)}
+    assert ws.read("b2.txt") == "2\n"
