@@ -1,27 +1,32 @@
 """model.gate: per-metric rules against a baseline; on pass the metrics become the last accepted ones.
 
-With `bootstrap`, a drop counts as a regression only when it is significant: the test rows are
-resampled (seeded, so the verdict is reproducible) and the rule must fail even at the end of
-the confidence interval most favourable to the current model. A small test set then cannot
-fail a build on noise alone.
+When the accepted model's per-row predictions are kept (they are, from the first accepted run
+on), both models are compared on the same test rows. With `bootstrap` the decision is a
+non-inferiority test: a drop rule passes only when the upper confidence bound of the candidate's
+loss, from a paired bootstrap of the rows, is within the tolerance; the report says how large a
+loss this test set can tell from noise. Without kept predictions the gate falls back to the
+unpaired rule (a drop fails only when significant) and says so.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import schemas
 from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean
-from stages import _metrics
+from stages import _metrics, _paired
 from stages._accepted import read_accepted, write_accepted, write_strict_json
-from stages._tables import input_path, read_json, read_table, sole_output, text_table
+from stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
 RELATIVE_RULES = ("max_drop", "max_drop_pct")
+# log_loss on kept predictions floors each row's probability for its true class: a forest's hard 0
+# would cost −log(eps) = 36 nats, and one such row on 143 moves log_loss by 0.25, model unchanged.
+LOG_LOSS_FLOOR = 1e-3
 # Metrics are floats: 0.95 - 0.93 is 0.020000000000000018, which must not break `max_drop: 0.02`.
 TOLERANCE = 1e-9
 
@@ -65,36 +70,63 @@ class GateStage(Plugin):
                 "\n".join(f"  {m}" + (f" (did you mean '{h}'?)" if h else "") for m, h in hints.items())
                 + f"\navailable: {', '.join(sorted(current))}",
             )
-        baseline, source = _baseline(ctx)
-        intervals = _intervals(ctx, config) if "bootstrap" in config else {}
-        verdicts = [
-            v
-            for metric, rules in config["rules"].items()
-            for v in (
-                undefined_verdicts(metric, rules, baseline.get(metric), undefined[metric])
-                if metric in undefined
-                else judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
-            )
-        ]
+        baseline, source, accepted = _baseline(ctx)
+        bootstrap = {**BOOTSTRAP_DEFAULTS, **config["bootstrap"]} if "bootstrap" in config else None
+        candidate = _paired.from_table(read_table(input_path(ctx, "predictions"), "predictions")) if bootstrap or "predictions" in ctx.inputs else None
+        pairs, why = _pairs(ctx, source, accepted, candidate)
+        floor = float(config.get("log_loss_floor", LOG_LOSS_FLOOR))
+        intervals = _intervals(candidate, config, bootstrap) if bootstrap and candidate is not None and pairs is None else {}
+        verdicts: list[Verdict] = []
+        power: dict[str, dict[str, Any]] = {}
+        for metric, rules in config["rules"].items():
+            if metric in undefined:
+                verdicts += undefined_verdicts(metric, rules, baseline.get(metric), undefined[metric])
+                continue
+            greater_is_better = rules.get("greater_is_better", metric not in _metrics.LOWER_IS_BETTER)
+            paired = _paired.compare(metric, greater_is_better, *pairs, bootstrap, floor) if pairs and metric in _metrics.ALL else None
+            if paired is not None:
+                verdicts += judge_paired(metric, rules, current[metric], paired, bootstrap, floor)
+                limit = _absolute_limit(rules, paired.baseline)
+                if paired.margin is not None and limit is not None and bootstrap:
+                    power[metric] = _paired.power(metric, paired.rows, limit, paired.margin, bootstrap["confidence"], True)
+                continue
+            found = judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
+            if bootstrap and metric in intervals:
+                found = [replace(v, note=f"{v.note}; unpaired: {why}") if v.rule in RELATIVE_RULES else v for v in found]
+                limit = _absolute_limit(rules, baseline.get(metric))
+                low, high = intervals[metric]
+                if limit is not None and candidate is not None:
+                    margin = (high - current[metric]) if greater_is_better else (current[metric] - low)
+                    power[metric] = _paired.power(metric, len(candidate.y_true), limit, margin, bootstrap["confidence"], False)
+            verdicts += found
         failed = [v for v in verdicts if v.verdict == "fail"]
+        identity = _model_identity(ctx)
         write_strict_json(
             sole_output(ctx, "report"),
             {
                 "passed": not failed,
-                "model": _model_identity(ctx),
+                "model": identity,
                 "baseline_source": source,
                 "baseline": baseline,
                 "current": {**current, **dict.fromkeys(undefined)},
                 "undefined": undefined,
-                "bootstrap": {**BOOTSTRAP_DEFAULTS, **config["bootstrap"], "intervals": intervals} if intervals else None,
+                "bootstrap": {**bootstrap, "intervals": intervals} if bootstrap else None,
+                "comparison": {
+                    "paired": pairs is not None,
+                    "rows": len(pairs[0].y_true) if pairs else None,
+                    "baseline_model": (accepted or {}).get("model") if pairs else None,
+                    "why": why,
+                },
+                "power": power,
                 "verdicts": [asdict(v) for v in verdicts],
             },
         )
+        details = verdict_table(verdicts) + "".join(f"\n{p['message']}" for p in power.values() if not p["enough"])
         if failed:
-            raise StageFailed(f"model gate failed: {len(failed)} of {len(verdicts)} rule(s) broken", verdict_table(verdicts))
+            raise StageFailed(f"model gate failed: {len(failed)} of {len(verdicts)} rule(s) broken", details)
         if config.get("accept", True):
-            write_accepted(ctx, {"metrics": current, "stage": ctx.stage, "pipeline": ctx.pipeline})
-        ctx.log.info("model gate passed (%d rules, baseline: %s)\n%s", len(verdicts), source, verdict_table(verdicts))
+            _accept(ctx, current, candidate, identity)
+        ctx.log.info("model gate passed (%d rules, baseline: %s)\n%s", len(verdicts), source, details)
 
 
 def verdict_table(verdicts: Iterable[Verdict]) -> str:
@@ -111,6 +143,35 @@ def undefined_verdicts(metric: str, rules: Mapping[str, Any], baseline: float | 
         for rule in ("min", "max", *RELATIVE_RULES)
         if rule in rules
     ]
+
+
+def judge_paired(
+    metric: str, rules: Mapping[str, Any], current: float, paired: _paired.Paired, bootstrap: Mapping[str, Any] | None, floor: float
+) -> list[Verdict]:
+    """Drop rules on the loss of the candidate against the accepted model on the same rows.
+
+    With a bootstrap, the rule is non-inferiority: the upper confidence bound of the loss must
+    be within the tolerance, so a drop that the test set cannot rule out fails.
+    """
+    out = [v for v in judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False)]
+    judged = paired.loss if paired.bound is None else paired.bound
+    how = f"loss {paired.loss:.4g}" if paired.bound is None else f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
+    how += f", paired on {paired.rows} rows" + (f", probabilities floored at {floor:g}" if metric == "log_loss" else "")
+    for rule in RELATIVE_RULES:
+        if rule in rules:
+            limit = _absolute_limit({rule: rules[rule]}, paired.baseline)
+            ok = limit is not None and judged <= limit + TOLERANCE
+            out.append(Verdict(metric, rule, float(rules[rule]), paired.baseline, paired.current, judged, _verdict(ok), how))
+    return out
+
+
+def _absolute_limit(rules: Mapping[str, Any], baseline: float | None) -> float | None:
+    """The first drop rule's tolerance in the metric's units (max_drop_pct is a share of the baseline)."""
+    if "max_drop" in rules:
+        return float(rules["max_drop"])
+    if "max_drop_pct" in rules and baseline is not None:
+        return float(rules["max_drop_pct"]) / 100.0 * abs(baseline)
+    return None
 
 
 def judge(
@@ -186,35 +247,60 @@ def _read_metrics(path: Path, what: str) -> tuple[dict[str, float], dict[str, st
     return values, undefined
 
 
-def _baseline(ctx: StageContext) -> tuple[dict[str, float], str]:
-    """The baseline metrics and where they came from."""
+def _baseline(ctx: StageContext) -> tuple[dict[str, float], str, dict[str, Any] | None]:
+    """The baseline metrics, where they came from, and the accepted record when that is the source."""
     choice = ctx.config.get("baseline", "auto")
     if choice == "file" or (choice == "auto" and "baseline" in ctx.inputs):
-        return _read_metrics(input_path(ctx, "baseline"), "baseline")[0], "file"
+        return _read_metrics(input_path(ctx, "baseline"), "baseline")[0], "file", None
     accepted = read_accepted(ctx)
     if accepted is None:
-        return {}, "none (nothing accepted yet)"
-    return {k: float(v) for k, v in accepted["metrics"].items()}, "last accepted"
+        return {}, "none (nothing accepted yet)", None
+    return {k: float(v) for k, v in accepted["metrics"].items() if isinstance(v, int | float)}, "last accepted", accepted
 
 
-def _intervals(ctx: StageContext, config: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """Bootstrap confidence intervals of each gated metric, from the per-row predictions."""
+def _pairs(
+    ctx: StageContext, source: str, accepted: Mapping[str, Any] | None, candidate: _paired.Rows | None
+) -> tuple[tuple[_paired.Rows, _paired.Rows] | None, str]:
+    """The accepted model's and the candidate's predictions on their shared rows, or why there are none."""
+    if candidate is None:
+        return None, "no predictions input: the gate compares metric values only"
+    if source == "file":
+        return None, "the baseline is a metrics file, with no per-row predictions of the baseline model"
+    if accepted is None:
+        return None, "nothing accepted yet: this run's predictions become the baseline if it passes"
+    kept = ctx.state_dir / str(accepted.get("predictions", ""))
+    if not accepted.get("predictions") or not kept.is_file():
+        return None, "the accepted record keeps no per-row predictions (it was accepted without them)"
+    aligned = _paired.align(_paired.from_table(read_table(kept, "accepted predictions")), candidate)
+    return (None, aligned) if isinstance(aligned, str) else (aligned, "")
+
+
+def _accept(ctx: StageContext, metrics: Mapping[str, float], candidate: _paired.Rows | None, identity: Mapping[str, str] | None) -> None:
+    """Record the metrics and keep this model's per-row predictions, named by its digest, for the next paired comparison."""
+    record: dict[str, Any] = {"metrics": dict(metrics), "stage": ctx.stage, "pipeline": ctx.pipeline}
+    if candidate is not None:
+        path = input_path(ctx, "predictions")
+        digest = identity["sha256"] if identity else sha256_file(path)
+        name = f"predictions-{digest[:16]}.parquet"
+        ctx.state_dir.mkdir(parents=True, exist_ok=True)
+        for old in ctx.state_dir.glob("predictions-*.parquet"):
+            old.unlink()
+        write_table(ctx.state_dir / name, read_table(path, "predictions"))
+        record.update(model=digest, predictions=name)
+    write_accepted(ctx, record)
+
+
+def _intervals(candidate: _paired.Rows, config: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Unpaired fallback: bootstrap confidence intervals of each gated metric of the candidate alone."""
     import numpy as np
 
-    options = {**BOOTSTRAP_DEFAULTS, **config["bootstrap"]}
-    table = read_table(input_path(ctx, "predictions"), "predictions")
-    if not {"y_true", "y_pred"} <= set(table.columns):
-        raise StageFailed("the predictions table needs y_true and y_pred columns (as sklearn.evaluate writes them)")
-    y_true, y_pred = table["y_true"].to_numpy(), table["y_pred"].to_numpy()
-    proba_columns = sorted((c for c in table.columns if str(c).startswith("proba_")), key=lambda c: int(str(c)[6:]))
-    proba = table[proba_columns].to_numpy() if proba_columns else None
-    labels = list(range(len(proba_columns)))
-    rows = np.random.default_rng(options["seed"]).integers(0, len(table), size=(options["resamples"], len(table)))
+    n = len(candidate.y_true)
+    rows = np.random.default_rng(options["seed"]).integers(0, n, size=(options["resamples"], n))
     tail = (1.0 - options["confidence"]) / 2.0
     out = {}
     for metric in config["rules"]:
         if metric in _metrics.ALL:
-            values = _metrics.resampled(metric, y_true, y_pred, proba, labels, rows)
+            values = candidate.value(metric, rows, _metrics.LOG_LOSS_EPS)
             values = values[~np.isnan(values)]
             if len(values):
                 low, high = np.quantile(values, [tail, 1.0 - tail])

@@ -48,7 +48,9 @@ class EvaluateStage(Plugin):
                 raise StageFailed("a confusion matrix needs a classification model")
             write_strict_json(output_path(ctx, "confusion_matrix"), confusion(y_true, y_pred, labels))
         if "predictions" in ctx.outputs:
-            write_table(output_path(ctx, "predictions"), predictions_frame(y_true, y_pred, proba, labels, scores))
+            frame_rows = predictions_frame(y_true, y_pred, proba, labels, scores)
+            frame_rows.insert(0, "row_key", row_keys(frame[[*loaded.features, target]]))
+            write_table(output_path(ctx, "predictions"), frame_rows)
         ctx.log.info("%s", ", ".join(f"{k}={v:.4g}" if v is not None else f"{k}=undefined ({undefined[k]})" for k, v in values.items()))
 
 
@@ -68,6 +70,19 @@ def predict(loaded: LoadedModel, frame: pd.DataFrame, what: str) -> tuple[np.nda
     except (ValueError, TypeError) as exc:  # values the fitted preprocessing cannot take
         raise StageFailed(f"the model cannot predict on the {what} table: {exc}") from None
     return y_pred, proba, scores
+
+
+def row_keys(frame: pd.DataFrame) -> list[str]:
+    """A digest of each test row's content (plus its occurrence, for duplicate rows).
+
+    model.gate pairs the accepted model's predictions with a candidate's by this key, so a
+    reordered or partly refreshed test table still compares each row with itself.
+    """
+    import pandas as pd
+
+    digests = pd.util.hash_pandas_object(frame, index=False)
+    occurrence = digests.groupby(digests.to_numpy()).cumcount()
+    return [f"{d:016x}-{o}" for d, o in zip(digests.tolist(), occurrence.tolist(), strict=True)]
 
 
 def confusion(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[str, Any]:

@@ -175,3 +175,16 @@ def test_decision_function_gives_roc_auc_when_there_is_no_predict_proba(tmp_path
     assert scores["roc_auc"] == m.roc_auc_score(test["target"], decision)
     assert "log_loss" not in scores  # needs probabilities, which this model does not give
     assert np.allclose(pd.read_csv(out["predictions"])["score"].to_numpy(), decision, rtol=1e-12, atol=0)
+
+
+def test_predictions_carry_a_row_key_that_follows_the_row(harness, cancer_model, tmp_path):
+    """model.gate pairs two models' predictions by row_key: reordering the test table keeps each row's key."""
+    test = pd.read_csv(cancer_model["test"])
+    test = pd.concat([test, test.iloc[:2]])  # duplicate rows still get distinct keys
+    test.to_csv(tmp_path / "a.csv", index=False)
+    test.iloc[::-1].to_csv(tmp_path / "b.csv", index=False)
+    a = pd.read_csv(_evaluate(harness, cancer_model["model"], tmp_path / "a.csv", outputs={"metrics": "ma.json", "predictions": "a.csv"})["predictions"])
+    b = pd.read_csv(_evaluate(harness, cancer_model["model"], tmp_path / "b.csv", outputs={"metrics": "mb.json", "predictions": "b.csv"})["predictions"])
+    assert a["row_key"].is_unique and set(a["row_key"]) == set(b["row_key"])
+    merged = a.merge(b, on="row_key")
+    assert len(merged) == len(a) and np.allclose(merged["proba_1_x"], merged["proba_1_y"], rtol=1e-9)

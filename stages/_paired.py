@@ -1,0 +1,137 @@
+"""model.gate's paired comparison: the accepted model and the candidate scored on the same test rows.
+
+The per-row difference between two models on the same rows varies far less than either model's
+score on its own (most rows both get right), so a paired bootstrap can tell a real drop from
+noise where comparing the candidate's interval with a fixed baseline figure cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.plugin import StageFailed
+from stages import _metrics
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+# Half the candidate's rows must also be baseline rows: fewer, and the comparison is about another test set.
+MIN_SHARED = 0.5
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One model's per-row predictions, as sklearn.evaluate writes them."""
+
+    keys: np.ndarray | None  # row_key: a digest of the test row, so reordered rows still pair
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    proba: np.ndarray | None
+    scores: np.ndarray | None
+
+    def take(self, index: np.ndarray) -> Rows:
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return Rows(pick(self.keys), self.y_true[index], self.y_pred[index], pick(self.proba), pick(self.scores))
+
+    def value(self, metric: str, rows: np.ndarray | None, floor: float) -> np.ndarray:
+        """The metric on each resample of `rows` (None: once, on every row)."""
+        import numpy as np
+
+        index = np.arange(len(self.y_true))[None, :] if rows is None else rows
+        labels = list(range(self.proba.shape[1])) if self.proba is not None else []
+        return _metrics.resampled(metric, self.y_true, self.y_pred, self.proba, labels, index, self.scores, floor)
+
+
+def from_table(table: pd.DataFrame) -> Rows:
+    if not {"y_true", "y_pred"} <= set(table.columns):
+        raise StageFailed("the predictions table needs y_true and y_pred columns (as sklearn.evaluate writes them)")
+    proba_columns = sorted((c for c in table.columns if str(c).startswith("proba_")), key=lambda c: int(str(c)[6:]))
+    return Rows(
+        table["row_key"].astype(str).to_numpy() if "row_key" in table.columns else None,
+        table["y_true"].to_numpy(),
+        table["y_pred"].to_numpy(),
+        table[proba_columns].to_numpy(dtype=float) if proba_columns else None,
+        table["score"].to_numpy(dtype=float) if "score" in table.columns else None,
+    )
+
+
+def align(baseline: Rows, candidate: Rows) -> tuple[Rows, Rows] | str:
+    """Both models on their shared rows in one order, or why they cannot be paired."""
+    import numpy as np
+
+    if baseline.keys is None or candidate.keys is None:
+        same = len(baseline.y_true) == len(candidate.y_true) and np.array_equal(baseline.y_true, candidate.y_true)
+        return (baseline, candidate) if same else "the predictions carry no row_key and their rows differ"
+    shared, b_index, c_index = np.intersect1d(baseline.keys, candidate.keys, return_indices=True)
+    if len(shared) < MIN_SHARED * len(candidate.keys):
+        return f"the test rows changed since the baseline was accepted ({len(shared)} of {len(candidate.keys)} rows in common)"
+    b, c = baseline.take(b_index), candidate.take(c_index)
+    if not np.array_equal(b.y_true, c.y_true):
+        return "the same row keys carry different y_true values"
+    return b, c
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One metric for both models on the same rows; `loss` is how much worse the candidate is."""
+
+    rows: int
+    baseline: float
+    current: float
+    loss: float
+    bound: float | None  # the upper `confidence` bound of the loss, from the paired bootstrap
+    margin: float | None  # bound − loss: how far noise alone can push the loss at this test-set size
+
+
+def compare(
+    metric: str, greater_is_better: bool, b: Rows, c: Rows, bootstrap: Mapping[str, Any] | None, floor: float
+) -> Paired | None:
+    """None when the metric is undefined on these rows."""
+    import numpy as np
+
+    baseline, current = float(b.value(metric, None, floor)[0]), float(c.value(metric, None, floor)[0])
+    if not (math.isfinite(baseline) and math.isfinite(current)):
+        return None
+    sign = 1.0 if greater_is_better else -1.0
+    loss = sign * (baseline - current)
+    if bootstrap is None:
+        return Paired(len(b.y_true), baseline, current, loss, None, None)
+    # The same resampled rows for both models: the difference is paired row by row.
+    rows = np.random.default_rng(bootstrap["seed"]).integers(0, len(b.y_true), size=(bootstrap["resamples"], len(b.y_true)))
+    losses = sign * (b.value(metric, rows, floor) - c.value(metric, rows, floor))
+    losses = losses[~np.isnan(losses)]
+    if not len(losses):
+        return Paired(len(b.y_true), baseline, current, loss, None, None)
+    bound = max(float(np.quantile(losses, bootstrap["confidence"])), loss)
+    return Paired(len(b.y_true), baseline, current, loss, bound, bound - loss)
+
+
+def power(metric: str, rows: int, limit: float, margin: float, confidence: float, paired: bool) -> dict[str, Any]:
+    """Whether this many rows can tell a loss of `limit` from noise, in a sentence a user can act on."""
+    enough = margin < limit
+    if paired and not enough:
+        needed = math.ceil(rows * (margin / limit) ** 2) if limit > 0 else None
+        message = (
+            f"with {rows} rows a drop of {limit:g} in {metric} cannot be told from noise: the upper {confidence:.0%} bound "
+            f"sits {margin:.3g} above the observed loss, so even a model exactly as good as the baseline fails"
+            + (f"; about {needed} test rows would be needed" if needed else "")
+        )
+    elif paired:
+        message = (
+            f"with {rows} rows the gate fails a loss of {limit:g} in {metric} and passes a model whose observed loss "
+            f"is under {limit - margin:.3g}"
+        )
+    else:
+        message = (
+            f"unpaired: with {rows} rows a drop of up to {margin:.3g} in {metric} is within the candidate's own "
+            f"{confidence:.0%} interval, so regressions that small pass unnoticed"
+        )
+        if margin >= limit:
+            message += f"; a drop of {limit:g} cannot be told from noise"
+    return {"rows": rows, "tolerance": limit, "margin": margin, "enough": enough, "message": message}
