@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import schemas
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 STEP = "estimator"  # the estimator's step name in the Pipeline; search params are prefixed with it
 NUMERIC_KINDS = ("int", "float")
 CATEGORICAL_KINDS = ("string", "category", "bool")
+# Importing a module runs its code, so `estimator:` may only name a class under these (plus the
+# stage's `allow_modules`), judged from the text alone before anything is imported.
+DEFAULT_MODULES = ("sklearn",)
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 class TrainStage(Plugin):
@@ -25,6 +30,9 @@ class TrainStage(Plugin):
     config_schema = schemas.load("stages/sklearn.train")
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        problem = estimator_problem(config.get("estimator"), allowed_modules(config))
+        if problem is not None:
+            yield problem
         target = config.get("target")
         if target in config.get("features", ()):
             yield ConfigProblem(f"the target '{target}' is also listed as a feature", ("features",))
@@ -37,7 +45,7 @@ class TrainStage(Plugin):
             yield ConfigProblem("n_iter applies to a random search only", ("search", "n_iter"))
 
     def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
-        estimator_class, problem = import_estimator(config["estimator"])
+        estimator_class, problem = import_estimator(config["estimator"], allowed_modules(config))
         if problem is not None:
             yield problem
             return
@@ -59,9 +67,10 @@ class TrainStage(Plugin):
 
     def run(self, ctx: StageContext) -> None:
         config = ctx.config
-        problems = [*self.check(config), *self.preflight(config)]
+        problems = list(self.check(config)) or list(self.preflight(config))
         if problems:  # the engine checks too; this keeps a direct call from failing halfway
-            raise StageFailed("invalid sklearn.train config", "\n".join(f"{p.path}: {p.message}" for p in problems))
+            lines = [f"with.{'.'.join(map(str, p.path))}: {p.message}" for p in problems]
+            raise StageFailed(f"invalid sklearn.train config: {lines[0]}", "\n".join(lines[1:]))
         source = input_path(ctx, "train")
         frame = read_table(source, "training")
         target = config["target"]
@@ -69,7 +78,7 @@ class TrainStage(Plugin):
         require_columns(frame, [target, *features], "training")
         if frame[target].isna().any():
             raise StageFailed(f"target column '{target}' has {int(frame[target].isna().sum())} null value(s)")
-        estimator_class, _ = import_estimator(config["estimator"])
+        estimator_class, _ = import_estimator(config["estimator"], allowed_modules(config))
         pipeline = build_pipeline(frame, features, estimator_class(**config.get("params", {})), config.get("preprocessing", {}))
         task = _task(estimator_class, config.get("task", "auto"))
         fitted, best_params, cv_score = fit(pipeline, frame[features], frame[target], config.get("search"))
@@ -100,8 +109,30 @@ class TrainStage(Plugin):
         ctx.log.info("trained %s on %d rows × %d features%s", config["estimator"], len(frame), len(features), searched)
 
 
-def import_estimator(path: str) -> tuple[type | None, ConfigProblem | None]:
-    """The class at `path`, or a problem naming the closest importable path."""
+def allowed_modules(config: Mapping[str, Any]) -> tuple[str, ...]:
+    return (*DEFAULT_MODULES, *config.get("allow_modules", ()))
+
+
+def estimator_problem(path: Any, allowed: Sequence[str]) -> ConfigProblem | None:
+    """Why `path` may not be imported, from its text alone; None when it may."""
+    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
+        return ConfigProblem(f"{path!r} is not valid: a dotted import path such as sklearn.linear_model.LogisticRegression", ("estimator",))
+    if any(path.startswith(f"{prefix}.") for prefix in allowed):
+        return None
+    head, _, rest = path.partition(".")
+    guess = did_you_mean(head, [a.split(".")[0] for a in allowed])
+    return ConfigProblem(
+        f"'{path}' is not under an allowed module ({', '.join(allowed)}); list its package in allow_modules to use it",
+        ("estimator",),
+        f"{guess}.{rest}" if guess and guess != head else None,
+    )
+
+
+def import_estimator(path: str, allowed: Sequence[str] = DEFAULT_MODULES) -> tuple[type | None, ConfigProblem | None]:
+    """The class at `path`, or a problem naming the closest importable path; imports only allowed paths."""
+    refused = estimator_problem(path, allowed)
+    if refused is not None:  # validate has said so already; checked again right before importing
+        return None, refused
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:cut])

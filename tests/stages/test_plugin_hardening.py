@@ -173,3 +173,76 @@ def test_build_context_refuses_a_model_file_outside_the_model_directory(tmp_path
     with pytest.raises(StageFailed, match="model file"):
         write_context(tmp_path / "ctx", model_dir, meta, ["numpy==1.26.4"], cfg, "3.11", {})
     assert not (tmp_path / "ctx" / "secret").exists()
+
+
+# ---- item 3: `estimator:` names a class under an allowed module prefix; nothing else is imported
+
+SIDE_EFFECT = "import pathlib\npathlib.Path('IMPORTED-{name}').write_text('imported')\nclass Est:\n    def fit(self, X, y): return self\n    def get_params(self, deep=True): return {{}}\n"
+
+
+def _train_spec(estimator: str, allow: list[str] | None = None) -> str:
+    allow_line = f"      allow_modules: {json.dumps(allow)}\n" if allow is not None else ""
+    return (
+        "version: 1\nstages:\n  train:\n    uses: sklearn.train\n    with:\n"
+        f"      estimator: {json.dumps(estimator)}\n      target: y\n{allow_line}"
+        "    inputs: {train: train.csv}\n    outputs: {model: model}\n"
+    )
+
+
+def _evil_workspace(ws: Workspace) -> None:
+    for name in ("evilmod", "sklearn_evil"):
+        ws.write(f"{name}.py", SIDE_EFFECT.format(name=name))
+    ws.write("train.csv", "x,y\n1,0\n2,1\n3,0\n4,1\n")
+
+
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        ("this.Anything", "not under an allowed module"),
+        ("os.system", "not under an allowed module"),
+        ("evilmod.Est", "not under an allowed module"),
+        ("sklearn_evil.Est", "not under an allowed module"),
+        ("sklearn.../../x", "not valid"),
+        ("sklearn", "not valid"),
+    ],
+)
+def test_estimator_outside_the_allowed_modules_is_rejected_and_never_imported(ws: Workspace, estimator: str, message: str) -> None:
+    _evil_workspace(ws)
+    text = _train_spec(estimator)
+    ws.write("pipeline.yaml", text)
+    col = text.splitlines()[5].index('"') + 1
+    for command in ("validate", "run"):
+        res = ws.sluice(command)
+        assert res.code == 2, res.out + res.err
+        assert f"pipeline.yaml:6:{col}: stages.train.with.estimator: " in res.out + res.err, res.out + res.err
+        assert message in res.out + res.err
+        assert "Traceback" not in res.err
+    assert sorted(p.name for p in ws.root.glob("IMPORTED-*")) == []
+    assert "Zen of Python" not in res.out + res.err
+
+
+def test_allow_modules_admits_a_project_prefix_without_importing_at_validate(ws: Workspace) -> None:
+    _evil_workspace(ws)
+    ws.write("pipeline.yaml", _train_spec("evilmod.Est", ["xgboost", "evilmod"]))
+    res = ws.sluice("validate")
+    assert res.code == 0, res.out + res.err
+    assert not (ws.root / "IMPORTED-evilmod").exists()
+    ws.write("pipeline.yaml", _train_spec("evilmod_two.Est", ["evilmod"]))
+    res = ws.sluice("validate")
+    assert res.code == 2 and "not under an allowed module" in res.out, res.out + res.err
+    assert "evilmod" in res.out  # the message lists the allowed prefixes
+
+
+def test_run_rechecks_the_estimator_before_importing(harness, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from engine.plugin import StageFailed
+    from stages.sklearn_train import TrainStage, import_estimator
+
+    (tmp_path / "evilmod.py").write_text(SIDE_EFFECT.format(name="evilmod"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    ctx = harness.context({"estimator": "evilmod.Est", "target": "y"}, {"train": tmp_path / "t.csv"}, {"model": "model"})
+    with pytest.raises(StageFailed, match="not under an allowed module"):
+        TrainStage().run(ctx)
+    cls, problem = import_estimator("evilmod.Est")
+    assert cls is None and problem is not None
+    assert not (tmp_path / "IMPORTED-evilmod").exists()
