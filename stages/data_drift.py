@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed
+from stages._accepted import write_strict_json
 from stages._tables import input_path, is_numeric_kind, kind_of, read_table, require_columns, sole_output, text_table
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ DEFAULTS: Mapping[str, Any] = {
 }
 DEFAULT_EFFECT = {"ks": 0.1, "cramers_v": 0.1}
 PSI_FLOOR = 1e-6  # stands in for an empty bin so PSI stays finite, as most PSI implementations do
+# Below ~10 expected rows a bin, sampling noise alone pushes PSI past the usual 0.2 (every undrifted
+# split of 89-row halves did): PSI is then reported but does not decide.
+PSI_MIN_PER_BIN = 10
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class ColumnResult:
     n_reference: int
     n_current: int
     psi: float | None = None
+    psi_min_expected: float | None = None  # fewest rows expected in a bin, on either side
+    psi_gated: bool | None = None  # whether PSI could decide (enough rows a bin); None without a threshold
     drifted: bool = False
     note: str = ""
 
@@ -69,7 +75,15 @@ class DriftStage(Plugin):
         drifted = [r for r in tested if r.drifted]
         share = len(drifted) / len(tested) if tested else 0.0
         failed = config["fail"] and share > config["max_drifted_share"]
-        write_json(
+        warnings = [
+            f"column '{r.column}': PSI not gated, {r.psi_min_expected:.3g} rows expected in its smallest bin, "
+            f"at least {PSI_MIN_PER_BIN} rows expected per bin are needed (use fewer bins or more rows)"
+            for r in results
+            if r.psi_gated is False
+        ]
+        for warning in warnings:
+            ctx.log.warning("%s", warning)
+        write_strict_json(
             sole_output(ctx, "report"),
             {
                 "alpha": config["alpha"],
@@ -80,6 +94,7 @@ class DriftStage(Plugin):
                 "drifted_share": share,
                 "passed": not failed,
                 "rows": {"reference": len(reference), "current": len(current)},
+                "warnings": warnings,
             },
         )
         summary = f"{len(drifted)} of {len(tested)} columns drifted (share {share:.3g}, allowed {config['max_drifted_share']})"
@@ -160,7 +175,8 @@ def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, 
             statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
             effect = float(association(table, method="cramer", correction=False))
         index = _psi_from_counts(table[:, 0], table[:, 1]) if psi else None
-    return ColumnResult(column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur), index)
+    psi_value, min_expected = index if index is not None else (None, None)
+    return ColumnResult(column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur), psi_value, min_expected)
 
 
 def contingency(ref: pd.Series, cur: pd.Series) -> np.ndarray:
@@ -171,7 +187,7 @@ def contingency(ref: pd.Series, cur: pd.Series) -> np.ndarray:
     return counts.sort_index().to_numpy(dtype="int64")
 
 
-def _psi_numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> float:
+def _psi_numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> tuple[float, float]:
     import numpy as np
 
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1))[1:-1])
@@ -180,12 +196,15 @@ def _psi_numeric(ref: np.ndarray, cur: np.ndarray, bins: int) -> float:
     return _psi_from_counts(ref_counts, cur_counts)
 
 
-def _psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+def _psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, float]:
+    """PSI, and the fewest rows a bin holds in the reference or is expected to hold in the current table."""
     import numpy as np
 
-    r = np.maximum(ref_counts / ref_counts.sum(), PSI_FLOOR)
+    share = ref_counts / ref_counts.sum()
+    r = np.maximum(share, PSI_FLOOR)
     c = np.maximum(cur_counts / cur_counts.sum(), PSI_FLOOR)
-    return float(np.sum((c - r) * np.log(c / r)))
+    min_expected = float(min(ref_counts.min(), (share * cur_counts.sum()).min()))
+    return float(np.sum((c - r) * np.log(c / r))), min_expected
 
 
 def adjust(p_values: list[float], correction: str) -> list[float]:
@@ -213,6 +232,7 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
             continue
         p_adj = adjusted[r.column]
         significant = p_adj < config["alpha"] and r.effect is not None and r.effect >= effects[r.effect_name]
-        unstable = psi_threshold is not None and r.psi is not None and r.psi >= psi_threshold
-        out.append(replace(r, p_value_adjusted=p_adj, drifted=significant or unstable))
+        gated = None if psi_threshold is None or r.psi is None else bool(r.psi_min_expected >= PSI_MIN_PER_BIN)
+        unstable = bool(gated) and r.psi >= psi_threshold
+        out.append(replace(r, p_value_adjusted=p_adj, psi_gated=gated, drifted=significant or unstable))
     return out

@@ -112,7 +112,9 @@ def test_psi_is_reported_and_its_threshold_counts_as_drift(tables):
     reference, current = tables
     results = _compare(reference, current, psi={"bins": 5, "threshold": 0.0001}, alpha=1e-300)
     assert all(r.psi is not None and r.psi > 0 for r in results.values())
-    assert all(r.drifted for r in results.values())  # the p-value rule is off (alpha): PSI alone decided
+    assert results["x"].drifted and results["y"].drifted  # the p-value rule is off (alpha): PSI alone decided
+    # 'd' is new in current: its reference bin is empty, so PSI there measures the floor, not the data
+    assert results["c"].psi_gated is False and results["c"].psi_min_expected == 0 and not results["c"].drifted
     assert _compare(reference, current)["x"].psi is None
 
 
@@ -201,3 +203,24 @@ def test_all_null_column_is_reported_untested(tables):
 
 def test_adjust_of_nothing():
     assert adjust([], "bh") == []
+
+
+def test_psi_refuses_to_gate_on_bins_too_small_and_warns(harness, write_csv):
+    """Halves of 89 rows in 10 bins hold ~9 rows a bin: PSI ≥ 0.2 then alarmed on every undrifted split."""
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(len(frame))[:178]
+    reference, current = write_csv(frame.iloc[rows[:89]], "ref.csv"), write_csv(frame.iloc[rows[89:]], "cur.csv")
+    ctx = harness.context({"psi": {"bins": 10, "threshold": 0.2}}, {"reference": reference, "current": current}, {"report": "drift.json"})
+    PLUGIN.run(ctx)
+    report = json.loads(ctx.outputs["report"].read_text())
+    assert report["passed"] and report["drifted"] == []
+    column = report["columns"][0]
+    assert column["psi"] is not None and column["psi_gated"] is False
+    assert any("PSI not gated" in w and "at least 10 rows expected per bin" in w for w in report["warnings"])
+
+
+def test_psi_still_gates_with_enough_rows_per_bin(tables):
+    reference, current = tables
+    results = _compare(reference, current, psi={"bins": 5, "threshold": 0.0001}, alpha=1e-300)
+    assert results["x"].psi_gated and results["x"].drifted
