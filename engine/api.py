@@ -140,8 +140,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
 def status(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> list[PlanItem]:
     """What each stage would do and why: `status`, `run --dry-run` and `dag --status` alike."""
     p = planner(loaded, targets, force)
-    plan = p.plan()
-    p.hashes.save()
+    plan = p.plan()  # nothing saved: status and --dry-run only read (a read-only or full workspace too)
     return list(plan.items.values())
 
 
@@ -173,11 +172,11 @@ def run(
     from engine.state import new_run_id, write_run_record
 
     layout = loaded.layout
-    with workspace_lock(layout):
+    run_id = new_run_id()
+    with workspace_lock(layout, run_id):
         p = planner(loaded, targets, force)
         plan = p.plan()
         preflight(loaded, plan)
-        run_id = new_run_id()
         executor = Executor(
             pipeline=loaded.pipeline,
             planner=p,
@@ -200,6 +199,8 @@ def run(
             recorded = p.lock.with_stages(executor.lock_stages)
             if recorded != p.lock or not layout.lock_file.exists():
                 recorded.write(layout.lock_file, layout.lock_shadow)
+            else:
+                p.lock.keep_parse(layout.lock_shadow)
             p.hashes.save()
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
-from engine.errors import Location, Problem, SpecError, WorkspaceBusy
+from engine.errors import Location, Problem, SluiceError, SpecError, WorkspaceBusy
 from engine.fingerprint import ALGORITHM
 from engine.limits import DEFAULT, Limits
 from engine.load import load_text
@@ -110,6 +110,7 @@ class LockFile:
     others: Mapping[str, Entries] = field(default_factory=dict)  # the other pipeline files' sections
     unclaimed: Entries = field(default_factory=dict)
     settled: bool = True  # False: the file on disk is version 1, or lacks this section; the next run rewrites it
+    parsed_at: tuple[int, int, int] | None = field(default=None, compare=False)  # the lock's stat, when parsed without the shadow
 
     @classmethod
     def read(
@@ -120,7 +121,8 @@ class LockFile:
         pipeline: str = DEFAULT_SECTION,
         stage_ids: Container[str] = (),
     ) -> LockFile:
-        """Parse `sluice.lock`; `shadow` is a JSON copy keyed by the lock's stat, read instead when it matches.
+        """Parse `sluice.lock`; `shadow` is a JSON copy keyed by the lock's stat, read instead when it matches
+        (and refreshed by `write` or `keep_parse` at the end of a run).
 
         The YAML stays the human-readable, committed record; parsing it for a 1,000-stage
         pipeline takes longer than everything else a no-op run does, and JSON parses in C.
@@ -132,6 +134,7 @@ class LockFile:
             return cls(pipeline=pipeline)
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
         doc: _Document | None = None
+        parsed_at = None
         if shadow is not None:
             try:
                 cached = json.loads(shadow.read_bytes())
@@ -139,21 +142,19 @@ class LockFile:
                     doc = replace(_document(cached), version=int(cached["found"]))
             except (OSError, ValueError, AttributeError, KeyError, TypeError, _BadShape):
                 pass
-        if doc is None:
-            doc = _parse(path, st.st_size, limits)
-            if shadow is not None and shadow.parent.is_dir():
-                _write_shadow(shadow, key, doc)
+        if doc is None:  # reading never writes: `status` must work on a read-only workspace
+            doc, parsed_at = _parse(path, st.st_size, limits), (st.st_size, st.st_mtime_ns, st.st_ino)
         own = doc.sections.get(pipeline)
         pool = dict(doc.unclaimed)
         if own is None:
             own = {sid: pool.pop(sid) for sid in list(pool) if sid in stage_ids}
         others = {k: v for k, v in doc.sections.items() if k != pipeline}
         settled = doc.version == LOCK_VERSION and pipeline in doc.sections
-        return cls(own, doc.algorithm, pipeline, others, pool, settled)
+        return cls(own, doc.algorithm, pipeline, others, pool, settled, parsed_at)
 
     def with_stages(self, stages: Entries) -> LockFile:
         """This pipeline's section replaced, in the current layout; every other section as it was."""
-        return replace(self, stages=dict(stages), algorithm=ALGORITHM, settled=True)
+        return replace(self, stages=dict(stages), algorithm=ALGORITHM, settled=True, parsed_at=None)
 
     def _document(self) -> _Document:
         return _Document(LOCK_VERSION, self.algorithm, {**self.others, self.pipeline: self.stages}, self.unclaimed)
@@ -168,7 +169,12 @@ class LockFile:
         atomic_write(path, data)
         if shadow is not None:
             st = os.stat(path)
-            _write_shadow(shadow, [st.st_size, st.st_mtime_ns, st.st_ino], self._document())
+            _write_shadow(shadow, (st.st_size, st.st_mtime_ns, st.st_ino), self._document())
+
+    def keep_parse(self, shadow: Path) -> None:
+        """After a run that left the lock as it was: save the parse as the shadow, under the stat it was read at."""
+        if self.parsed_at is not None and self.settled:
+            _write_shadow(shadow, self.parsed_at, self._document())
 
 
 @dataclass(frozen=True)
@@ -238,10 +244,13 @@ def _document(data: Any) -> _Document:
     return _Document(2, algorithm, out, _entries(v1.get("stages")))
 
 
-def _write_shadow(shadow: Path, key: list[int], doc: _Document) -> None:
+def _write_shadow(shadow: Path, key: tuple[int, int, int], doc: _Document) -> None:
     """`found`: the layout on disk, so a version-1 lock read from the shadow is still rewritten."""
-    body = {"key": key, "found": doc.version, **doc.body()}
-    atomic_write(shadow, json.dumps(body, separators=(",", ":")).encode(), sync=False)
+    body = {"key": list(key), "found": doc.version, **doc.body()}
+    try:
+        atomic_write(shadow, json.dumps(body, separators=(",", ":")).encode(), sync=False)
+    except (OSError, SluiceError):
+        pass  # only a cache: the next run parses the YAML again
 
 
 _RECOVER = "restore it from git or delete it"
@@ -286,6 +295,15 @@ def _usable(entry: Any) -> bool:
     ) and all(isinstance(o, dict) and isinstance(o.get("path"), str) and isinstance(o.get("hash"), str) for o in outputs.values())
 
 
+def write_error(path: Path, exc: OSError) -> SluiceError:
+    """A full disk or a read-only folder while Sluice records something: one paragraph naming the path."""
+    why = exc.strerror or str(exc)
+    return SluiceError(
+        f"cannot write {_shown(path)}: {why} (errno {exc.errno}). Sluice records what each run did there;"
+        " free some space or make the folder writable, then run again (stages that succeeded are not run twice)."
+    )
+
+
 def result_record(r: StageResult) -> dict[str, Any]:
     """One stage's result as run records and `sluice run --json` both write it."""
     return {
@@ -326,20 +344,51 @@ def new_run_id() -> str:
 
 
 @contextmanager
-def workspace_lock(layout: Layout) -> Iterator[None]:
-    """Held for the whole of `sluice run`: a second run on the workspace refuses, never corrupts."""
-    layout.meta.mkdir(parents=True, exist_ok=True)
+def workspace_lock(layout: Layout, run_id: str = "") -> Iterator[None]:
+    """Held for the whole of `sluice run`: a second run on the workspace refuses, never corrupts.
+
+    Who holds it (run id, start time, pid) is written into the lock file only once the lock is
+    won, and put back as it was when the run is refused (a SpecError) before it ends.
+    """
     path = layout.meta / "run.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        layout.meta.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            pid = re.sub(r"\D", "", holder) or "?"
-            raise WorkspaceBusy(f"another `sluice run` (pid {pid}) is using {layout.workspace}; wait for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+            holder = describe_holder(os.pread(fd, 4096, 0))
+            raise WorkspaceBusy(f"another sluice run ({holder}) is using {layout.workspace}; wait for it to finish") from None
+        previous, st = os.pread(fd, 4096, 0), os.fstat(fd)
+        _set_holder(fd, json.dumps({"run_id": run_id, "started": time.time(), "pid": os.getpid()}).encode())
+        try:
+            yield
+        except SpecError:  # refused: nothing about this run is left behind, not even a new mtime
+            _set_holder(fd, previous)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            raise
     finally:
         os.close(fd)  # closing drops the flock
+
+
+def _set_holder(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def describe_holder(raw: bytes) -> str:
+    """`run 20261201-234102-123, started 23:41:02, pid 123` from a lock file's holder info; PIDs alone
+    mean nothing across PID namespaces (containers), so the run id and start time come first."""
+    try:
+        info = json.loads(raw)
+        parts = [f"run {info['run_id']}"] if info.get("run_id") else []
+        started = time.localtime(float(info["started"]))
+        shown = "%H:%M:%S" if started[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M:%S"
+        parts += [f"started {time.strftime(shown, started)}", f"pid {int(info['pid'])}"]
+        return ", ".join(parts)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError):
+        pid = re.sub(r"\D", "", raw.decode(errors="replace"))[:12]  # written by an older Sluice: a bare pid
+        return f"pid {pid}" if pid else "holder unknown"

@@ -74,7 +74,7 @@ def test_second_run_refuses_while_first_holds_the_workspace(ws: Workspace) -> No
         lock_before = (ws.root / "sluice.lock").exists()
         res = ws.sluice("run")
         assert res.code == 3
-        assert "another `sluice run`" in res.err and "is using" in res.err
+        assert "another sluice run (run " in res.err and "is using" in res.err
         assert (ws.root / "sluice.lock").exists() == lock_before
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -173,3 +173,107 @@ def test_lock_from_a_newer_sluice_says_so(ws: Workspace) -> None:
     res = ws.sluice("run")
     assert res.code == 2
     assert "sluice.lock: written by a newer Sluice (lock version 3); upgrade Sluice" in res.err
+
+
+# ---- item 17: a refused run changes nothing; status and --dry-run only read
+
+TWO = """\
+version: 1
+stages:
+  a:
+    cmd: cat ${inputs.i} > ${outputs.o}
+    inputs: {i: in.txt}
+    outputs: {o: a.txt}
+  b:
+    cmd: cat ${inputs.a} > ${outputs.o}
+    inputs: {a: "${stages.a.outputs.o}"}
+    outputs: {o: b.txt}
+"""
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under the workspace with its bytes and mtime: what "nothing written" means."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _ran_once(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", TWO)
+    ws.write("in.txt", "1\n")
+    assert ws.run_json() == {"a": "ran", "b": "ran"}
+
+
+def test_status_and_dry_run_write_nothing(ws: Workspace) -> None:
+    _ran_once(ws)
+    ws.write("in.txt", "2\n")  # a fresh hash to remember, if status were to save it
+    lock = ws.read("sluice.lock")
+    ws.write("sluice.lock", lock.replace("# Written by", "# Edited by hand; written by"))  # the JSON shadow is now stale
+    before = _tree(ws.root)
+    for args in (("status",), ("status", "--json"), ("run", "--dry-run"), ("dag", "--status")):
+        res = ws.sluice(*args)
+        assert res.code == 0, res.err
+        assert _tree(ws.root) == before, args
+    assert "a: will run: input in.txt changed" in ws.sluice("status").out
+
+
+def test_status_works_when_sluice_folder_cannot_be_written(ws: Workspace) -> None:
+    _ran_once(ws)
+    ws.write("in.txt", "2\n")
+    (ws.root / "sluice.lock").write_text(ws.read("sluice.lock") + "\n")  # stale shadow
+    meta = ws.root / ".sluice"
+    meta.rename(ws.root / "meta-aside")
+    meta.write_text("not a folder: every write under .sluice/ fails\n")
+    res = ws.sluice("status")
+    assert res.code == 0, res.err
+    assert "a: will run: input in.txt changed" in res.out
+
+
+def _holder(ws: Workspace) -> bytes:
+    return (ws.root / ".sluice/run.lock").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["bad spec", "missing input", "unknown stage", "preflight"],
+)
+def test_refused_run_changes_nothing(ws: Workspace, breakage: str) -> None:
+    _ran_once(ws)
+    args: tuple[str, ...] = ()
+    if breakage == "bad spec":
+        ws.write("pipeline.yaml", TWO.replace("outputs: {o: b.txt}", "outputs: {o: a.txt}"))
+    elif breakage == "missing input":
+        ws.write("in.txt", "2\n")
+        ws.write("pipeline.yaml", TWO + "  c:\n    cmd: cat ${inputs.i} > ${outputs.o}\n    inputs: {i: nope.txt}\n    outputs: {o: c.txt}\n")
+    elif breakage == "unknown stage":
+        args = ("nope",)
+    else:
+        ws.write("train.csv", "x,y\n1,0\n2,1\n")
+        ws.write("pipeline.yaml", TWO + (
+            "  t:\n    uses: sklearn.train\n    with: {estimator: sklearn.linear_model.LogisticRegression, params: {Cc: 1}, target: y}\n"
+            "    inputs: {train: train.csv}\n    outputs: {model: model}\n"))
+    before = _tree(ws.root)
+    res = ws.sluice("run", *args)
+    assert res.code == 2, res.out + res.err
+    assert _tree(ws.root) == before
+
+
+def test_busy_workspace_refusal_names_the_holder_and_changes_nothing(ws: Workspace) -> None:
+    import fcntl
+    import json
+    import os
+
+    _ran_once(ws)
+    path = ws.root / ".sluice/run.lock"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        started = time.time() - 1
+        os.pwrite(fd, json.dumps({"run_id": "20261201-234102-123", "started": started, "pid": 123}).encode(), 0)
+        before = _tree(ws.root)
+        res = ws.sluice("run")
+        assert res.code == 3
+        shown = time.strftime("%H:%M:%S", time.localtime(started))
+        assert f"another sluice run (run 20261201-234102-123, started {shown}, pid 123) is using" in res.err
+        assert _tree(ws.root) == before
+    finally:
+        os.close(fd)
