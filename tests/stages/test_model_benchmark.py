@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +14,7 @@ from stages.model_benchmark import BenchmarkStage, judge
 from tests.stages.conftest import config_problems
 
 PLUGIN = BenchmarkStage()
-FAST = {"batch_sizes": [1, 8], "rounds": 5, "warmup": 1, "sample_rows": 20}
+FAST = {"batch_sizes": [1, 8], "rounds": 5, "warmup": 1, "sample_rows": 20, "repeats": 3}
 IMPOSSIBLE = 1e-9  # ms: no call is this fast
 GENEROUS = 1e9
 
@@ -56,19 +57,19 @@ def test_without_confirm_one_measurement_decides(harness, cancer_model):
 def test_ratio_to_the_last_accepted_run(harness, cancer_model):
     def accept(p50_ms: float) -> None:
         ctx = harness.context({}, {}, {})
-        write_accepted(ctx, {"calibration_ms": 1.0, "batches": {"1": {"p50_ms": p50_ms}, "8": {"p50_ms": p50_ms}}})
+        write_accepted(ctx, {"calibration_ms": 1.0, "batches": {"1": {"p95_ms": p50_ms}, "8": {"p95_ms": p50_ms}}})
 
     accept(GENEROUS)  # the last accepted run was very slow: anything now is faster
     report, _ = _run(harness, cancer_model, {"max_ratio": 1.5})
-    assert [c["measure"] for c in report["checks"]] == ["p50_ratio", "p50_ratio"] and report["passed"]
+    assert [c["measure"] for c in report["checks"]] == ["p95_ratio", "p95_ratio"] and report["passed"]
     accept(IMPOSSIBLE)
     with pytest.raises(StageFailed, match="over budget"):
         _run(harness, cancer_model, {"max_ratio": 1.5})
 
 
 def test_ratio_divides_out_the_calibration():
-    measured = {"calibration_ms": 20.0, "batches": {"1": {"p50_ms": 2.0}}}
-    accepted = {"calibration_ms": 10.0, "batches": {"1": {"p50_ms": 1.0}}}
+    measured = {"calibration_ms": 20.0, "batches": {"1": {"p95_ms": 2.0}}}
+    accepted = {"calibration_ms": 10.0, "batches": {"1": {"p95_ms": 1.0}}}
     (check,) = judge(measured, {"max_ratio": 1.2}, accepted)
     assert check.measured == 1.0 and check.passed  # twice as slow on a machine twice as slow
 
@@ -104,3 +105,30 @@ def test_empty_table(harness, cancer_model, tmp_path):
     pd.read_csv(cancer_model["test"]).iloc[:0].to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(StageFailed, match="has no rows"):
         _run(harness, cancer_model, {}, tmp_path / "t.csv")
+
+
+def _record(p95_per_calibration: list[float]) -> dict:
+    """A measurement whose repeats have these p95 ÷ calibration values (calibration 1 ms)."""
+    repeats = [{"p50_ms": v / 2, "p95_ms": v, "calibration_ms": 1.0} for v in p95_per_calibration]
+    return {"calibration_ms": 1.0, "batches": {"1": {"p95_ms": float(np.median(p95_per_calibration)), "repeats": repeats}}}
+
+
+def test_ratio_compares_medians_of_repeats_not_a_lucky_run():
+    """One lucky repeat in the baseline (0.3) does not move the reference; a 1.4× slower run passes 1.5."""
+    accepted = _record([1.0, 1.02, 0.3, 0.98, 1.0])
+    (check,) = judge(_record([1.4, 1.41, 1.39, 2.5, 1.4]), {"max_ratio": 1.5}, accepted)
+    assert check.measure == "p95_ratio" and check.measured == pytest.approx(1.4) and check.passed
+    (check,) = judge(_record([1.6, 1.61, 1.59, 1.6, 1.0]), {"max_ratio": 1.5}, accepted)
+    assert not check.passed
+
+
+def test_a_passing_run_does_not_replace_the_accepted_baseline(harness, cancer_model):
+    """Only the first run, or an explicit accept: true, records a baseline: no ratchet toward the fastest run."""
+    report, _ = _run(harness, cancer_model, {"max_ratio": 1e6})
+    first = (harness.state_dir / "accepted.json").read_text()
+    assert report["accepted"] == "recorded (no baseline yet)"
+    report, _ = _run(harness, cancer_model, {"max_ratio": 1e6})
+    assert (harness.state_dir / "accepted.json").read_text() == first and report["accepted"] == "kept the existing baseline"
+    report, _ = _run(harness, cancer_model, {"max_ratio": 1e6, "accept": True})
+    assert (harness.state_dir / "accepted.json").read_text() != first and report["accepted"] == "replaced (accept: true)"
+    assert len(report["attempts"][0]["batches"]["1"]["repeats"]) == 3
