@@ -17,7 +17,7 @@ from engine.plugin import StageContext
 from engine.registry import Registry
 from engine.resolve import apply_overrides, raw_notes, resolve
 from engine.state import Layout, workspace_lock
-from engine.validate import config_problems, validate_document
+from engine.validate import broken_stages, config_problems, validate_document
 
 # The run side (scheduler, store, hashing) is imported where it is used: `sluice validate`,
 # the pre-commit hook, must start fast.
@@ -62,15 +62,17 @@ def load(
     if not isinstance(doc.data, dict):
         raise SpecError([Problem(doc.location(()), f"expected a mapping with 'version' and 'stages', got {type(doc.data).__name__}")])
     problems = validate_document(doc, registry)
-    if problems:
+    # Stages with schema problems are left out of resolve and compile, which check the others.
+    skip = broken_stages(problems)
+    if skip is None:
         raise SpecError(problems)
-    params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
     # The folder the user named, not a symlinked spec's target: the lock and outputs belong here.
     named = Path(os.path.abspath(file))
     workspace = named.parent
-    spec = resolve(doc, params, workspace, named)
-    problems = config_problems(doc, registry, spec.stages)
     try:
+        params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
+        spec = resolve(doc, params, workspace, named, skip)
+        problems += config_problems(doc, registry, spec.stages)
         pipeline = compile_spec(spec, doc.location)
     except SpecError as exc:
         raise SpecError(problems + list(exc.problems)) from None

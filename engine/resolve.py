@@ -31,6 +31,10 @@ _NAMESPACES = ("params", "matrix", "inputs", "outputs", "stages")
 _UNCLOSED = "'${' is not closed; write $${ for a literal ${ passed to the shell"
 
 
+class _Skipped(Exception):
+    """A reference to a stage left out of resolution."""
+
+
 class _Undefined(Exception):
     def __init__(self, message: str, hint: str | None = None):
         self.hint = hint
@@ -426,9 +430,11 @@ def matrix_id(base: str, combo: Mapping[str, Any]) -> str:
 
 
 class _Resolver:
-    def __init__(self, doc: Document, params: dict[str, Any]):
+    def __init__(self, doc: Document, params: dict[str, Any], skip: frozenset[str] = frozenset()):
         self.doc = doc
         self.params = params
+        self.skip = skip
+        self.names = list(doc.data["stages"])  # for "did you mean", skipped stages included
         self.problems: list[Problem] = []
         self.bad_paths: set[KeyPath] = set()  # already reported: later passes stay quiet there
         self.instance_index: dict[str, tuple[tuple[str, ...], dict[tuple[Any, ...], str]]] = {}  # see _pick_instance
@@ -487,12 +493,17 @@ class _Resolver:
             return text
 
 
-def resolve(doc: Document, params: dict[str, Any], workspace: Path, file: Path) -> Spec:
-    """Expand matrices and interpolate every `${…}`; raises SpecError with all problems."""
-    r = _Resolver(doc, params)
+def resolve(doc: Document, params: dict[str, Any], workspace: Path, file: Path, skip: frozenset[str] = frozenset()) -> Spec:
+    """Expand matrices and interpolate every `${…}`; raises SpecError with all problems.
+
+    Stages in `skip` (already reported as invalid) are left out; what refers to them is not checked.
+    """
+    r = _Resolver(doc, params, skip)
     data = doc.data
     expanded: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]] = {}
     for name, raw in data["stages"].items():
+        if name in skip:
+            continue
         expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in r.expand(name, raw)]
 
     ids = {sid: (name, combo) for name, insts in expanded.items() for sid, _, combo, _ in insts}
@@ -527,12 +538,15 @@ def _second_pass(
     base: KeyPath = ("stages", name)
     refs: dict[str, str] = {}
     inputs: dict[str, str] = {}
+    skipped: set[str] = set()
 
     def stage_ref(expr: str, input_name: str) -> str:
         m = re.fullmatch(r"stages\.([A-Za-z0-9_-]+(?:\[[^\]]*\])?)\.outputs\.([A-Za-z0-9_]+)", expr)
         if not m:
             raise _Undefined(f"'${{{expr}}}' is not a stage output; write ${{stages.NAME.outputs.OUTPUT}}")
         target, out = m.groups()
+        if target.split("[", 1)[0] in r.skip:
+            raise _Skipped
         target_id = _pick_instance(target, combo, expanded, ids, r.instance_index)
         if target_id == sid:
             raise _Undefined(f"stage '{name}' refers to its own output '{out}'")
@@ -546,6 +560,9 @@ def _second_pass(
         path = base + ("inputs", key)
         try:
             inputs[key] = interpolate(value, lambda e, k=key: stage_ref(e, k))
+        except _Skipped:  # from a stage already reported as invalid: known, but not compiled
+            inputs[key] = str(value)
+            skipped.add(key)
         except _Undefined as exc:
             r.problem(path, str(exc), exc.hint)
             inputs[key] = str(value)
@@ -596,8 +613,8 @@ def _second_pass(
             needs.extend(s for s, _, _, _ in expanded[need])
         elif need in ids:
             needs.append(need)
-        else:
-            r.problem(base + ("needs", i), f"no stage named '{need}'", did_you_mean(need, list(expanded)))
+        elif need.split("[", 1)[0] not in r.skip:
+            r.problem(base + ("needs", i), f"no stage named '{need}'", did_you_mean(need, r.names))
     for dotted in fields.get("params") or []:
         try:
             used[dotted] = lookup_dotted(r.params, dotted, "params")
@@ -611,7 +628,7 @@ def _second_pass(
         cmd=cmd,
         uses=fields.get("uses"),
         config=config,
-        inputs=inputs,
+        inputs={k: v for k, v in inputs.items() if k not in skipped} if skipped else inputs,
         outputs=outputs,
         needs=tuple(dict.fromkeys(needs)),
         refs=refs,

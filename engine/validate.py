@@ -170,7 +170,27 @@ def validate_document(doc: Document, registry: Registry) -> list[Problem]:
                 # a bare `${…}` is skipped here and judged by its value after resolution.
                 prefix: KeyPath = ("stages", str(name), "with")
                 problems.extend(schema_problems(doc, plugin.config_schema, config, prefix, skip_references=True))
+            ports = [stage.get(kind) or {} for kind in ("inputs", "outputs")]
+            if all(isinstance(p, dict) for p in ports):  # else the schema has said so
+                for cp in plugin.port_problems(*ports):
+                    where: KeyPath = ("stages", str(name), *cp.path)
+                    problems.append(Problem(doc.location(where, key=len(cp.path) == 2), cp.message, where, cp.hint))
     return problems
+
+
+def broken_stages(problems: Iterable[Problem]) -> frozenset[str] | None:
+    """The stages the schema problems are in, to leave out of resolution; None if no stage can be trusted.
+
+    Resolution and compile still check the other stages, so a typo in one stage does not hide
+    a bad reference in another, and nothing is reported twice.
+    """
+    names: set[str] = set()
+    for p in problems:
+        if len(p.path) >= 2 and p.path[0] == "stages":
+            names.add(str(p.path[1]))
+        elif not p.path or p.path[0] in ("stages", "params"):
+            return None  # no stages mapping, or no params to resolve them with
+    return frozenset(names)
 
 
 def config_problems(doc: Document, registry: Registry, stages: Iterable[StageSpec]) -> list[Problem]:

@@ -224,3 +224,54 @@ def test_matrix_referring_to_a_matrix_picks_the_matching_instance(ws: Workspace)
         """)
     assert ws.run_json() == {f"{s}[k={k}]": "ran" for s in "ab" for k in (1, 2, 3)}
     assert ws.read("b2.txt") == "2\n"
+
+
+# ---------------------------------------------------------------- item 12: every problem at once
+
+
+def test_readme_example_reports_all_three_problems(ws: Workspace) -> None:
+    ws.write("broken.yaml", """\
+        version: 1
+        params: {model: {C: 1.0}}
+        stages:
+          train:
+            cmd: python train.py > ${outputs.model}
+            ouputs: {model: model.txt}
+          report:
+            cmd: python report.py --C ${params.model.c}
+            needs: [trian]
+        """)
+    res = ws.sluice("validate", "broken.yaml")
+    assert res.code == 2
+    assert [line for line in res.out.splitlines() if line.startswith("broken.yaml:")] == [
+        "broken.yaml:6:5: stages.train.ouputs: unknown key 'ouputs' (did you mean 'outputs'?)",
+        "broken.yaml:8:10: stages.report.cmd: 'params.model.c' is not defined (params.model has no 'c') (did you mean 'C'?)",
+        "broken.yaml:9:13: stages.report.needs[0]: no stage named 'trian' (did you mean 'train'?)",
+    ]
+
+
+def test_references_to_a_schema_invalid_stage_are_not_reported_twice(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        stages:
+          a: {cmd: x, outputs: {o: a.txt}, retries: lots}
+          b: {cmd: "cat ${inputs.i}", inputs: {i: "${stages.a.outputs.o}"}, needs: [a], outputs: {o: a.txt}}
+          c: {cmd: "echo ${params.nope}"}
+        """)
+    res = ws.sluice("validate")
+    lines = [line for line in res.out.splitlines() if line.startswith("pipeline.yaml:")]
+    assert len(lines) == 2, res.out
+    assert "stages.a.retries: expected an integer" in lines[0]
+    assert "stages.c.cmd: 'params.nope' is not defined" in lines[1]
+
+
+@pytest.mark.parametrize(("cmd", "message"), [
+    ("echo ${params.a", "pipeline.yaml:4:12: stages.a.cmd: '${' is not closed; write $${ for a literal ${ passed to the shell"),
+    ("echo ${HOME}", "pipeline.yaml:4:12: stages.a.cmd: unknown reference '${HOME}'; write $${HOME} for a literal ${…} passed to the shell"),
+])
+def test_unclosed_and_shell_references_are_found_by_validate(ws: Workspace, cmd: str, message: str) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {a: 1}\nstages:\n  a: {cmd: '" + cmd + "', desc: 'x ${params.a'}\n")
+    res = ws.sluice("validate")
+    assert res.code == 2
+    assert message in res.out
+    assert "stages.a.desc: '${' is not closed" in res.out
