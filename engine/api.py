@@ -176,6 +176,7 @@ def run(
     layout = loaded.layout
     run_id = new_run_id()
     with workspace_lock(layout, run_id):
+        sweep_leftovers(layout, run_id)
         p = planner(loaded, targets, force)
         plan = p.plan()
         preflight(loaded, plan)
@@ -244,3 +245,10 @@ def serve(model_dir: Path, host: str, port: int) -> None:
         serving.serve(model_dir, host=host, port=port)
     except model.ModelError as exc:
         raise SpecError([Problem(Location(str(model_dir)), str(exc))]) from None
+
+
+def sweep_leftovers(layout: Layout, run_id: str) -> None:
+    """Remove what killed runs left (staging folders, temp files); the workspace lock must be held."""
+    from engine.maintenance import sweep_leftovers as sweep
+
+    sweep(layout, run_id)

@@ -3,26 +3,38 @@
     objects/ab/cdef…            one file's bytes, read-only
     runs/<fp[:2]>/<fp>/<id>.json  what a stage with fingerprint fp produced (newest tried first)
 
+    tmp/                          temp files being written (`durable.temp_name`: host and pid)
+
 An entry is trusted only when every object it names is present and re-hashes to its name:
-a corrupt object is deleted and the next candidate is tried, or the stage runs.
+a corrupt object is deleted and the next candidate is tried, or the stage runs. Every write
+goes through a temp file, fsync and rename, so a crash leaves a temp file, never half an object.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import blake3
 
+from engine.durable import Flusher, Pending, atomic_file
+from engine.errors import SluiceError
 from engine.fingerprint import Digest, canonical, hash_bytes
 
 _CHUNK = 1 << 20
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)  # what RunEntry.load raises
+
+
+class CacheWriteError(SluiceError):
+    """Storing into the cache failed (full disk, read-only folder); the workspace is unaffected."""
+
+
+class _Changed(Exception):
+    """A file's bytes no longer match the digest taken of it moments before."""
 
 
 @dataclass(frozen=True)
@@ -53,57 +65,120 @@ class RunEntry:
         }
         return cls(data["fingerprint"], data["stage"], outs, data["created"])
 
+    @classmethod
+    def load(cls, path: Path) -> RunEntry:
+        """Read an entry file; raises one of UNREADABLE when it is not a whole, well-formed entry."""
+        return cls.from_json(json.loads(path.read_bytes()))
+
+    def objects(self) -> Iterator[str]:
+        """The digest of every object this entry needs."""
+        for _, d in self.outputs.values():
+            yield from (m[1] for m in d.manifest) if d.kind == "dir" else (d.value,)
+
 
 @dataclass(frozen=True)
 class Store:
     root: Path
+    flusher: Flusher = field(default_factory=Flusher, compare=False, repr=False)
 
-    def _object(self, digest: str) -> Path:
+    def object_path(self, digest: str) -> Path:
         return self.root / "objects" / digest[:2] / digest[2:]
 
-    def _tmp(self) -> Path:
+    def object_paths(self) -> Iterator[tuple[str, Path]]:
+        """(digest, path) of every object in the store."""
+        for shard in sorted((self.root / "objects").glob("??")):
+            for path in sorted(shard.iterdir()) if shard.is_dir() else ():
+                yield shard.name + path.name, path
+
+    def entry_paths(self) -> Iterator[Path]:
+        """Every run entry file in the store."""
+        yield from sorted((self.root / "runs").glob("??/*/*.json"))
+
+    def _tmp_dir(self) -> Path:
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"{os.getpid()}-{time.monotonic_ns()}"
+        return tmp
 
     # ---- objects
 
-    def put_file(self, src: Path, digest: str) -> None:
-        target = self._object(digest)
-        if target.exists():
+    def put_file(self, src: Path, digest: str, size: int | None = None, batch: Pending | None = None) -> None:
+        """Copy `src` in as object `digest`, re-hashing the bytes copied (an edit since hashing is refused).
+
+        With `batch`, the written temp file joins it for the caller to submit; otherwise it is
+        submitted at once.
+        """
+        target = self.object_path(digest)
+        try:
+            st = target.stat()
+        except FileNotFoundError:
+            st = None
+        if st is not None and (size is None or st.st_size == size):
+            _touch(target)  # `sluice gc` spares objects used within its grace period
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp()
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, target)  # atomic: a reader never sees half an object
+        own: Pending = [] if batch is None else batch
+        h = blake3.blake3()
+        with open(src, "rb") as f, atomic_file(target, tmp_dir=self._tmp_dir(), mode=0o444, defer=own) as out:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            if h.hexdigest() != digest:
+                raise _Changed(src)
+        if batch is None:
+            self.flusher.submit(own, f"cache object {target}")
 
-    def put(self, src: Path, digest: Digest) -> None:
+    def put(self, src: Path, digest: Digest, batch: Pending | None = None) -> None:
         if digest.kind == "file":
-            self.put_file(src, digest.value)
+            self.put_file(src, digest.value, digest.size, batch)
         else:
-            for rel, value, _, _ in digest.manifest:
-                self.put_file(src / rel, value)
+            for rel, value, size, _ in digest.manifest:
+                self.put_file(src / rel, value, size, batch)
+
+    def record(self, workspace: Path, entry: RunEntry) -> None:
+        """Store a stage's outputs, then its run entry: an entry never names an object not yet stored.
+
+        The bytes are written here; syncing and renaming them into place happens on the
+        flusher's threads. Raises CacheWriteError naming the path and the system's reason (a
+        full disk, a read-only folder); a temp file is never left behind.
+        """
+        batch: Pending = []
+        try:
+            for path, digest in entry.outputs.values():
+                self.put(workspace / path, digest, batch)
+            self.save_run(entry, batch)
+        except (_Changed, OSError) as exc:
+            for tmp, _ in batch:
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, _Changed):
+                raise CacheWriteError(f"{exc.args[0]} changed while it was being stored in the cache {self.root}") from None
+            where = f": {exc.filename}" if exc.filename else ""
+            raise CacheWriteError(f"could not write to the cache {self.root}: {exc.strerror or exc}{where}") from None
+        self.flusher.submit(batch, f"the outputs of stage '{entry.stage}' in the cache {self.root}")
 
     def has(self, digest: Digest) -> bool:
-        if digest.kind == "file":
-            return self._object(digest.value).exists()
-        return all(self._object(m[1]).exists() for m in digest.manifest)
+        return all(self._present(d) for d in ((digest.value,) if digest.kind == "file" else (m[1] for m in digest.manifest)))
+
+    def _present(self, digest: str) -> bool:
+        path = self.object_path(digest)
+        self.flusher.settle(path)  # written by this process moments ago, maybe not yet renamed
+        return path.exists()
 
     def _copy_verified(self, digest: str, dest: Path, executable: bool = False) -> bool:
-        obj = self._object(digest)
+        obj = self.object_path(digest)
+        self.flusher.settle(obj)
         h = blake3.blake3()
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(obj, "rb") as src, open(dest, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-        except FileNotFoundError:
+            src = open(obj, "rb")
+        except OSError:  # vanished, or unreadable: either way not restorable
             return False
+        with src, open(dest, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
         if h.hexdigest() != digest:
-            obj.unlink(missing_ok=True)  # corrupt: never offer it again
-            dest.unlink(missing_ok=True)
+            _discard(obj)  # corrupt or short: never offer it again
+            _discard(dest)
             return False
         os.chmod(dest, 0o755 if executable else 0o644)
         return True
@@ -120,28 +195,45 @@ class Store:
     def _runs(self, fingerprint: str) -> Path:
         return self.root / "runs" / fingerprint[:2] / fingerprint
 
-    def save_run(self, entry: RunEntry) -> None:
-        data = canonical(entry.to_json())
+    def save_run(self, entry: RunEntry, batch: Pending | None = None) -> None:
+        body = entry.to_json()
         folder = self._runs(entry.fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{hash_bytes(canonical(entry.to_json()['outputs']))[:16]}.json"
-        tmp = self._tmp()
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        own: Pending = [] if batch is None else batch
+        target = folder / f"{hash_bytes(canonical(body['outputs']))[:16]}.json"
+        with atomic_file(target, tmp_dir=self._tmp_dir(), defer=own) as f:
+            f.write(canonical(body))
+        if batch is None:
+            self.flusher.submit(own, f"run entry {target}")
 
     def candidates(self, fingerprint: str) -> Iterator[RunEntry]:
         """Run entries for a fingerprint, newest first; unreadable ones are skipped."""
         folder = self._runs(fingerprint)
+        self.flusher.settle(folder)  # this process's own entries, still being synced
         if not folder.is_dir():
             return
         entries = []
         for path in folder.glob("*.json"):
             try:
-                entries.append(RunEntry.from_json(json.loads(path.read_bytes())))
-            except (OSError, ValueError, KeyError, TypeError):
+                entries.append(RunEntry.load(path))
+            except UNREADABLE:
                 continue
         yield from sorted(entries, key=lambda e: e.created, reverse=True)
 
     def lookup(self, fingerprint: str) -> RunEntry | None:
         """The newest entry whose objects are all present (full verification happens on restore)."""
         return next((e for e in self.candidates(fingerprint) if all(self.has(d) for _, d in e.outputs.values())), None)
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # another user's object in a shared cache: gc may then take it sooner, never wrongly
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only cache: verification still refuses the object every time

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
+from engine import durable
 from engine.errors import Location, Problem, SluiceError, SpecError, WorkspaceBusy
 from engine.fingerprint import ALGORITHM
 from engine.limits import DEFAULT, Limits
@@ -83,13 +84,7 @@ class Layout:
 def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     """Readers see the old file or the new one, never half; `sync` for records that must survive a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    durable.atomic_write(path, data, sync=sync)  # unique temp name, fsync, rename, fsync the folder
 
 
 Entries = Mapping[str, Mapping[str, Any]]  # stage id → what it last ran with

@@ -183,8 +183,8 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
     assert store.lookup("f" * 64) is None
 
 
-ORDER = ["errors", "limits", "model", "paths", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
-         "cache", "state", "plan", "stage_runner", "execute", "report", "dagview", "dag_layout", "dag_formats",
+ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
+         "cache", "state", "maintenance", "plan", "stage_runner", "execute", "report", "dagview", "dag_layout", "dag_formats",
          "dag_html", "dag_render", "schema_bundle"]
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
