@@ -114,7 +114,7 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
     return frozenset(loaded.pipeline.closure_up(chosen))
 
 
-def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> Planner:
+def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> Planner:
     from engine.cache import Store
     from engine.fingerprint import HashCache
     from engine.limits import Limits
@@ -131,7 +131,8 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
             loaded.layout.lock_file, loaded.layout.lock_shadow, Limits.from_env(),
             loaded.layout.section(loaded.pipeline.spec.file), loaded.pipeline.stages,
         ),
-        hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace),
+        # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
+        hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
         store=Store(loaded.layout.cache_dir),
         locate=loaded.doc.location,
         force=force,
@@ -139,9 +140,9 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) ->
     )
 
 
-def status(loaded: Loaded, targets: Sequence[str] = (), force: bool = False) -> list[PlanItem]:
+def status(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> list[PlanItem]:
     """What each stage would do and why: `status`, `run --dry-run` and `dag --status` alike."""
-    p = planner(loaded, targets, force)
+    p = planner(loaded, targets, force, rehash)
     plan = p.plan()  # nothing saved: status and --dry-run only read (a read-only or full workspace too)
     return list(plan.items.values())
 
@@ -169,6 +170,7 @@ def run(
     targets: Sequence[str] = (),
     jobs: int | None = None,
     force: bool = False,
+    rehash: bool = False,
 ) -> RunSummary:
     from engine.execute import Executor, install_stop_handlers
     from engine.state import new_run_id, write_run_record
@@ -177,7 +179,7 @@ def run(
     run_id = new_run_id()
     with workspace_lock(layout, run_id):
         sweep_leftovers(layout, run_id)
-        p = planner(loaded, targets, force)
+        p = planner(loaded, targets, force, rehash)
         plan = p.plan()
         preflight(loaded, plan)
         executor = Executor(

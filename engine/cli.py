@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 # Kept in step with engine.dagview.FORMATS; not imported from there so `--help` stays cheap.
 DAG_FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
+_REHASH = "distrust the stat cache: read every input and output again"
 
 
 def _positive(text: str) -> int:
@@ -55,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("stages", nargs="*", help="run only these stages (and what they depend on)")
     _add_spec_args(r)
     r.add_argument("-j", "--jobs", type=_positive, help="stages run at once (default: CPU count)")
-    r.add_argument("--force", action="store_true", help="run selected stages even if up to date")
+    r.add_argument("--force", action="store_true", help="run selected stages even if up to date (re-reads their inputs)")
+    r.add_argument("--rehash", action="store_true", help=_REHASH)
     r.add_argument("--dry-run", action="store_true", help="print what would run, and why; run nothing")
     r.add_argument("--json", action="store_true", help="print a JSON summary instead of progress")
     r.add_argument("-v", "--verbose", action="store_true", help="also list skipped stages")
@@ -64,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("stages", nargs="*")
     _add_spec_args(s)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--rehash", action="store_true", help=_REHASH)
 
     d = sub.add_parser("dag", help="show the stage graph")
     _add_spec_args(d)
@@ -144,7 +147,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from engine.report import print_status
 
-        print_status(api.status(loaded, args.stages), args.json, sys.stdout)
+        print_status(api.status(loaded, args.stages, rehash=args.rehash), args.json, sys.stdout)
         return EXIT_OK
     if args.command == "run":
         return _run(loaded, args)
@@ -194,15 +197,15 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     from engine.report import ConsoleReporter, QuietReporter, print_status, summary_json
 
     if args.dry_run:
-        print_status(api.status(loaded, args.stages, args.force), args.json, sys.stdout)
+        print_status(api.status(loaded, args.stages, args.force, args.rehash), args.json, sys.stdout)
         return EXIT_OK
     workspace = loaded.layout.workspace
     if args.json:
-        summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force)
+        summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force, args.rehash)
         print(summary_json(summary, workspace))
     else:
         console = ConsoleReporter(workspace, verbose=args.verbose)
-        summary = api.run(loaded, console, args.stages, args.jobs, args.force)
+        summary = api.run(loaded, console, args.stages, args.jobs, args.force, args.rehash)
         console.summary(summary)
     if summary.interrupted:
         return 130

@@ -148,6 +148,10 @@ class Executor:
         if item.decision is Decision.RESTORE and entry is not None and comps is not None and item.fingerprint:
             self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
             return StageResult(sid, Outcome.RESTORED, item.reasons, seconds, 0, log)
+        moved = self._input_moved(stage, comps)
+        if moved:
+            error = f"input {moved} changed while the stage ran; its result is not recorded (run again)"
+            return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, error)
         outputs: dict[str, tuple[str, Digest]] = {}
         for name, path in stage.outputs.items():
             try:
@@ -166,6 +170,24 @@ class Executor:
                 self.store.save_run(RunEntry(fp, sid, outputs, time.time()))
             self.lock_stages[sid] = lock_entry(fp, comps, outputs)
         return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
+
+    def _input_moved(self, stage: StageSpec, comps: dict[str, Any] | None) -> str | None:
+        """The first input whose bytes differ from those hashed before the stage started, if any.
+
+        The fingerprint (and so the lock and the run cache) names those hashes: if an input changed
+        meanwhile (the stage edited it, or someone else did), the stage may have read other bytes.
+        """
+        for name, path in stage.inputs.items():
+            want = ((comps or {}).get("inputs") or {}).get(name, {}).get("hash")
+            if want is None:
+                continue
+            try:
+                now = self.hashes.digest(path)
+            except PathEscape:
+                return path
+            if now is None or now.value != want:
+                return path
+        return None
 
     def _attempts(self, sid: str) -> int:
         return self.attempts.get(sid, 0)

@@ -2,7 +2,9 @@
 
 BLAKE3: cryptographic (a shared content-addressed store must not collide, even on purpose)
 and fast, about 4 GB/s per core and parallel over a memory-mapped file. A file's digest is
-remembered in SQLite under (path, size, mtime_ns, inode); a hit needs no read at all.
+remembered in SQLite under (path, size, mtime_ns, ctime_ns, inode); a hit needs no read at all.
+ctime is in the key because no user can set it back: an edit that restores size and mtime
+(`touch -d`, `os.utime`, `cp -p` over the file) still moves it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 import stat as stat_mod
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,12 @@ from engine.paths import PathEscape, check, follow, real_root
 
 ALGORITHM = "blake3"
 _MMAP_FROM = 1 << 20  # below this a plain read beats setting up a mapping
-# A file changed within this window of being hashed could keep its size and mtime
-# (coarse filesystem clocks); such entries are re-checked, as git does with racy entries.
+# Git's racy rule: a file whose mtime or ctime is within this window of the moment its hash was
+# recorded could change again in the same clock tick (coarse filesystem clocks) and keep every
+# stat field; such an entry proves nothing and the file is read again.
 RACY_NS = 2_000_000_000
+_SCHEMA = 2  # PRAGMA user_version of hashes.db; any other (1 had no ctime) is rebuilt
+_Row = tuple[int, int, int, int, str, int]  # size, mtime_ns, ctime_ns, inode, digest, hashed_ns
 
 
 def canonical(obj: Any) -> bytes:
@@ -62,35 +68,49 @@ class Digest:
 
 @dataclass
 class HashCache:
-    """(path, size, mtime_ns, inode) → digest, kept in an SQLite file; writes go in one batch."""
+    """(path, size, mtime_ns, ctime_ns, inode) → digest, kept in an SQLite file; writes go in one batch.
+
+    `rehash` distrusts what earlier processes recorded (`--rehash`, `--force`): every file is
+    read at least once; what this process itself read and recorded serves again.
+    """
 
     db_path: Path
     root: Path
-    _rows: dict[str, tuple[int, int, int, str, int]] = field(default_factory=dict)
-    _dirty: dict[str, tuple[int, int, int, str, int]] = field(default_factory=dict)
+    rehash: bool = False
+    _rows: dict[str, _Row] = field(default_factory=dict)
+    _dirty: dict[str, _Row] = field(default_factory=dict)
     reads: int = 0  # files actually read: the benchmark reports it
     _real: str = ""  # the root's real path, for the containment checks
+    _rebuild: bool = False  # the file on disk is damaged or of another schema
 
     def __post_init__(self) -> None:
         self._real = real_root(self.root)
-        if self.db_path.exists():
-            try:
-                with sqlite3.connect(self.db_path, timeout=30) as db:
-                    for row in db.execute("SELECT path, size, mtime_ns, inode, digest, hashed_ns FROM hashes"):
-                        self._rows[row[0]] = row[1:]
-            except sqlite3.DatabaseError:
-                self._rows = {}  # a damaged cache only costs re-hashing; it is rebuilt on save
+        if self.rehash or not self.db_path.exists():
+            return
+        try:
+            with closing(sqlite3.connect(self.db_path, timeout=30)) as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA:
+                    self._rebuild = True
+                    return
+                for row in db.execute("SELECT path, size, mtime_ns, ctime_ns, inode, digest, hashed_ns FROM hashes"):
+                    self._rows[row[0]] = row[1:]
+        except sqlite3.DatabaseError:  # a damaged cache only costs re-hashing
+            self._rows, self._rebuild = {}, True
 
     def file(self, rel: str, st: os.stat_result | None = None) -> str:
         path = self.root / rel
         st = st or os.stat(path)
         row = self._rows.get(rel)
-        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] == st.st_ino:
-            if row[4] - st.st_mtime_ns > RACY_NS:
-                return row[3]
+        if (
+            row
+            and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] == st.st_ctime_ns and row[3] == st.st_ino
+            and row[5] - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS
+        ):
+            return row[4]
+        recorded = time.time_ns()  # before the read: the digest vouches for bytes read after this
         digest = hash_file(path, st.st_size)
         self.reads += 1
-        entry = (st.st_size, st.st_mtime_ns, st.st_ino, digest, time.time_ns())
+        entry = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest, recorded)
         self._rows[rel] = self._dirty[rel] = entry
         return digest
 
@@ -118,17 +138,26 @@ class HashCache:
         if not self._dirty:
             return
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.db_path, timeout=30) as db:
+        try:
+            self._write()
+        except sqlite3.DatabaseError:  # damaged since it was read: start a new file
+            self._rebuild = True
+            self._write()
+        self._dirty.clear()
+
+    def _write(self) -> None:
+        if self._rebuild:
+            for suffix in ("", "-wal", "-shm"):
+                self.db_path.with_name(self.db_path.name + suffix).unlink(missing_ok=True)
+            self._rebuild = False
+        with closing(sqlite3.connect(self.db_path, timeout=30)) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
-                " inode INTEGER, digest TEXT, hashed_ns INTEGER)"
+                " ctime_ns INTEGER, inode INTEGER, digest TEXT, hashed_ns INTEGER)"
             )
-            db.executemany(
-                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)",
-                [(k, *v) for k, v in self._dirty.items()],
-            )
-        self._dirty.clear()
+            db.execute(f"PRAGMA user_version = {_SCHEMA}")
+            db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)", [(k, *v) for k, v in self._dirty.items()])
 
 
 def walk_files(root: Path, within: str | None = None, name: str = "") -> Iterator[tuple[str, os.stat_result]]:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,7 @@ class Kube:
             "Deployment": (client.AppsV1Api, "namespaced_deployment"),
             "Service": (client.CoreV1Api, "namespaced_service"),
             "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "namespaced_horizontal_pod_autoscaler"),
+            "Lease": (client.CoordinationV1Api, "namespaced_lease"),
         }
         api_cls, suffix = table[kind]
         return api_cls(self.api_client), suffix
@@ -116,14 +122,21 @@ class Kube:
 
     def replace(self, obj: Mapping[str, Any]) -> None:
         """Writes back an object read from the cluster (read-modify-write; resourceVersion guards races)."""
+        self._write("replace", obj, obj["metadata"]["name"], obj["metadata"]["namespace"])
+
+    def create(self, obj: Mapping[str, Any]) -> None:
+        self._write("create", obj, obj["metadata"]["namespace"])
+
+    def _write(self, verb: str, obj: Mapping[str, Any], *args: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
         api, suffix = self._api(obj["kind"])
         body = {k: v for k, v in obj.items() if k != "status"}
         try:
-            self.call(getattr(api, f"replace_{suffix}"), obj["metadata"]["name"], obj["metadata"]["namespace"], body)
+            self.call(getattr(api, f"{verb}_{suffix}"), *args, body)
         except ApiException as exc:
-            raise StageFailed(f"updating {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+            error = Conflict if exc.status == 409 else StageFailed
+            raise error(f"{'updating' if verb == 'replace' else 'creating'} {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
 
     def wait_ready(self, namespace: str, name: str, timeout: float, poll: float) -> dict[str, Any]:
         """Waits as `kubectl rollout status` does; raises StageFailed with the last status on timeout."""
@@ -155,6 +168,110 @@ class Kube:
 
 class RolloutTimeout(StageFailed):
     pass
+
+
+class Conflict(StageFailed):
+    """409: someone else wrote the object since we read it (or created it first)."""
+
+
+@dataclass
+class Lease:
+    """A coordination.k8s.io/v1 Lease held for one deploy: taken before any write, renewed while
+    held, released after. A holder that stopped renewing for `duration` seconds may be taken over."""
+
+    kube: Kube
+    namespace: str
+    name: str
+    duration: int
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}")
+    took_over_from: str | None = None
+    lost: str | None = None  # why the lease is no longer ours, once the renewer finds out
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Lease:
+        self._acquire()
+        threading.Thread(target=self._renew_loop, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        try:
+            current = self.kube.read("Lease", self.namespace, self.name)
+            if current and (current.get("spec") or {}).get("holderIdentity") == self.holder:
+                current["spec"] = {**current["spec"], "holderIdentity": None, "leaseDurationSeconds": self.duration}
+                self.kube.replace(current)
+        except StageFailed:
+            pass  # an unreleased lease expires by itself after `duration` seconds
+
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def check(self) -> None:
+        """Raises unless the lease is still ours: call it before each write that moves traffic."""
+        if self.lost:
+            raise StageFailed(f"lost the deploy lease {self.where}: {self.lost}; stopped before switching traffic")
+
+    def _spec(self) -> dict[str, Any]:
+        now = _micro_time(datetime.now(UTC))
+        return {"holderIdentity": self.holder, "leaseDurationSeconds": self.duration, "acquireTime": now, "renewTime": now}
+
+    def _acquire(self) -> None:
+        current = self.kube.read("Lease", self.namespace, self.name)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec()}
+        try:
+            if current is None:
+                self.kube.create(body)
+                return
+            spec = current.get("spec") or {}
+            other = spec.get("holderIdentity")
+            if other and other != self.holder:
+                left = _expires_in(spec)
+                if left > 0:
+                    raise StageFailed(
+                        f"another deploy holds the lease {self.where}: {other}, renewed at {spec.get('renewTime')}, "
+                        f"expires in {left:.0f} s unless renewed; nothing was changed, try again when it has finished"
+                    )
+                self.took_over_from = f"{other} (renewed at {spec.get('renewTime')}, expired)"
+            current["spec"] = body["spec"]
+            self.kube.replace(current)
+        except Conflict:
+            winner = ((self.kube.read("Lease", self.namespace, self.name) or {}).get("spec") or {}).get("holderIdentity")
+            raise StageFailed(f"another deploy took the lease {self.where} first ({winner}); nothing was changed") from None
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(max(self.duration / 3, 0.05)):
+            spec: Mapping[str, Any] = {}
+            try:
+                current = self.kube.read("Lease", self.namespace, self.name)
+                spec = (current or {}).get("spec") or {}
+                if spec.get("holderIdentity") != self.holder:
+                    self.lost = f"it is now held by {spec.get('holderIdentity')}"
+                    return
+                assert current is not None
+                current["spec"] = {**spec, "renewTime": _micro_time(datetime.now(UTC))}
+                self.kube.replace(current)
+            except Conflict:
+                continue  # re-read on the next beat: a conflict alone does not mean we lost it
+            except StageFailed as exc:
+                if _expires_in(spec) <= 0:
+                    self.lost = f"could not renew it in time ({exc})"
+                    return
+
+
+def _micro_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _expires_in(spec: Mapping[str, Any]) -> float:
+    """Seconds until a lease held with `spec` expires; <= 0 once it has (clocks assumed roughly in sync)."""
+    renewed = spec.get("renewTime") or spec.get("acquireTime")
+    if not renewed:
+        return 0.0
+    moment = datetime.fromisoformat(str(renewed).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() + float(spec.get("leaseDurationSeconds") or 0) - time.time()
 
 
 def rollout_done(dep: Mapping[str, Any]) -> bool:

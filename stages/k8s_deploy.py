@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
 from stages._tables import input_path, output_path
 
 COLOURS = ("blue", "green")
@@ -37,6 +37,12 @@ class DeployStage(Plugin):
     name = "k8s.deploy"
     version = "1"
     config_schema = schemas.load("stages/k8s.deploy")
+    inputs = (
+        Port("manifests", desc="the directory from k8s.manifests"),
+        Port("smoke_cases", required=False, desc="a serve.smoke report whose rows are replayed"),
+        Port("gate", required=False, desc="a model.gate report; deploys only on a pass"),
+    )
+    outputs = (Port("record", desc="JSON record of what is live"),)
     always_run = True
 
     def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
@@ -55,9 +61,10 @@ class DeployStage(Plugin):
         gate = _gate_link(ctx, bundle.image)
         kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
         deploy = _blue_green if bundle.strategy == "blue-green" else _rolling
-        record = deploy(kube, bundle, cfg, ctx)
+        with _lease(kube, bundle.namespace, bundle.app, cfg) as lease:
+            record = deploy(kube, bundle, cfg, ctx, lease)
         record.update(gate=gate, image=bundle.image, cluster=kube.host, namespace=bundle.namespace, app=bundle.app,
-                      strategy=bundle.strategy, deployed_at=_now())  # fmt: skip
+                      strategy=bundle.strategy, deployed_at=_now(), lease={"name": lease.where, "holder": lease.holder, "took_over_from": lease.took_over_from})  # fmt: skip
         write_json(output_path(ctx, "record"), record)
         _append_history(ctx, {"action": "deploy", **record})
         ctx.log.info("%s", record["summary"])
@@ -71,14 +78,22 @@ class DeployStage(Plugin):
             raise StageFailed("no deploy record: k8s.deploy has not completed a deploy yet, so there is nothing to roll back")
         record = json.loads(path.read_text())
         kube = Kube.connect(cfg.get("kubeconfig"), cfg.get("context"), float(cfg["request_timeout"]))
-        if record["strategy"] == "blue-green":
-            record, summary = _rollback_blue_green(kube, record, cfg, ctx)
-        else:
-            record, summary = _rollback_rolling(kube, record, cfg, ctx)
+        with _lease(kube, record["namespace"], record["app"], cfg) as lease:
+            if record["strategy"] == "blue-green":
+                record, summary = _rollback_blue_green(kube, record, cfg, ctx, lease)
+            else:
+                record, summary = _rollback_rolling(kube, record, cfg, ctx)
         record.update(summary=summary, rolled_back_at=_now())
         write_json(path, record)
         _append_history(ctx, {"action": "rollback", **record})
         return summary
+
+
+def _lease(kube: Any, namespace: str, app: str, cfg: Mapping[str, Any]) -> Any:
+    """The cluster-side lock: one deploy or rollback of `app` at a time, whoever runs it."""
+    from stages._kube import Lease
+
+    return Lease(kube, namespace, f"{app}-deploy", int(cfg["lease_duration"]))
 
 
 def _config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,8 +111,12 @@ class _Bundle:
         self.namespace: str = index["namespace"]
         self.strategy: str = index["strategy"]
         self.image: dict[str, Any] = dict(index["image"])
-        # Each pod template is labelled with its own hash: the handle releases are remembered by.
+        # Each pod template is labelled with its own hash: the handle releases are remembered by,
+        # and what preview and live Services select, so traffic reaches only the tested template.
         self.objects = [(entry, label_template(obj) if obj["kind"] == "Deployment" else obj) for entry, obj in objects]
+        for entry, obj in self.objects:
+            if entry["role"] == "preview":
+                obj["spec"]["selector"][TEMPLATE_HASH] = _template_hash(self.one("Deployment", "app", entry["colour"]))
 
     @classmethod
     def read(cls, directory: Path) -> _Bundle:
@@ -116,7 +135,7 @@ class _Bundle:
         return next(obj for obj in self.pick(role, colour) if obj["kind"] == kind)
 
 
-def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
+def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
     from stages._kube import SPEC_HASH, spec_hash
 
     ns, app = bundle.namespace, bundle.app
@@ -126,7 +145,8 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
         # Desired state already live? Then there is nothing to switch, only to confirm.
         current = kube.read("Deployment", ns, f"{app}-{live}")
         desired = bundle.one("Deployment", "app", live)
-        if current and current["metadata"].get("annotations", {}).get(SPEC_HASH) == spec_hash(desired):
+        selects = (live_service or {})["spec"]["selector"].get(TEMPLATE_HASH) == _template_hash(desired)
+        if current and selects and current["metadata"].get("annotations", {}).get(SPEC_HASH) == spec_hash(desired):
             kube.wait_ready(ns, f"{app}-{live}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
             previous = _other(live)
             return {"live_colour": live, "previous_colour": previous if kube.read("Deployment", ns, f"{app}-{previous}") else None,
@@ -144,7 +164,8 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     smoke = _smoke(kube, ns, preview, cfg, ctx)
     if not smoke["passed"]:
         raise StageFailed(f"smoke test against {app}-{idle} failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
-    changed[f"Service/{app}"] = _switch(kube, bundle, idle, live_service)
+    lease.check()
+    changed[f"Service/{app}"] = _switch(kube, bundle, idle, _template_hash(candidate), live_service)
     release = _remember(ctx, _release(candidate, bundle.image, idle))
     return {
         "release": release,
@@ -158,17 +179,19 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     }
 
 
-def _switch(kube: Any, bundle: _Bundle, colour: str, live_service: dict[str, Any] | None) -> str:
+def _switch(kube: Any, bundle: _Bundle, colour: str, template: str | None, live_service: dict[str, Any] | None) -> str:
+    """Points the live Service at one colour's exact pod template (colour and template hash)."""
+    selector = {COLOUR_LABEL: colour, TEMPLATE_HASH: template}
     if live_service is None:
         service = json.loads(json.dumps(bundle.one("Service", "live")))
-        service["spec"]["selector"][COLOUR_LABEL] = colour
+        service["spec"]["selector"].update(selector)
         return str(kube.apply(service))
-    live_service["spec"]["selector"][COLOUR_LABEL] = colour
+    live_service["spec"]["selector"].update(selector)
     kube.replace(live_service)
     return "switched"
 
 
-def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
+def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
     ns, app = bundle.namespace, bundle.app
     before = kube.read("Deployment", ns, app)
     changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler")]}
@@ -216,7 +239,7 @@ def _smoke(kube: Any, namespace: str, service: Mapping[str, Any], cfg: Mapping[s
         return exercise(client, records, expected, report.get("task", "classification"), settings)
 
 
-def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> tuple[dict[str, Any], str]:
+def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> tuple[dict[str, Any], str]:
     ns, app = record["namespace"], record["app"]
     service = kube.read("Service", ns, app)
     if service is None:
@@ -233,7 +256,8 @@ def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, An
         dep = kube.wait_ready(ns, name, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
     except StageFailed as exc:
         raise StageFailed(f"cannot roll back: {name} is not ready ({exc}); traffic stays on {app}-{live}", exc.details) from exc
-    service["spec"]["selector"][COLOUR_LABEL] = target["colour"]
+    lease.check()
+    service["spec"]["selector"].update({COLOUR_LABEL: target["colour"], TEMPLATE_HASH: target["template_hash"]})
     kube.replace(service)
     image = record.get("image")
     record.update(live_colour=target["colour"], previous_colour=live, image={"reference": target["image"], "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,74 @@ def _live(fake: FakeKubernetesAPI) -> str:
     service = fake.get("services", "default", "bc")
     assert service is not None
     return str(service["spec"]["selector"]["sluice.dev/colour"])
+
+
+# -- 2. one deploy at a time (a Lease), and the live Service selects the tested template ---
+
+
+def _lease(fake: FakeKubernetesAPI) -> dict | None:
+    return fake.get("leases", "default", "bc-deploy")
+
+
+def test_a_second_deploy_while_one_runs_is_refused(tmp_path: Path, fake: FakeKubernetesAPI, smoke_report: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Workspace(tmp_path / "a", fake, smoke_report, "blue-green")
+    second = Workspace(tmp_path / "b", fake, smoke_report, "blue-green")  # another CI job, another checkout
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(record=first.deploy(NEWER)))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not ((_lease(fake) or {}).get("spec") or {}).get("holderIdentity"):
+        assert time.monotonic() < deadline, "the first deploy never took the lease"
+        time.sleep(0.01)
+    with pytest.raises(StageFailed, match="another deploy holds the lease default/bc-deploy"):
+        second.deploy(WRONG)
+    thread.join(30)
+    assert outcome["record"]["live_colour"] == "blue"
+    lease = _lease(fake)
+    assert lease is not None and not lease["spec"].get("holderIdentity")  # released after the deploy
+    assert lease["spec"]["leaseDurationSeconds"] > 0
+
+
+def _stale_lease(fake: FakeKubernetesAPI) -> dict:
+    """A Lease whose holder stopped renewing it long ago (a deploy that was killed)."""
+    meta = {"name": "bc-deploy", "namespace": "default", "resourceVersion": "1", "uid": "u-1", "generation": 1, "creationTimestamp": "2020-01-01T00:00:00Z"}
+    stale = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+             "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 60, "renewTime": "2020-01-01T00:00:00.000000Z"}}  # fmt: skip
+    fake.objects[("leases", "default", "bc-deploy")] = stale
+    return stale
+
+
+def test_an_expired_lease_is_taken_over(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    stale = _stale_lease(fake)
+    record = bg.deploy(GOOD)
+    assert record["live_colour"] == "blue" and "ghost" in record["lease"]["took_over_from"]
+
+
+def test_losing_the_race_for_the_lease_stops_before_any_write(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    stale = _stale_lease(fake)
+
+    def rival(method: str, path: str) -> None:  # another deploy takes the expired lease first
+        if method == "PUT" and "/leases/" in path and stale["spec"]["holderIdentity"] == "ghost":
+            stale["spec"]["holderIdentity"] = "rival"
+            stale["metadata"]["resourceVersion"] = "2"
+
+    fake.before.append(rival)
+    with pytest.raises(StageFailed, match="another deploy took the lease default/bc-deploy first \\(rival\\)"):
+        bg.deploy(GOOD)
+    assert fake.get("deployments", "default", "bc-blue") is None
+
+
+def test_live_service_selects_exactly_the_tested_pod_template(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    bg.deploy(GOOD)
+    dep = fake.get("deployments", "default", "bc-blue")
+    service = fake.get("services", "default", "bc")
+    assert dep is not None and service is not None
+    tested = dep["spec"]["template"]["metadata"]["labels"]["sluice.dev/pod-template-hash"]
+    assert service["spec"]["selector"]["sluice.dev/pod-template-hash"] == tested
+    # Another deployer re-fills the live colour with an untested template behind this deploy's back.
+    fake.refill("default", "bc-blue", WRONG, {"sluice.dev/pod-template-hash": "0123456789"})
+    time.sleep(0.3)  # WRONG's pods are ready now and the tested ones gone
+    code, body, _ = fake.handle("GET", "/api/v1/namespaces/default/services/bc:80/proxy/ready", b"", {"authorization": "Bearer fake-token"})
+    assert code == 503, body  # no endpoints rather than an untested model

@@ -123,11 +123,13 @@ def test_canonical_ignores_key_order() -> None:
     assert hash_data({"a": 1}) != hash_data({"a": 1.5})
 
 
-def test_unchanged_file_is_not_read_again(tmp_path: Path) -> None:
+def test_unchanged_file_is_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "data.bin"
     f.write_bytes(os.urandom(4096))
     old = time.time() - 10
-    os.utime(f, (old, old))  # outside the racy window
+    os.utime(f, (old, old))
+    real = time.time_ns  # recorded 10 s after the file's ctime (which utime set to now): outside the racy window
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 10**10)
     cache = HashCache(tmp_path / "h.db", tmp_path)
     first = cache.file("data.bin")
     assert cache.reads == 1

@@ -136,6 +136,16 @@ class FakeKubernetesAPI:
             dep["spec"]["replicas"] = replicas
             dep["metadata"]["resourceVersion"] = self._next_version()
 
+    def refill(self, ns: str, name: str, image: str, labels: dict[str, str]) -> None:
+        """Another deployer's write: a new image and template labels on Deployment `name`."""
+        with self._lock:
+            key = ("deployments", ns, name)
+            old = copy.deepcopy(self.objects[key])
+            self.objects[key]["spec"]["template"]["spec"]["containers"][0]["image"] = image
+            self.objects[key]["spec"]["template"]["metadata"]["labels"].update(labels)
+            self.objects[key]["metadata"]["generation"] += 1
+            self._on_change("deployments", ns, self.objects[key], old)
+
     def serving_labels(self, ns: str, name: str) -> dict[str, str] | None:
         """The template labels of the pods of Deployment `name` that answer now."""
         with self._lock:
