@@ -194,7 +194,7 @@ def _emit(data: str | bytes, output: Path | None) -> None:
 
 def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     from engine import api
-    from engine.report import ConsoleReporter, QuietReporter, print_status, summary_json
+    from engine.report import ConsoleReporter, PipeSafe, QuietReporter, print_status, summary_json
 
     if args.dry_run:
         print_status(api.status(loaded, args.stages, args.force, args.rehash), args.json, sys.stdout)
@@ -202,7 +202,9 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     workspace = loaded.layout.workspace
     if args.json:
         summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force, args.rehash)
-        print(summary_json(summary, workspace))
+        out = PipeSafe(sys.stdout)  # a reader gone (Ctrl-C on `sluice run --json | jq`) must not cost the exit code
+        out.write(summary_json(summary, workspace) + "\n")
+        out.flush()
     else:
         console = ConsoleReporter(workspace, verbose=args.verbose)
         summary = api.run(loaded, console, args.stages, args.jobs, args.force, args.rehash)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +28,41 @@ _MARK = {
 def _console(stream: TextIO | None = None) -> Any:
     from rich.console import Console
 
-    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+    return Console(file=PipeSafe(stream or sys.stdout), highlight=False, soft_wrap=True)
+
+
+class PipeSafe:
+    """A stream that outlives its reader: when `sluice run | cat` loses `cat` (Ctrl-C reaches the
+    whole pipeline), the run must still stop cleanly, record itself and exit 130, not die of EPIPE."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._detach()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._detach()
+
+    def _detach(self) -> None:
+        # Point the descriptor at /dev/null: later writes, and the interpreter's flush at exit
+        # (which would otherwise turn the exit code into 120), go nowhere quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def log_tail(workspace: Path, log_path: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -104,6 +139,9 @@ class ConsoleReporter:
                 self.console.print(_esc(tail))
         self.console.print(f"{head}{', '.join(parts)} in {summary.seconds:.2f}s")
 
+    def stage_note(self, stage: str, message: str) -> None:
+        self.console.print(f"[yellow]{_esc(message)}[/]")
+
 
 @dataclass
 class QuietReporter:
@@ -114,6 +152,9 @@ class QuietReporter:
 
     def stage_finished(self, result: StageResult) -> None:
         pass
+
+    def stage_note(self, stage: str, message: str) -> None:
+        sys.stderr.write(message + "\n")  # stdout carries only the JSON
 
 
 def summary_json(summary: RunSummary, workspace: Path) -> str:

@@ -131,3 +131,44 @@ def test_plugin_state_is_kept_only_when_the_stage_succeeds(ws: Workspace) -> Non
     ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    with: {pairs: {a: nope}}\n    inputs: {a: a.txt}\n    outputs: {a: b.txt}\n")
     assert ws.run_json() == {"c": "failed"}
     assert (state / "accepted.json").read_text() == '{"accuracy": 0.9}\n'
+
+
+def _latest_run(ws: Workspace) -> dict:
+    import json
+
+    return json.loads(ws.read(".sluice/runs/latest.json"))
+
+
+def test_ctrl_c_with_output_piped_exits_130_and_records_the_run(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", SLOW)
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "--jobs", "2"], cwd=ws.root,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+    )
+    # `sluice run | cat` at a terminal: Ctrl-C reaches the whole pipeline, so cat is gone too.
+    cat = subprocess.Popen(["cat"], stdin=engine.stdout, stdout=subprocess.DEVNULL, process_group=engine.pid)
+    assert engine.stdout is not None
+    engine.stdout.close()
+    _wait_for(ws.root / "started")
+    time.sleep(0.3)
+    os.killpg(engine.pid, signal.SIGINT)
+    _, err = engine.communicate(timeout=30)
+    cat.wait(timeout=10)
+    assert engine.returncode == 130, err
+    assert b"Traceback" not in err
+    record = _latest_run(ws)
+    assert record["interrupted"] is True and record["stages"]["slow"]["outcome"] == "not-run"
+    assert "quick:" in ws.read("sluice.lock")
+
+
+def test_stage_ignoring_sigterm_is_told_about_before_sigkill(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  slow:\n    cmd: trap '' TERM; touch started; sleep 60\n    outputs: {o: o.txt}\n")
+    proc = _start(ws)
+    _wait_for(ws.root / "started")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    message = "sluice: stage slow ignored SIGTERM; killing it after 5 s"
+    assert message in out + err
+    logs = list((ws.root / ".sluice/logs").rglob("slow.log"))
+    assert message in logs[0].read_text()
