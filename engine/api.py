@@ -55,7 +55,10 @@ def load(
 
     `notes`, if given, collects remarks that are not problems (each `${raw:…}` in a cmd).
     """
-    doc = load_file(file, display_path(file))
+    from engine.limits import Limits
+
+    limits = Limits.from_env()
+    doc = load_file(file, display_path(file), limits)
     if notes is not None:
         notes.extend(raw_notes(doc))
     registry = registry or Registry.discover()
@@ -70,8 +73,8 @@ def load(
     named = Path(os.path.abspath(file))
     workspace = named.parent
     try:
-        params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets)
-        spec = resolve(doc, params, workspace, named, skip)
+        params = apply_overrides(doc, doc.data.get("params") or {}, params_file, sets, limits)
+        spec = resolve(doc, params, workspace, named, skip, limits)
         problems += config_problems(doc, registry, spec.stages)
         pipeline = compile_spec(spec, doc.location)
     except SpecError as exc:

@@ -15,9 +15,7 @@ from typing import Any
 import yaml
 
 from engine.errors import KeyPath, Location, Problem, SpecError
-
-MAX_DEPTH = 100
-MAX_NODES = 2_000_000  # after alias expansion; a 10,000-stage spec is ~200,000
+from engine.limits import DEFAULT, Limits
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _resolver = yaml.resolver.Resolver()
@@ -49,19 +47,39 @@ class Document:
         return Location(self.file, *self.positions.get((), (1, 1)))
 
 
-def load_file(path: Path, display: str | None = None) -> Document:
+def over_limit(field: str, value: int, size: bool = False) -> str:
+    """`over the 32 MiB limit (SLUICE_MAX_SPEC_BYTES)`: the bound and how to raise it."""
+    shown = (f"{value // 2**20} MiB" if value % 2**20 == 0 else f"{value:,}-byte") if size else f"{value:,}"
+    return f"over the {shown} limit (SLUICE_MAX_{field.upper()})"
+
+
+def _too_big(name: str, size: int, limit: int) -> SpecError:
+    shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size:,} bytes"
+    return SpecError([Problem(Location(name), f"the file is {shown}, {over_limit('spec_bytes', limit, size=True)}")])
+
+
+def load_file(path: Path, display: str | None = None, limits: Limits = DEFAULT) -> Document:
+    """A spec or params file, its size checked before it is read (a repository is untrusted input)."""
     name = display or str(path)
+    limit = limits.spec_bytes
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > limit:
+            raise _too_big(name, size, limit)
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)  # a pipe or special file has no size to stat
+        if len(data) > limit:
+            raise _too_big(name, len(data), limit)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError([Problem(Location(name), "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Problem(Location(name), f"cannot read file: {exc}")]) from None
-    return load_text(text, name)
+    return load_text(text, name, limits)
 
 
-def load_text(text: str, file: str) -> Document:
-    builder = _Builder(file)
+def load_text(text: str, file: str, limits: Limits = DEFAULT) -> Document:
+    builder = _Builder(file, limits)
     try:
         for event in yaml.parse(text, Loader=_Loader):
             builder.feed(event)
@@ -101,8 +119,9 @@ class _Frame:
 class _Builder:
     """Turns parser events into dicts, lists and scalars, recording positions as it goes."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, limits: Limits):
         self.file = file
+        self.max_depth, self.max_nodes = limits.yaml_depth, limits.yaml_nodes
         self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.positions: dict[KeyPath, tuple[int, int]] = {}
@@ -124,8 +143,8 @@ class _Builder:
         if kind is yaml.ScalarEvent:
             self._value(self._scalar(ev), 1, ev)
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-            if len(self.stack) >= MAX_DEPTH:
-                self._fail(ev.start_mark, f"the document is nested more than {MAX_DEPTH} levels deep")
+            if len(self.stack) >= self.max_depth:
+                self._fail(ev.start_mark, f"the document is nested more than {self.max_depth} levels deep (SLUICE_MAX_YAML_DEPTH)")
             is_map = kind is yaml.MappingStartEvent
             self._check_tag(ev, "map" if is_map else "seq")
             path = self._child_path()
@@ -161,8 +180,8 @@ class _Builder:
 
     def _value(self, value: Any, size: int, ev: Any, placed: bool = False) -> None:
         self.nodes += size
-        if self.nodes > MAX_NODES:
-            self._fail(ev.start_mark, f"the document expands to more than {MAX_NODES:,} nodes (an alias bomb?)")
+        if self.nodes > self.max_nodes:
+            self._fail(ev.start_mark, f"the document expands to more than {self.max_nodes:,} nodes (an alias bomb?), {over_limit('yaml_nodes', self.max_nodes)}")
         if not self.stack:
             self.root = value
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,8 @@ from typing import Any
 import yaml
 
 from engine.errors import KeyPath, Location, Problem, SpecError, did_you_mean
-from engine.load import Document, load_file
+from engine.limits import DEFAULT, Limits
+from engine.load import Document, load_file, over_limit
 from engine.model import Spec, StageSpec
 
 # `$${` (literal), `${expr}`, or a `${` left unclosed
@@ -58,13 +60,17 @@ def render_scalar(value: Any) -> str:
     return str(value)
 
 
-def interpolate(text: str, lookup: Callable[[str], Any], keep: Sequence[str] = ()) -> Any:
-    """Replace each `${expr}` by `lookup(expr)`; a string that is exactly one `${…}` keeps its type."""
+def interpolate(text: str, lookup: Callable[[str], Any], keep: Sequence[str] = (), limit: int | None = None) -> Any:
+    """Replace each `${expr}` by `lookup(expr)`; a string that is exactly one `${…}` keeps its type.
+
+    With `limit`, a result longer than that many bytes is an error, raised before it is built.
+    """
     if "$" not in text:
         return text
     whole = _REF.fullmatch(text)
     if whole and whole.group(1) is not None and not whole.group(1).startswith(tuple(keep)):
         return lookup(whole.group(1))
+    size = [len(text.encode())]
 
     def sub(m: re.Match[str]) -> str:
         expr = m.group(1)
@@ -77,9 +83,17 @@ def interpolate(text: str, lookup: Callable[[str], Any], keep: Sequence[str] = (
         value = lookup(expr)
         if isinstance(value, dict):
             raise _Undefined(f"'${{{expr}}}' is a mapping and cannot be embedded in a string")
-        return render_scalar(value)
+        piece = render_scalar(value)
+        size[0] += len(piece.encode())
+        if limit is not None and size[0] > limit:
+            raise _Undefined(too_long(limit))
+        return piece
 
     return _REF.sub(sub, text)
+
+
+def too_long(limit: int) -> str:
+    return f"the string is {over_limit('string_bytes', limit, size=True)} after ${{…}} interpolation"
 
 
 def _walk(value: Any, fn: Callable[[str, KeyPath], Any], path: KeyPath) -> Any:
@@ -145,13 +159,13 @@ def quote_for(value: Any, ctx: str) -> str:
     return text.translate(_HEREDOC_SPECIAL) if ctx == _H else text
 
 
-def splice_cmd(cmd: str, lookup: Callable[[str], Any], keep: Sequence[str] = ()) -> str:
+def splice_cmd(cmd: str, lookup: Callable[[str], Any], keep: Sequence[str] = (), limit: int | None = None) -> str:
     """`cmd` with each `${expr}` replaced by `lookup(expr)`, quoted for its place; `$${` → `${`.
 
     References starting with a `keep` prefix become markers for `render_cmd`; `${raw:expr}`
     splices the value as shell text, unquoted.
     """
-    return _CmdLexer(cmd, lookup, tuple(keep)).run()
+    return _CmdLexer(cmd, lookup, tuple(keep), limit).run()
 
 
 def render_cmd(cmd: str, outputs: Mapping[str, str]) -> str:
@@ -194,8 +208,9 @@ def raw_notes(doc: Document) -> list[Problem]:
 
 
 class _CmdLexer:
-    def __init__(self, cmd: str, lookup: Callable[[str], Any], keep: tuple[str, ...]):
-        self.cmd, self.lookup, self.keep = cmd, lookup, keep
+    def __init__(self, cmd: str, lookup: Callable[[str], Any], keep: tuple[str, ...], limit: int | None = None):
+        self.cmd, self.lookup, self.keep, self.limit = cmd, lookup, keep, limit
+        self.size = len(cmd.encode()) if limit is not None else 0
         self.out: list[str] = []
         self.frames: list[str] = [""]
         self.heredocs: list[tuple[str, bool, bool]] = []  # pending: (delimiter, strip tabs, literal)
@@ -320,7 +335,12 @@ class _CmdLexer:
             raise _Undefined(f"'${{{expr}}}' is a mapping and cannot be embedded in a string")
         if ctx in (_H, _L) and "\n" in render_scalar(value):
             raise _Undefined(f"the value of ${{{expr}}} has a line break and cannot be spliced into a here-document")
-        self.out.append(render_scalar(value) if raw else quote_for(value, ctx))
+        piece = render_scalar(value) if raw else quote_for(value, ctx)
+        if self.limit is not None:
+            self.size += len(piece.encode())
+            if self.size > self.limit:
+                raise _Undefined(too_long(self.limit))
+        self.out.append(piece)
 
     def comment(self, text: str) -> None:
         """A comment runs nothing, but a line break in a value would end it: keep the reference as written."""
@@ -379,11 +399,13 @@ class _CmdLexer:
 # ---------------------------------------------------------------- params
 
 
-def apply_overrides(doc: Document, params: dict[str, Any], params_file: Path | None, sets: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    doc: Document, params: dict[str, Any], params_file: Path | None, sets: Sequence[str], limits: Limits = DEFAULT
+) -> dict[str, Any]:
     params = copy.deepcopy(params)
     problems: list[Problem] = []
     if params_file is not None:
-        extra = load_file(params_file)
+        extra = load_file(params_file, limits=limits)
         if not isinstance(extra.data, dict):
             raise SpecError([Problem(Location(str(params_file), 1, 1), "a params file must hold a mapping")])
         _deep_merge(params, extra.data)
@@ -430,9 +452,10 @@ def matrix_id(base: str, combo: Mapping[str, Any]) -> str:
 
 
 class _Resolver:
-    def __init__(self, doc: Document, params: dict[str, Any], skip: frozenset[str] = frozenset()):
+    def __init__(self, doc: Document, params: dict[str, Any], skip: frozenset[str], limits: Limits):
         self.doc = doc
         self.params = params
+        self.limits = limits
         self.skip = skip
         self.names = list(doc.data["stages"])  # for "did you mean", skipped stages included
         self.problems: list[Problem] = []
@@ -443,23 +466,25 @@ class _Resolver:
         self.bad_paths.add(path)
         self.problems.append(Problem(self.doc.location(path), message, path, hint))
 
-    def expand(self, name: str, raw: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-        """One (fields, matrix values, params used) per matrix combination, first pass applied."""
-        matrix_raw = raw.get("matrix") or {}
+    def axes(self, name: str, raw: Mapping[str, Any]) -> dict[str, list[Any]] | None:
+        """A stage's matrix axes, `${params.…}` resolved; None (reported) if one is not a list."""
         axes: dict[str, list[Any]] = {}
-        for key, values in matrix_raw.items():
+        for key, values in (raw.get("matrix") or {}).items():
             path = ("stages", name, "matrix", key)
             if isinstance(values, str):
-                used: dict[str, Any] = {}
-                values = self.first_pass(values, path, {}, used)
+                values = self.first_pass(values, path, {}, {})
             if not isinstance(values, list) or not values:
                 self.problem(path, f"matrix '{key}' must be a non-empty list")
-                return []
+                return None
             axes[key] = values
+        return axes
+
+    def expand(self, name: str, raw: Mapping[str, Any], axes: dict[str, list[Any]]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+        """One (fields, matrix values, params used) per matrix combination, first pass applied."""
         out = []
         for combo_values in itertools.product(*axes.values()) if axes else [()]:
             combo = dict(zip(axes, combo_values))
-            used = {}
+            used: dict[str, Any] = {}
             # `cmd` is resolved in one pass later, where each value is quoted for its place.
             fields = {k: v for k, v in raw.items() if k not in ("matrix", "cmd")}
             fields = _walk(fields, lambda s, p: self.first_pass(s, p, combo, used), ("stages", name))
@@ -487,24 +512,44 @@ class _Resolver:
 
     def first_pass(self, text: str, path: KeyPath, combo: Mapping[str, Any], used: dict[str, Any]) -> Any:
         try:
-            return interpolate(text, lambda e: self.value(e, combo, used), keep=_KEEP_FOR_LATER)
+            return interpolate(text, lambda e: self.value(e, combo, used), _KEEP_FOR_LATER, self.limits.string_bytes)
         except _Undefined as exc:
             self.problem(path, str(exc), exc.hint)
             return text
 
 
-def resolve(doc: Document, params: dict[str, Any], workspace: Path, file: Path, skip: frozenset[str] = frozenset()) -> Spec:
+def resolve(
+    doc: Document, params: dict[str, Any], workspace: Path, file: Path,
+    skip: frozenset[str] = frozenset(), limits: Limits = DEFAULT,
+) -> Spec:
     """Expand matrices and interpolate every `${…}`; raises SpecError with all problems.
 
     Stages in `skip` (already reported as invalid) are left out; what refers to them is not checked.
     """
-    r = _Resolver(doc, params, skip)
+    r = _Resolver(doc, params, skip, limits)
     data = doc.data
-    expanded: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]] = {}
+    # Instances are counted before any is built: a 10^6-instance matrix is refused, not expanded.
+    all_axes: dict[str, dict[str, list[Any]] | None] = {}  # None: reported, no instances
+    total = 0
     for name, raw in data["stages"].items():
         if name in skip:
             continue
-        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in r.expand(name, raw)]
+        axes = all_axes[name] = r.axes(name, raw)
+        if axes is None:
+            continue
+        count = math.prod(len(v) for v in axes.values())
+        if count > limits.matrix_instances:
+            r.problem(("stages", name, "matrix"), f"the matrix expands to {count:,} instances, {over_limit('matrix_instances', limits.matrix_instances)}")
+            all_axes[name] = None
+            continue
+        total += count
+    if total > limits.stages:
+        r.problem(("stages",), f"the pipeline expands to {total:,} stages, {over_limit('stages', limits.stages)}")
+        raise SpecError(r.problems)
+    expanded: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]] = {}
+    for name, axes in all_axes.items():
+        insts = r.expand(name, data["stages"][name], axes) if axes is not None else []
+        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in insts]
 
     ids = {sid: (name, combo) for name, insts in expanded.items() for sid, _, combo, _ in insts}
     outputs_by_id = {sid: f.get("outputs", {}) for insts in expanded.values() for sid, f, _, _ in insts}
@@ -582,7 +627,7 @@ def _second_pass(
             if p in r.bad_paths:
                 return text
             try:
-                return interpolate(text, io_lookup)
+                return interpolate(text, io_lookup, limit=r.limits.string_bytes)
             except _Undefined as exc:
                 r.problem(p, str(exc), exc.hint)
                 return text
@@ -600,7 +645,7 @@ def _second_pass(
     cmd = None
     if "cmd" in fields:
         try:
-            cmd = splice_cmd(fields["cmd"], cmd_lookup, keep=("outputs.",))
+            cmd = splice_cmd(fields["cmd"], cmd_lookup, ("outputs.",), r.limits.string_bytes)
         except _Undefined as exc:
             r.problem(base + ("cmd",), str(exc), exc.hint)
             cmd = fields["cmd"]

@@ -275,3 +275,52 @@ def test_unclosed_and_shell_references_are_found_by_validate(ws: Workspace, cmd:
     assert res.code == 2
     assert message in res.out
     assert "stages.a.desc: '${' is not closed" in res.out
+
+
+# ---------------------------------------------------------------- item 8: bounded work for any input
+
+
+def test_spec_size_is_checked_before_parsing(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  a: {cmd: x}\n" + "#" * 2_000_000 + "\n")
+    res = ws.sluice("validate", env={"SLUICE_MAX_SPEC_BYTES": str(1024 * 1024)})
+    assert res.code == 2
+    assert "pipeline.yaml: the file is 2.0 MB, over the 1 MiB limit (SLUICE_MAX_SPEC_BYTES)" in res.out
+
+
+def test_params_file_size_is_checked(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {a: 1}\nstages:\n  a: {cmd: 'echo ${params.a}'}\n")
+    ws.write("p.yaml", "a: 2\n" + "#" * 5000 + "\n")
+    res = ws.sluice("status", "--params", "p.yaml", env={"SLUICE_MAX_SPEC_BYTES": "4096"})
+    assert res.code == 2
+    assert "p.yaml: the file is 5,006 bytes, over the 4,096-byte limit (SLUICE_MAX_SPEC_BYTES)" in res.out + res.err
+
+
+def test_yaml_depth_comes_from_limits(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nx: " + "[" * 20 + "]" * 20 + "\n")
+    res = ws.sluice("validate", env={"SLUICE_MAX_YAML_DEPTH": "10"})
+    assert "nested more than 10 levels deep" in res.out
+
+
+def test_matrix_product_is_checked_before_expanding(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        params: {big: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
+        stages:
+          a:
+            cmd: echo ${matrix.x}${matrix.y}${matrix.z}
+            matrix: {x: "${params.big}", y: "${params.big}", z: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
+        """)
+    res = ws.sluice("validate", env={"SLUICE_MAX_MATRIX_INSTANCES": "999"})
+    assert res.code == 2
+    assert "pipeline.yaml:6:13: stages.a.matrix: the matrix expands to 1,000 instances, over the 999 limit (SLUICE_MAX_MATRIX_INSTANCES)" in res.out
+    res = ws.sluice("validate", env={"SLUICE_MAX_STAGES": "500"})
+    assert "the pipeline expands to 1,000 stages, over the 500 limit (SLUICE_MAX_STAGES)" in res.out
+
+
+def test_interpolated_strings_are_bounded(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {s: '" + "x" * 100 + "'}\nstages:\n  a:\n"
+             "    cmd: echo ${params.s}${params.s}\n    env: {A: '${params.s}${params.s}'}\n")
+    res = ws.sluice("validate", env={"SLUICE_MAX_STRING_BYTES": "150"})
+    assert res.code == 2
+    assert "pipeline.yaml:5:10: stages.a.cmd: the string is over the 150-byte limit (SLUICE_MAX_STRING_BYTES) after ${…} interpolation" in res.out
+    assert "stages.a.env.A: the string is over the 150-byte limit" in res.out
