@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.cache import RunEntry, Store
+from engine.cache import CacheWriteError, RunEntry, Store
 from engine.compile import Pipeline
 from engine.fingerprint import Digest, HashCache
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
@@ -44,7 +44,6 @@ _STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
 class Reporter(Protocol):
     def stage_started(self, item: PlanItem) -> None: ...
     def stage_finished(self, result: StageResult) -> None: ...
-    def stage_note(self, stage: str, message: str) -> None: ...  # something the user should know now
 
 
 @dataclass
@@ -166,9 +165,12 @@ class Executor:
         fp = item.fingerprint
         if fp and comps is not None:
             if stage.cache:
-                for path, digest in outputs.values():
-                    self.store.put(self.layout.workspace / path, digest)
-                self.store.save_run(RunEntry(fp, sid, outputs, time.time()))
+                try:
+                    self.store.record(self.layout.workspace, RunEntry(fp, sid, outputs, time.time()))
+                except CacheWriteError as exc:  # the cache only saves time: the stage's true outputs stand
+                    logging.getLogger("sluice").warning(
+                        "sluice: warning: stage '%s' ran, but %s. Its outputs are in the workspace and recorded"
+                        " in the lock; they will not be restorable from the cache.", sid, exc)
             self.lock_stages[sid] = lock_entry(fp, comps, outputs)
         return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
 
@@ -295,20 +297,13 @@ class Executor:
             except BrokenPipeError:
                 pass
         deadline = time.monotonic() + stage.timeout if stage.timeout else None
-
-        def stubborn() -> None:
-            note = f"sluice: stage {stage.id} ignored SIGTERM; killing it after {KILL_GRACE:g} s"
-            log.write(f"\n{note}\n".encode())
-            log.flush()
-            self.reporter.stage_note(stage.id, note)
-
         with _ExitWatch(proc) as watch:
             while (rc := watch.wait(0.1)) is None:
                 if self.stop.is_set():
-                    _kill(proc, stubborn)
+                    _kill(proc)
                     return _Attempt(False, "interrupted", interrupted=True)
                 if deadline and time.monotonic() > deadline:
-                    _kill(proc, stubborn)
+                    _kill(proc)
                     log.write(f"\nsluice: timed out after {stage.timeout:g}s\n".encode())
                     return _Attempt(False, f"timed out after {stage.timeout:g}s")
         if rc == 0:
@@ -404,12 +399,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _kill(proc: subprocess.Popen[bytes], stubborn: Callable[[], None]) -> None:
-    """SIGTERM the stage's whole process group, then SIGKILL what is left after a grace period;
-    `stubborn` says so first, or a stage that ignores SIGTERM looks like a hung Sluice."""
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the stage's whole process group, then SIGKILL what is left after a grace period."""
     for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
-        if sig is signal.SIGKILL:
-            stubborn()
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

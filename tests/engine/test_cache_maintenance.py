@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from engine import durable
-from tests.conftest import Workspace
+from tests.conftest import Result, Workspace
 
 ONE = "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n"
 
@@ -117,3 +122,65 @@ def test_atomic_write_leaves_no_temp_when_the_write_fails(tmp_path: Path) -> Non
         pass
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["sluice.lock"]
+
+
+# ---- item 11 (cache part): a full or read-only cache
+
+
+BIG = """\
+version: 1
+stages:
+  s:
+    cmd: head -c 200000 /dev/zero > ${outputs.o}
+    outputs: {o: big.bin}
+"""
+
+
+@contextmanager
+def _mounted(*argv: str) -> Iterator[None]:
+    """Run `mount argv…`; skip the test where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    if subprocess.run(["mount", *argv], capture_output=True).returncode != 0:
+        pytest.skip("mount not permitted here")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", argv[-1]], check=False)
+
+
+def _assert_cache_failure_is_a_warning(ws: Workspace, res: Result, why: str) -> None:
+    assert res.code == 0, res.err
+    assert "Traceback" not in res.err
+    assert f"warning: stage 's' ran, but could not write to the cache" in res.err and why in res.err, res.err
+    assert res.json()["stages"]["s"]["outcome"] == "ran"
+    assert (ws.root / "big.bin").stat().st_size == 200000  # the stage did succeed: its output stays
+    assert "big.bin" in ws.read("sluice.lock")
+    assert ws.run_json("--cache-dir", "cache") == {"s": "skipped"}  # and is recorded as up to date
+
+
+def test_full_cache_disk_warns_and_keeps_the_outputs(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", BIG)
+    cache = ws.root / "cache"
+    cache.mkdir()
+    with _mounted("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache)):
+        res = ws.sluice("run", "--json", "--cache-dir", "cache")
+        _assert_cache_failure_is_a_warning(ws, res, "No space left on device")
+        assert list((cache / "tmp").iterdir()) == []  # the partial object went with the failure
+
+
+def test_read_only_cache_warns_and_keeps_the_outputs(ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> None:
+    ws.write("pipeline.yaml", BIG)
+    cache = ws.root / "cache"
+    cache.mkdir()
+    with _mounted("--bind", "-o", "ro", str(tmp_path_factory.mktemp("ro")), str(cache)):
+        if os.access(cache, os.W_OK) and subprocess.run(["touch", str(cache / "probe")]).returncode == 0:
+            pytest.skip("this kernel ignores ro on a bind mount")
+        res = ws.sluice("run", "--json", "--cache-dir", "cache")
+        _assert_cache_failure_is_a_warning(ws, res, "Read-only file system")
+
+
+def test_unwritable_cache_folder_warns_and_keeps_the_outputs(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", BIG)
+    (ws.root / "cache").mkdir()
+    (ws.root / "cache/objects").write_text("not a folder\n")  # mkdir under it fails, even for root
+    res = ws.sluice("run", "--json", "--cache-dir", "cache")
+    _assert_cache_failure_is_a_warning(ws, res, "cache/objects")
