@@ -44,6 +44,7 @@ _STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
 class Reporter(Protocol):
     def stage_started(self, item: PlanItem) -> None: ...
     def stage_finished(self, result: StageResult) -> None: ...
+    def stage_note(self, stage: str, message: str) -> None: ...  # something the user should know now
 
 
 @dataclass
@@ -297,13 +298,20 @@ class Executor:
             except BrokenPipeError:
                 pass
         deadline = time.monotonic() + stage.timeout if stage.timeout else None
+
+        def stubborn() -> None:
+            note = f"sluice: stage {stage.id} ignored SIGTERM; killing it after {KILL_GRACE:g} s"
+            log.write(f"\n{note}\n".encode())
+            log.flush()
+            self.reporter.stage_note(stage.id, note)
+
         with _ExitWatch(proc) as watch:
             while (rc := watch.wait(0.1)) is None:
                 if self.stop.is_set():
-                    _kill(proc)
+                    _kill(proc, stubborn)
                     return _Attempt(False, "interrupted", interrupted=True)
                 if deadline and time.monotonic() > deadline:
-                    _kill(proc)
+                    _kill(proc, stubborn)
                     log.write(f"\nsluice: timed out after {stage.timeout:g}s\n".encode())
                     return _Attempt(False, f"timed out after {stage.timeout:g}s")
         if rc == 0:
@@ -399,9 +407,12 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the stage's whole process group, then SIGKILL what is left after a grace period."""
+def _kill(proc: subprocess.Popen[bytes], stubborn: Callable[[], None]) -> None:
+    """SIGTERM the stage's whole process group, then SIGKILL what is left after a grace period;
+    `stubborn` says so first, or a stage that ignores SIGTERM looks like a hung Sluice."""
     for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
+        if sig is signal.SIGKILL:
+            stubborn()
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
