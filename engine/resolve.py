@@ -29,6 +29,7 @@ _REF = re.compile(r"\$\$\{|\$\{\s*([^{}]*?)\s*\}|\$\{")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _KEEP_FOR_LATER = ("inputs.", "outputs.", "stages.")
+_NUL = "a value holds a NUL byte, which no command, path or environment value can hold"
 _NAMESPACES = ("params", "matrix", "inputs", "outputs", "stages")
 _UNCLOSED = "'${' is not closed; write $${ for a literal ${ passed to the shell"
 
@@ -336,6 +337,8 @@ class _CmdLexer:
         if ctx in (_H, _L) and "\n" in render_scalar(value):
             raise _Undefined(f"the value of ${{{expr}}} has a line break and cannot be spliced into a here-document")
         piece = render_scalar(value) if raw else quote_for(value, ctx)
+        if "\0" in piece:
+            raise _Undefined(_NUL)
         if self.limit is not None:
             self.size += len(piece.encode())
             if self.size > self.limit:
@@ -645,12 +648,19 @@ def _second_pass(
     cmd = None
     if "cmd" in fields:
         try:
+            if "\0" in fields["cmd"]:
+                raise _Undefined(_NUL)
             cmd = splice_cmd(fields["cmd"], cmd_lookup, ("outputs.",), r.limits.string_bytes)
         except _Undefined as exc:
             r.problem(base + ("cmd",), str(exc), exc.hint)
             cmd = fields["cmd"]
     config = io_pass(fields.get("with") or {}, base + ("with",))
     env = {k: render_scalar(v) for k, v in io_pass(fields.get("env") or {}, base + ("env",)).items()}
+    # A NUL cannot reach a process (argv, environment, file names): say so now, not at run time.
+    for field, table in (("inputs", inputs), ("outputs", outputs), ("env", env)):
+        for key, text in table.items():
+            if "\0" in text and base + (field, key) not in r.bad_paths:
+                r.problem(base + (field, key), _NUL)
 
     needs: list[str] = []
     for i, need in enumerate(fields.get("needs") or []):

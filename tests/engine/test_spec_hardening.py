@@ -324,3 +324,24 @@ def test_interpolated_strings_are_bounded(ws: Workspace) -> None:
     assert res.code == 2
     assert "pipeline.yaml:5:10: stages.a.cmd: the string is over the 150-byte limit (SLUICE_MAX_STRING_BYTES) after ${…} interpolation" in res.out
     assert "stages.a.env.A: the string is over the 150-byte limit" in res.out
+
+
+# ---------------------------------------------------------------- item 11 (part): NUL bytes and env names
+
+
+@pytest.mark.parametrize(("stage", "params", "message"), [
+    ("{cmd: 'echo ${params.v}'}", "{v: \"a\\0b\"}", "pipeline.yaml:4:12: stages.a.cmd: a value holds a NUL byte, which no command, path or environment value can hold"),
+    ("{cmd: \"echo a\\0b\"}", "{}", "pipeline.yaml:4:12: stages.a.cmd: a value holds a NUL byte"),
+    ("{cmd: x, outputs: {o: 'out${params.v}'}}", "{v: \"a\\0b\"}", "pipeline.yaml:4:28: stages.a.outputs.o: a value holds a NUL byte"),
+    ("{cmd: x, inputs: {i: \"in\\0\"}}", "{}", "stages.a.inputs.i: a value holds a NUL byte"),
+    ("{cmd: x, env: {A: '${params.v}'}}", "{v: \"a\\0b\"}", "stages.a.env.A: a value holds a NUL byte"),
+    ("{cmd: x, env: {'A=B': 1}}", "{}", "stages.a.env.A=B: invalid name 'A=B': an environment variable name: not empty, no '=' or NUL"),
+    ("{cmd: x, env: {'': 1}}", "{}", "invalid name '': an environment variable name: not empty, no '=' or NUL"),
+])
+def test_nul_bytes_and_bad_env_names_are_spec_errors(ws: Workspace, stage: str, params: str, message: str) -> None:
+    ws.write("pipeline.yaml", f"version: 1\nparams: {params}\nstages:\n  a: {stage}\n")
+    for command in ("validate", "run"):
+        res = ws.sluice(command)
+        assert res.code == 2, res.out + res.err
+        assert "Traceback" not in res.out + res.err
+        assert message in res.out + res.err
