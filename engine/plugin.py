@@ -1,7 +1,8 @@
 """The stage plugin contract: the only engine module that `stages/` (and third parties) import.
 
-A plugin is a class with a `name`, a `version`, a JSON Schema for its `with:` block and a
-`run(ctx)` method. Register it under the entry-point group `sluice.stages`:
+A plugin is a class with a `name`, a `version`, a JSON Schema for its `with:` block, the
+`inputs` and `outputs` it reads and writes, and a `run(ctx)` method. Register it under the
+entry-point group `sluice.stages`:
 
     [project.entry-points."sluice.stages"]
     "acme.score" = "acme_sluice.score:ScoreStage"
@@ -14,14 +15,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.errors import ConfigProblem, KeyPath, StageFailed, did_you_mean
 
-__all__ = ["ConfigProblem", "KeyPath", "Plugin", "StageContext", "StageFailed", "did_you_mean", "write_json"]
+__all__ = ["ConfigProblem", "KeyPath", "Plugin", "Port", "StageContext", "StageFailed", "did_you_mean", "write_json"]
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input or output of a plugin stage."""
+
+    name: str
+    required: bool = True
+    desc: str = ""
+    # As the stage's only output, any name will do (sklearn.train writes "its one output").
+    any_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,9 @@ class Plugin:
     config_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
     # Stages with side effects outside the workspace (deploys) are never skipped from cache.
     always_run: ClassVar[bool] = False
+    # The names a stage's `inputs:` / `outputs:` may use; None (undeclared) allows any name.
+    inputs: ClassVar[tuple[Port, ...] | None] = None
+    outputs: ClassVar[tuple[Port, ...] | None] = None
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         """Cheap checks beyond the schema, run by `sluice validate`: no heavy imports here."""
@@ -60,6 +75,26 @@ class Plugin:
 
     def run(self, ctx: StageContext) -> None:
         raise NotImplementedError
+
+    def port_problems(self, inputs: Iterable[str], outputs: Iterable[str]) -> Iterator[ConfigProblem]:
+        """Names a stage uses that the plugin does not declare, and required ones it leaves out.
+
+        Paths are relative to the stage: `("inputs", name)` for a name, `("inputs",)` for a missing one.
+        """
+        for kind, verb, ports, given in (("input", "reads", self.inputs, list(inputs)), ("output", "writes", self.outputs, list(outputs))):
+            if ports is None:
+                continue
+            declared = [p.name for p in ports]
+            sole = len(given) == 1 and len(ports) == 1 and ports[0].any_name
+            for name in given:
+                if name not in declared and not sole:
+                    unused = [d for d in declared if d not in given]
+                    # One declared name left unused is the likely meaning, however unlike the typo.
+                    hint = did_you_mean(name, unused or declared) or (unused[0] if len(unused) == 1 else None)
+                    yield ConfigProblem(f"{self.name} {verb} no {kind} '{name}'", (f"{kind}s", name), hint)
+            for port in ports:
+                if port.required and port.name not in given and not sole:
+                    yield ConfigProblem(f"{self.name} needs {kind} '{port.name}'", (f"{kind}s",))
 
     def with_defaults(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """`config` with each top-level property's schema `default` filled in where it is absent."""

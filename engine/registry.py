@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
 from engine.errors import did_you_mean
-from engine.plugin import Plugin
+from engine.plugin import Plugin, Port
 
 GROUP = "sluice.stages"
+_PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # as the pipeline schema allows
 
 
 class PluginLoadError(Exception):
@@ -59,6 +61,8 @@ def _check_contract(name: str, cls: object) -> None:
     version = getattr(cls, "version", None)
     if not isinstance(version, str) or not version:
         raise PluginLoadError(f"plugin '{name}' has no version string")
+    for kind in ("inputs", "outputs"):
+        _check_ports(name, kind, getattr(cls, kind, None))
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
@@ -66,3 +70,17 @@ def _check_contract(name: str, cls: object) -> None:
         Draft202012Validator.check_schema(cls.config_schema)
     except SchemaError as exc:
         raise PluginLoadError(f"plugin '{name}' has an invalid config schema: {exc.message}") from exc
+
+
+def _check_ports(name: str, kind: str, ports: object) -> None:
+    if ports is None:
+        return
+    if not (isinstance(ports, tuple) and all(isinstance(p, Port) for p in ports)):
+        raise PluginLoadError(f"plugin '{name}': {kind} must be a tuple of engine.plugin.Port (or None), got {ports!r}")
+    seen: set[str] = set()
+    for port in ports:
+        if not (isinstance(port.name, str) and _PORT_NAME.fullmatch(port.name)):
+            raise PluginLoadError(f"plugin '{name}' declares {kind[:-1]} {port.name!r}: not a name (letters, digits, _)")
+        if port.name in seen:
+            raise PluginLoadError(f"plugin '{name}' declares {kind[:-1]} '{port.name}' twice")
+        seen.add(port.name)

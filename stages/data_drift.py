@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
 from stages._accepted import write_strict_json
 from stages._tables import input_path, is_numeric_kind, kind_of, read_table, require_columns, sole_output, text_table
 
@@ -59,6 +59,8 @@ class DriftStage(Plugin):
     name = "data.drift"
     version = "1"
     config_schema = schemas.load("stages/data.drift")
+    inputs = (Port("reference", desc="the table drift is measured against"), Port("current", desc="the new table"))
+    outputs = (Port("report", desc="JSON report per column", any_name=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         listed = set(config.get("columns", ()))

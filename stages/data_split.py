@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
 from stages._tables import input_path, output_path, read_table, require_columns, write_table
 
 
@@ -14,6 +14,8 @@ class SplitStage(Plugin):
     name = "data.split"
     version = "1"
     config_schema = schemas.load("stages/data.split")
+    inputs = (Port("table", desc="the table to split"),)
+    outputs = (Port("train", desc="the training rows"), Port("test", desc="the held-out rows"))
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         if "stratify" in config and config.get("shuffle") is False:

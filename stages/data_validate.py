@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
 from stages._tables import input_path, is_numeric_kind, kind_of, plain, read_table, sole_output, text_table
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ class ValidateStage(Plugin):
     name = "data.validate"
     version = "1"
     config_schema = schemas.load("stages/data.validate")
+    inputs = (Port("table", desc="the table to check"),)
+    outputs = (Port("report", desc="JSON report of every rule", any_name=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         for column, rules in config.get("columns", {}).items():

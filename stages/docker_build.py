@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
 from stages._safe import control_characters, dockerfile_string, require_match, require_requirement, requirement_problems
 from stages._tables import input_path, output_path
 
@@ -31,6 +31,8 @@ class DockerBuildStage(Plugin):
     name = "docker.build"
     version = "1"
     config_schema = schemas.load("stages/docker.build")
+    inputs = (Port("model", desc="a model directory from sklearn.train"),)
+    outputs = (Port("image", desc="JSON image record"), Port("context", required=False, desc="the generated build context"))
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         yield from control_characters(config)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, write_json
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
 from stages._safe import control_characters
 from stages._tables import output_path
 from stages.docker_build import APP_UID
@@ -26,6 +26,8 @@ class ManifestsStage(Plugin):
     name = "k8s.manifests"
     version = "1"
     config_schema = schemas.load("stages/k8s.manifests")
+    inputs = (Port("image", required=False, desc="the image record from docker.build (else with: image)"),)
+    outputs = (Port("manifests", desc="directory of YAML objects plus index.json"),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         yield from control_characters(config)

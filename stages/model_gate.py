@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean
 from stages import _metrics, _paired
 from stages._accepted import read_accepted, write_accepted, write_strict_json
 from stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
@@ -47,6 +47,13 @@ class GateStage(Plugin):
     name = "model.gate"
     version = "1"
     config_schema = schemas.load("stages/model.gate")
+    inputs = (
+        Port("metrics", desc="JSON metrics from sklearn.evaluate"),
+        Port("baseline", required=False, desc="JSON metrics to compare with (baseline: file)"),
+        Port("predictions", required=False, desc="per-row predictions (bootstrap, paired comparison)"),
+        Port("model", required=False, desc="the model directory the report names"),
+    )
+    outputs = (Port("report", desc="JSON verdict per rule", any_name=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         for metric, rules in config.get("rules", {}).items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import Plugin, StageContext, StageFailed, write_json
+from engine.plugin import Plugin, Port, StageContext, StageFailed, write_json
 from stages._tables import input_path, output_path, read_table
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ class SmokeStage(Plugin):
     name = "serve.smoke"
     version = "1"
     config_schema = schemas.load("stages/serve.smoke")
+    inputs = (Port("model", desc="a model directory from sklearn.train"), Port("data", desc="sample rows to send"))
+    outputs = (Port("report", desc="JSON smoke report, replayable by k8s.deploy"),)
 
     def run(self, ctx: StageContext) -> None:
         from stages.serving.model import ModelError, load_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import Plugin, StageContext, StageFailed
+from engine.plugin import Plugin, Port, StageContext, StageFailed
 from stages import _metrics
 from stages._accepted import write_strict_json
 from stages._model import LoadedModel, load_model
@@ -20,6 +20,12 @@ class EvaluateStage(Plugin):
     name = "sklearn.evaluate"
     version = "1"
     config_schema = schemas.load("stages/sklearn.evaluate")
+    inputs = (Port("model", desc="a model directory from sklearn.train"), Port("test", desc="the test table"))
+    outputs = (
+        Port("metrics", desc="JSON metrics"),
+        Port("confusion_matrix", required=False, desc="JSON confusion matrix (classifiers)"),
+        Port("predictions", required=False, desc="per-row predictions table"),
+    )
 
     def run(self, ctx: StageContext) -> None:
         loaded = load_model(input_path(ctx, "model"))

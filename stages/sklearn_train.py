@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed, did_you_mean, write_json
+from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean, write_json
 from stages._model import FORMAT, METADATA_FILE, MODEL_FILE, library_versions
 from stages._tables import input_path, kind_of, plain, read_table, require_columns, sha256_file, sole_output
 
@@ -28,6 +28,8 @@ class TrainStage(Plugin):
     name = "sklearn.train"
     version = "1"
     config_schema = schemas.load("stages/sklearn.train")
+    inputs = (Port("train", desc="the training table"),)
+    outputs = (Port("model", desc="the model directory", any_name=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         problem = estimator_problem(config.get("estimator"), allowed_modules(config))

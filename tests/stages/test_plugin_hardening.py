@@ -246,3 +246,97 @@ def test_run_rechecks_the_estimator_before_importing(harness, tmp_path, monkeypa
     cls, problem = import_estimator("evilmod.Est")
     assert cls is None and problem is not None
     assert not (tmp_path / "IMPORTED-evilmod").exists()
+
+
+# ---- item 13: plugins declare the inputs and outputs they read and write
+
+
+def test_split_with_a_misnamed_input_fails_validate_with_both_problems(ws: Workspace) -> None:
+    ws.write("t.csv", "a,b\n1,2\n3,4\n5,6\n7,8\n")
+    ws.write("pipeline.yaml", """\
+        version: 1
+        stages:
+          split:
+            uses: data.split
+            inputs:
+              data: t.csv
+            outputs: {train: a.csv, test: b.csv}
+        """)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    assert "pipeline.yaml:6:7: stages.split.inputs.data: data.split reads no input 'data' (did you mean 'table'?)" in res.out
+    assert "pipeline.yaml:6:7: stages.split.inputs: data.split needs input 'table'" in res.out
+    res = ws.sluice("run")
+    assert res.code == 2 and not (ws.root / "a.csv").exists()
+
+
+def test_unknown_and_missing_outputs_are_reported(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        stages:
+          split:
+            uses: data.split
+            inputs: {table: t.csv}
+            outputs: {train: a.csv, tset: b.csv}
+        """)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    assert "pipeline.yaml:6:29: stages.split.outputs.tset: data.split writes no output 'tset' (did you mean 'test'?)" in res.out
+    assert "pipeline.yaml:6:14: stages.split.outputs: data.split needs output 'test'" in res.out
+
+
+def test_optional_ports_and_a_sole_output_of_any_name_pass(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", """\
+        version: 1
+        stages:
+          validate:
+            uses: data.validate
+            inputs: {table: t.csv}
+            outputs: {checks: reports/v.json}
+          evaluate:
+            uses: sklearn.evaluate
+            inputs: {model: m, test: t.csv}
+            outputs: {metrics: reports/m.json}
+          missing_input_section:
+            uses: model.benchmark
+            outputs: {report: r.json}
+        """)
+    res = ws.sluice("validate")
+    assert res.code == 2, res.out + res.err
+    assert res.out.count("needs input") == 2, res.out
+    assert "stages.missing_input_section.inputs: model.benchmark needs input 'model'" in res.out
+    assert "stages.validate" not in res.out and "stages.evaluate" not in res.out
+
+
+def test_every_builtin_plugin_declares_its_ports() -> None:
+    from engine.registry import Registry
+
+    registry = Registry.discover()
+    undeclared = [n for n in registry.names() if registry.load(n).inputs is None or registry.load(n).outputs is None]
+    assert undeclared == ["util.copy"]  # its names come from `pairs`, so any are allowed
+
+
+def test_registry_checks_the_declaration_shape() -> None:
+    from engine.plugin import Plugin, Port
+    from engine.registry import PluginLoadError, _check_contract
+
+    class Bad(Plugin):
+        name = "x.bad"
+        version = "1"
+        inputs = (Port("a"), Port("a"))
+
+    class Worse(Plugin):
+        name = "x.worse"
+        version = "1"
+        outputs = ("report",)  # type: ignore[assignment]
+
+    with pytest.raises(PluginLoadError, match="declares input 'a' twice"):
+        _check_contract("x.bad", Bad)
+    with pytest.raises(PluginLoadError, match="outputs must be a tuple of engine.plugin.Port"):
+        _check_contract("x.worse", Worse)
+
+
+def test_a_third_party_plugin_without_declarations_accepts_any_names(ws: Workspace) -> None:
+    ws.write("t.txt", "x")
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    inputs: {anything: t.txt}\n    outputs: {anything: u.txt}\n")
+    assert ws.sluice("validate").code == 0
