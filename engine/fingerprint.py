@@ -15,7 +15,7 @@ import sqlite3
 import stat as stat_mod
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ class HashCache:
     reads: int = 0  # files actually read: the benchmark reports it
     _real: str = ""  # the root's real path, for the containment checks
     _rebuild: bool = False  # the file on disk is damaged or of another schema
+    _checked: set[str] | None = None  # folders found contained, during steady()
 
     def __post_init__(self) -> None:
         self._real = real_root(self.root)
@@ -120,11 +121,12 @@ class HashCache:
         PathEscape if it, or anything inside it, leads out of the workspace through a symlink.
         """
         path = self.root / rel
-        check(self._real, rel)  # never hash (and so cache) bytes from outside the workspace
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        st = self._contained_stat(rel)  # never hash (and so cache) bytes from outside the workspace
+        if st is None:
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
         if not stat_mod.S_ISDIR(st.st_mode):
             return Digest("file", self.file(rel, st), st.st_size)
         manifest = tuple(
@@ -133,6 +135,36 @@ class HashCache:
         )
         value = hash_data([list(m) for m in manifest])
         return Digest("dir", value, sum(m[2] for m in manifest), manifest)
+
+    @contextmanager
+    def steady(self) -> Iterator[None]:
+        """While nothing runs (a planning pass), a folder once checked for symlinks is not walked again."""
+        self._checked = set()
+        try:
+            yield
+        finally:
+            self._checked = None
+
+    def _contained_stat(self, rel: str) -> os.stat_result | None:
+        """PathEscape if `rel` leads out of the workspace; else its own stat when at hand (not a link)."""
+        if self._checked is None:
+            return check(self._real, rel)
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in self._checked:
+            try:
+                check(self._real, parent)
+            except PathEscape as exc:
+                raise PathEscape(rel, exc.why) from None
+            self._checked.add(parent)
+        path = f"{self._real}/{rel}"
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat_mod.S_ISLNK(st.st_mode):
+            return st
+        follow(path, self._real, rel)
+        return None
 
     def save(self) -> None:
         if not self._dirty:

@@ -54,21 +54,26 @@ def follow(path: str, root: str, shown: str) -> str:
     return real
 
 
-def check(root: str, rel: str, *, leaf: bool = True, what: str = "path") -> None:
+def check(root: str, rel: str, *, leaf: bool = True, what: str = "path") -> os.stat_result | None:
     """Raise PathEscape if a component of workspace-relative `rel` is a symlink leading out of `root`.
 
     `root` is a real path (`real_root`). With `leaf=False` the last component is not followed:
     the caller replaces or unlinks that entry itself, which never touches a link's target.
     Components that do not exist yet end the walk: creating them creates real directories.
+    Returns the last component's own stat unless it is a link or missing, so a reader needs no
+    second stat (this runs for every input and output of every stage, no-op runs included).
     """
     parts = rel.split("/")
+    if not leaf:
+        parts.pop()
     cur = root
-    for i, part in enumerate(parts if leaf else parts[:-1]):
-        nxt = os.path.join(cur, part)
+    st = None
+    for i, part in enumerate(parts):
+        nxt = f"{cur}/{part}"
         try:
             st = os.lstat(nxt)
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return None
         except OSError as exc:  # EACCES, ELOOP: nothing below can be reached either
             raise PathEscape(rel, f"cannot be reached: {exc.strerror}", what) from None
         if stat_mod.S_ISLNK(st.st_mode):
@@ -76,8 +81,10 @@ def check(root: str, rel: str, *, leaf: bool = True, what: str = "path") -> None
                 cur = follow(nxt, root, "/".join(parts[: i + 1]))
             except PathEscape as exc:
                 raise PathEscape(rel, exc.why, what) from None
+            st = None
         else:
             cur = nxt
+    return st
 
 
 def check_output(root: str, rel: str, at: Path) -> None:

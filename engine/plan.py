@@ -113,16 +113,17 @@ class Planner:
         running: set[str] = set()
         restored: dict[str, Digest] = {}
         missing: list[Problem] = []
-        for sid in self.pipeline.stages:
-            item, entry, comps = self.decide(sid, running, restored, missing)
-            plan.items[sid] = item
-            if comps is not None:
-                plan.components[sid] = comps
-            if item.decision is Decision.RUN:
-                running.add(sid)
-            elif entry is not None:
-                plan.restore_from[sid] = entry
-                restored.update({path: d for path, d in entry.outputs.values()})
+        with self.hashes.steady():  # nothing runs while planning: each folder is checked once
+            for sid in self.pipeline.stages:
+                item, entry, comps = self.decide(sid, running, restored, missing)
+                plan.items[sid] = item
+                if comps is not None:
+                    plan.components[sid] = comps
+                if item.decision is Decision.RUN:
+                    running.add(sid)
+                elif entry is not None:
+                    plan.restore_from[sid] = entry
+                    restored.update({path: d for path, d in entry.outputs.values()})
         if missing:
             raise SpecError(missing)
         return plan
