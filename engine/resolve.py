@@ -306,15 +306,10 @@ class _CmdLexer:
             return i + 2
         if c == "'":
             self.frames.pop()
-        elif c == "$" and top == _S:
+        elif c == "$":
             m = _REF.match(self.cmd, i)
             if m:
-                self.reference(m, _S)
-                return m.end()
-        elif c == "$" and top == _A:
-            m = _REF.match(self.cmd, i)
-            if m:
-                self.reference(m, _A)
+                self.reference(m, top)
                 return m.end()
         self.out.append(c)
         return i + 1
