@@ -23,6 +23,9 @@ from engine.plugin import StageFailed
 
 SPEC_HASH = "sluice.dev/spec-hash"
 REVISION = "deployment.kubernetes.io/revision"
+TRANSIENT = frozenset({429, 500, 502, 503, 504})  # worth another try: the server may answer next time
+ATTEMPTS = 3
+BACKOFF = 0.2  # seconds before the second attempt, doubled for each one after
 
 
 def spec_hash(obj: Mapping[str, Any]) -> str:
@@ -60,16 +63,25 @@ class Kube:
         return str(self.api_client.configuration.host)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Runs one API call; connection failures become a StageFailed naming the server."""
+        """Runs one API call, retrying transient answers (bounded, with backoff); connection
+        failures become a StageFailed naming the server. Writes are retried only because every
+        write here carries a resourceVersion or is a create: a repeat cannot apply twice."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        try:
-            return fn(*args, _request_timeout=self.timeout, **kwargs)
-        except ApiException:
-            raise
-        except (HTTPError, OSError) as exc:
-            raise StageFailed(f"cannot reach the Kubernetes API server at {self.host}: {_root_cause(exc)}") from exc
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return fn(*args, _request_timeout=self.timeout, **kwargs)
+            except ApiException as exc:
+                if exc.status not in TRANSIENT:
+                    raise
+                if attempt == ATTEMPTS:
+                    exc.reason = f"{exc.reason} (after {ATTEMPTS} attempts)"
+                    raise
+                time.sleep(BACKOFF * 2 ** (attempt - 1))
+            except (HTTPError, OSError) as exc:
+                raise StageFailed(f"cannot reach the Kubernetes API server at {self.host}: {_root_cause(exc)}") from exc
+        raise AssertionError("unreachable")
 
     def _api(self, kind: str) -> tuple[Any, str]:
         from kubernetes import client
@@ -106,7 +118,13 @@ class Kube:
         current = self.read(kind, meta["namespace"], meta["name"])
         try:
             if current is None:
-                self.call(getattr(api, f"create_{suffix}"), meta["namespace"], desired)
+                try:
+                    self.call(getattr(api, f"create_{suffix}"), meta["namespace"], desired)
+                except ApiException as exc:
+                    # A create whose answer was lost and that the client repeated: read back what exists.
+                    again = self.read(kind, meta["namespace"], meta["name"]) if exc.status == 409 else None
+                    if not again or again["metadata"].get("annotations", {}).get(SPEC_HASH) != meta["annotations"][SPEC_HASH]:
+                        raise
                 return "created"
             if current["metadata"].get("annotations", {}).get(SPEC_HASH) == meta["annotations"][SPEC_HASH]:
                 return "unchanged"

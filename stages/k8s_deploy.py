@@ -186,9 +186,25 @@ def _switch(kube: Any, bundle: _Bundle, colour: str, template: str | None, live_
         service = json.loads(json.dumps(bundle.one("Service", "live")))
         service["spec"]["selector"].update(selector)
         return str(kube.apply(service))
-    live_service["spec"]["selector"].update(selector)
-    kube.replace(live_service)
-    return "switched"
+    return _select(kube, live_service, selector)
+
+
+def _select(kube: Any, service: dict[str, Any], selector: Mapping[str, Any]) -> str:
+    """Points a Service at `selector` and reads it back: what the cluster says is what is recorded,
+    also when the answer to the write was lost."""
+    ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
+    service["spec"]["selector"].update(selector)
+    error: StageFailed | None = None
+    try:
+        kube.replace(service)
+    except StageFailed as exc:
+        error = exc
+    got = ((kube.read("Service", ns, name) or {}).get("spec") or {}).get("selector") or {}
+    if all(got.get(k) == v for k, v in selector.items()):
+        return f"switched (confirmed by read back after: {error})" if error else "switched"
+    if error:
+        raise StageFailed(f"switching Service {ns}/{name} failed and it still selects {got}: {error}", error.details) from error
+    raise StageFailed(f"Service {ns}/{name} was switched but reads back selecting {got}: something else changed it")
 
 
 def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
@@ -257,8 +273,7 @@ def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, An
     except StageFailed as exc:
         raise StageFailed(f"cannot roll back: {name} is not ready ({exc}); traffic stays on {app}-{live}", exc.details) from exc
     lease.check()
-    service["spec"]["selector"].update({COLOUR_LABEL: target["colour"], TEMPLATE_HASH: target["template_hash"]})
-    kube.replace(service)
+    _select(kube, service, {COLOUR_LABEL: target["colour"], TEMPLATE_HASH: target["template_hash"]})
     image = record.get("image")
     record.update(live_colour=target["colour"], previous_colour=live, image={"reference": target["image"], "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},
                   previous_image=(image or {}).get("reference"), revision=_revision(dep), release=target)  # fmt: skip

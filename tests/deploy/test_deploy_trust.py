@@ -12,7 +12,7 @@ import pytest
 from engine.plugin import StageFailed
 from stages.model_gate import GateStage
 from tests.deploy.test_k8s_deploy import BROKEN, GOOD, NEWER, WRONG, Workspace, bg, fake, pods, smoke_report  # noqa: F401  (fixtures)
-from tests.fakes.fake_k8s_api import FakeKubernetesAPI
+from tests.fakes.fake_k8s_api import DROP, FakeKubernetesAPI
 from tests.support.context import make_ctx
 
 MODEL = "ab" * 32  # the model hash the image record says the image holds
@@ -195,3 +195,31 @@ def test_live_service_selects_exactly_the_tested_pod_template(bg: Workspace, fak
     time.sleep(0.3)  # WRONG's pods are ready now and the tested ones gone
     code, body, _ = fake.handle("GET", "/api/v1/namespaces/default/services/bc:80/proxy/ready", b"", {"authorization": "Bearer fake-token"})
     assert code == 503, body  # no endpoints rather than an untested model
+
+
+# -- 5. read back what matters; retry one transient 500 --------------------------------------
+
+
+def test_a_lost_answer_to_the_switch_is_read_back_and_recorded_truthfully(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    bg.deploy(GOOD)
+    fake.inject("PUT", r"/services/bc$", DROP)  # the switch commits; its answer never arrives
+    record = bg.deploy(NEWER)
+    assert record["live_colour"] == "green" and _live(fake) == "green"
+    assert "read back" in record["changed"]["Service/bc"]
+    assert bg.rollback().startswith("traffic switched from bc-green back to bc-blue")
+    assert _live(fake) == "blue"
+
+
+def test_one_transient_500_is_retried(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    fake.inject("POST", r"/deployments$", 500)
+    fake.inject("GET", r"/services/bc$", 503)
+    record = bg.deploy(GOOD)
+    assert record["live_colour"] == "blue"
+
+
+def test_a_server_that_keeps_failing_is_given_up_on(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    fake.inject("POST", r"/deployments$", 500, times=100)
+    started = time.monotonic()
+    with pytest.raises(StageFailed, match="applying Deployment default/bc-blue failed: 500 .*after 3 attempts"):
+        bg.deploy(GOOD)
+    assert time.monotonic() - started < 10
