@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.plugin import StageFailed
-from stages._tables import is_numeric_kind, kind_of, read_json, require_columns, sha256_file, text_table
+from stages._tables import is_numeric_kind, kind_of, read_json, require_columns, text_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,11 +74,13 @@ def load_model(directory: Path) -> LoadedModel:
     metadata = read_json(metadata_path, "model metadata")
     if metadata.get("format") != FORMAT:
         raise StageFailed(f"{metadata_path}: unsupported model format {metadata.get('format')!r} (expected {FORMAT})")
-    model_path = directory / metadata.get("model_file", MODEL_FILE)
-    if not model_path.is_file():
-        raise StageFailed(f"model file {model_path} is missing")
-    expected = metadata.get("model_hash", {}).get("value")
-    if sha256_file(model_path) != expected:
-        # joblib files are pickles: loading one that is not the file training wrote runs foreign code
-        raise StageFailed(f"{model_path} does not match the sha256 recorded in {METADATA_FILE}; refusing to load it")
-    return LoadedModel(joblib.load(model_path), metadata)
+    import io
+
+    from stages.serving.model import ModelError, read_verified
+
+    # joblib files are pickles: the bytes unpickled must be the very bytes whose hash was checked
+    try:
+        _, data = read_verified(directory)
+    except ModelError as exc:
+        raise StageFailed(str(exc)) from None
+    return LoadedModel(joblib.load(io.BytesIO(data)), metadata)

@@ -32,7 +32,7 @@ class SmokeStage(Plugin):
         cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
         try:
-            model = load_model(model_dir)
+            model = load_model(model_dir, cfg.get("expect_sha256"))
         except ModelError as exc:
             raise StageFailed(str(exc)) from exc
         frame = read_table(input_path(ctx, "data"), "sample")
@@ -45,7 +45,7 @@ class SmokeStage(Plugin):
         records = [_jsonable(r) for r in sample.to_dict(orient="records")]
         import httpx
 
-        with _Server(model_dir, float(cfg["startup_timeout"]), ctx) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with _Server(model_dir, float(cfg["startup_timeout"]), ctx, cfg.get("expect_sha256")) as url, httpx.Client(base_url=url, timeout=30) as client:
             result = exercise(client, records, offline, model.metadata.task, cfg)
         result.update(model_version=model.metadata.version, task=model.metadata.task)
         write_json(output_path(ctx, "report"), result)
@@ -133,8 +133,8 @@ def _mismatch_table(mismatches: Sequence[Mapping[str, Any]]) -> str:
 class _Server:
     """The serving app in a child process on a free port; its log tail explains a failed start."""
 
-    def __init__(self, model_dir: Path, startup_timeout: float, ctx: StageContext):
-        self.model_dir, self.timeout, self.ctx = model_dir, startup_timeout, ctx
+    def __init__(self, model_dir: Path, startup_timeout: float, ctx: StageContext, expected_sha256: str | None = None):
+        self.model_dir, self.timeout, self.ctx, self.expected = model_dir, startup_timeout, ctx, expected_sha256
         self.log = tempfile.TemporaryFile()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -143,6 +143,7 @@ class _Server:
 
         port = _free_port()
         cmd = [sys.executable, "-m", "stages.serving", str(self.model_dir), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--expect-sha256", self.expected] if self.expected else []
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.timeout

@@ -15,9 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--expect-sha256", help="refuse to load a model file whose sha256 differs (from a source the model directory cannot rewrite)")
     args = parser.parse_args(argv)
     try:
-        serve(args.model_dir, host=args.host, port=args.port)
+        serve(args.model_dir, host=args.host, port=args.port, expected_sha256=args.expect_sha256)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,9 +43,9 @@ class _Metrics:
         info.labels(version, estimator, task).set(1)
 
 
-def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_rows: int = MAX_ROWS) -> FastAPI:
+def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_rows: int = MAX_ROWS, expected_sha256: str | None = None) -> FastAPI:
     """Loads and verifies the model now, so a tampered model stops the process before it listens."""
-    model = load_model(model_dir)
+    model = load_model(model_dir, expected_sha256)
     meta = model.metadata
     metrics = _Metrics(meta.version, str(meta.raw.get("estimator", "")), meta.task)
     readiness: dict[str, Any] = {"ready": False, "reason": "self-check not run yet"}

@@ -100,28 +100,48 @@ class LoadedModel:
         return pd.DataFrame([[r.get(n) for n in names] for r in records], columns=names)
 
 
-def load_model(model_dir: Path) -> LoadedModel:
-    """Reads the model bytes once, checks them against the recorded hash, then unpickles those bytes."""
+def load_model(model_dir: Path, expected_sha256: str | None = None) -> LoadedModel:
+    """Reads the model bytes once, checks them, then unpickles exactly those bytes."""
     import joblib
 
-    metadata, data = read_verified(model_dir)
+    metadata, data = read_verified(model_dir, expected_sha256)
     return LoadedModel(metadata, joblib.load(io.BytesIO(data)))
 
 
-def read_verified(model_dir: Path) -> tuple[Metadata, bytes]:
-    """The metadata and the model file's bytes, read once and checked against the recorded sha256."""
+def read_verified(model_dir: Path, expected_sha256: str | None = None) -> tuple[Metadata, bytes]:
+    """The metadata and the model file's bytes, read once and checked against the recorded sha256.
+
+    `metadata.json` sits beside the model, so whoever can rewrite the model can rewrite its hash
+    too: `expected_sha256` comes from somewhere the model directory cannot change (an image
+    label, a lock file, the command line), and then it, not the metadata, decides.
+    """
     metadata = read_metadata(model_dir)
-    model_path = model_dir / metadata.model_file
-    if not model_path.is_file():
-        raise ModelError(f"model file {model_path} is missing")
-    data = model_path.read_bytes()
+    model_path = confined(model_dir, metadata.model_file)
+    try:
+        data = model_path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise ModelError(f"model file {model_path} is missing") from None
     actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256.lower():
+        raise ModelIntegrityError(f"refusing to serve {model_path}: sha256 is {actual}, but the expected digest is {expected_sha256.lower()}")
     if actual != metadata.model_hash:
         raise ModelIntegrityError(
-            f"refusing to serve {model_path}: sha256 is {actual}, "
-            f"but {METADATA_FILE} records {metadata.model_hash}"
+            f"refusing to serve {model_path}: sha256 is {actual}, but {METADATA_FILE} records "
+            f"{metadata.model_hash} (it does not match the sha256 recorded in {METADATA_FILE})"
         )
     return metadata, data
+
+
+def confined(model_dir: Path, name: str) -> Path:
+    """`model_file` as a path inside the model directory; absolute paths, `..` and symlinks out are refused."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ModelIntegrityError(f"{model_dir / METADATA_FILE}: model_file {name!r} must be a file name inside the model directory")
+    path = model_dir / relative
+    root = model_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ModelIntegrityError(f"{model_dir / METADATA_FILE}: model_file {name!r} leads outside the model directory")
+    return path
 
 
 def to_python(values: Any) -> list[Any]:
