@@ -23,6 +23,7 @@ from engine.validate import broken_stages, config_problems, validate_document
 # the pre-commit hook, must start fast.
 if TYPE_CHECKING:
     from engine.execute import Reporter
+    from engine.maintenance import GcReport, VerifyReport
     from engine.plan import Plan, Planner
 
 DEFAULT_FILE = Path("pipeline.yaml")
@@ -257,3 +258,30 @@ def sweep_leftovers(layout: Layout, run_id: str) -> None:
     from engine.maintenance import sweep_leftovers as sweep
 
     sweep(layout, run_id)
+
+
+def _maintenance_layout(file: Path, cache_dir: Path | None) -> Layout:
+    """The workspace `-f` names, as `run` would use it; the spec itself need not be valid."""
+    if not file.is_file():
+        raise SpecError([Problem(Location(display_path(file)), "file not found")])
+    return Layout.for_workspace(Path(os.path.abspath(file)).parent, cache_dir)
+
+
+def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False) -> VerifyReport:
+    """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones."""
+    from engine.cache import Store
+    from engine.maintenance import verify
+
+    return verify(Store(_maintenance_layout(file, cache_dir).cache_dir), delete)
+
+
+def gc(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False) -> GcReport:
+    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance)."""
+    from engine.cache import Store
+    from engine.maintenance import gc as collect
+
+    layout = _maintenance_layout(file, cache_dir)
+    if dry_run:  # read-only: no workspace lock file written
+        return collect(layout, Store(layout.cache_dir), keep_days, dry_run=True)
+    with workspace_lock(layout):  # a run here could be about to name what gc would take
+        return collect(layout, Store(layout.cache_dir), keep_days)

@@ -86,7 +86,35 @@ def parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
     _add_spec_args(rb)
+
+    ca = sub.add_parser("cache", help="look after the cache")
+    cv = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION").add_parser(
+        "verify", help="re-hash every object, check every run entry; set the bad ones aside (exit 1 if any)")
+    _add_cache_args(cv)
+    cv.add_argument("--delete", action="store_true", help="delete bad objects and entries instead of moving them to <cache>/quarantine")
+
+    g = sub.add_parser("gc", help="remove cache objects and run entries that no lock entry and no recent run names")
+    _add_cache_args(g)
+    g.add_argument("--keep-days", type=_non_negative, default=7.0, metavar="N",
+                   help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache")
+    g.add_argument("--dry-run", action="store_true", help="print what would be removed and how many bytes; remove nothing")
     return ap
+
+
+def _add_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file whose folder holds sluice.lock (default: ./pipeline.yaml)")
+    p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +170,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         api.serve(args.model_dir, args.host, args.port)
         return EXIT_OK
+
+    if args.command in ("cache", "gc"):
+        return _maintenance(args)
 
     loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
     if args.command == "status":
@@ -212,3 +243,37 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     if summary.interrupted:
         return 130
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _maintenance(args: argparse.Namespace) -> int:
+    import json
+
+    from engine import api
+
+    if args.command == "cache":
+        report = api.cache_verify(args.file, args.cache_dir, args.delete)
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2))
+        else:
+            for bad in report.bad:
+                hashes = f" (expected {bad.expected}, got {bad.actual or 'nothing'})" if bad.expected else ""
+                print(f"{bad.path}: {bad.problem}{hashes}")
+            tail = f"; {report.action}" if report.bad else ""
+            if report.bad and report.action == "quarantined":
+                tail += f" in {report.quarantine} (`sluice gc` empties it)"
+            print(f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}")
+        return EXIT_FAILED if report.bad else EXIT_OK
+    report = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return EXIT_OK
+    for path in report.removed if args.dry_run else ():
+        print(f"would remove {path}")
+    verb, freed = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
+    print(f"{verb} {_n(report.objects, 'object')} and {_n(report.entries, 'run entry', 'run entries')}, {freed} {report.bytes:,} bytes;"
+          f" kept {_n(report.kept_objects, 'object')} and {_n(report.kept_entries, 'run entry', 'run entries')}")
+    return EXIT_OK
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -184,3 +188,208 @@ def test_unwritable_cache_folder_warns_and_keeps_the_outputs(ws: Workspace) -> N
     (ws.root / "cache/objects").write_text("not a folder\n")  # mkdir under it fails, even for root
     res = ws.sluice("run", "--json", "--cache-dir", "cache")
     _assert_cache_failure_is_a_warning(ws, res, "cache/objects")
+
+
+# ---- item 19: sluice cache verify, sluice gc
+
+
+def _age(path: Path, days: float) -> None:
+    """Make a cache file look `days` old; a run entry also records its own creation time."""
+    when = time.time() - days * 86400
+    if path.suffix == ".json" and "runs" in path.parts:
+        data = json.loads(path.read_bytes())
+        data["created"] = when
+        os.chmod(path, 0o644)
+        path.write_text(json.dumps(data))
+    os.utime(path, (when, when))
+
+
+def _age_cache(cache: Path, days: float) -> None:
+    for p in cache.rglob("*"):
+        if p.is_file():
+            _age(p, days)
+
+
+def test_cache_verify_lists_and_quarantines_bad_objects(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json()
+    ws.run_json("--set", "n=2")
+    cache = ws.root / ".sluice/cache"
+    res = ws.sluice("cache", "verify")
+    assert res.code == 0, res.err
+    assert "2 objects checked" in res.out and "0 bad" in res.out
+    victim = _objects(cache)[0]
+    os.chmod(victim, 0o644)
+    victim.write_text("garbage\n")
+    res = ws.sluice("cache", "verify", "--json")
+    assert res.code == 1, res.err
+    report = res.json()
+    assert report["objects"] == 2 and report["ok"] is False
+    bad = [b for b in report["bad"] if b["expected"]]
+    assert len(bad) == 1 and bad[0]["path"] == str(victim)
+    assert bad[0]["expected"] == victim.parent.name + victim.name
+    assert bad[0]["actual"] == hashlib_blake3(b"garbage\n")
+    assert not victim.exists() and (cache / "quarantine/objects" / victim.parent.name / victim.name).exists()
+    # the run entry that named it is retired too: it could never be restored
+    assert any("missing object" in b["problem"] for b in report["bad"])
+    assert ws.sluice("cache", "verify").code == 0  # what is left is sound
+    res = ws.sluice("gc")
+    assert "removed 1 object and 1 run entry" in res.out, res.out  # gc empties the quarantine
+    assert not any(p.is_file() for p in (cache / "quarantine").rglob("*"))
+
+
+def test_cache_verify_finds_unreadable_run_entries_and_delete_removes(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json()
+    cache = ws.root / ".sluice/cache"
+    (entry,) = (cache / "runs").rglob("*.json")
+    os.chmod(entry, 0o644)
+    entry.write_text('{"fingerprint": "x", "outp')
+    res = ws.sluice("cache", "verify", "--delete")
+    assert res.code == 1
+    assert f"{entry}: not a readable run entry" in res.out
+    assert "1 bad" in res.out and "deleted" in res.out
+    assert not entry.exists() and not (cache / "quarantine").exists()
+
+
+def hashlib_blake3(data: bytes) -> str:
+    from engine.fingerprint import hash_bytes
+
+    return hash_bytes(data)
+
+
+GC = """\
+version: 1
+params: {n: 1}
+stages:
+  s:
+    cmd: echo n=${params.n} > ${outputs.o}
+    outputs: {o: out.txt}
+  d:
+    cmd: mkdir -p ${outputs.o} && echo ${params.n} > ${outputs.o}/a && echo same > ${outputs.o}/b
+    outputs: {o: folder}
+"""
+
+
+def test_gc_keeps_what_the_lock_names_and_drops_old_unreferenced(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", GC)
+    ws.run_json("--set", "n=2")
+    ws.run_json()  # the lock now names n=1's outputs; n=2's are only in old run entries
+    cache = ws.root / ".sluice/cache"
+    _age_cache(cache, 30)
+    before = {p.name for p in _objects(cache)}
+    assert len(before) == 5  # out.txt ×2, folder/a ×2, folder/b once
+    res = ws.sluice("gc", "--dry-run")
+    assert res.code == 0, res.err
+    assert "would remove 2 objects and 2 run entries" in res.out, res.out
+    assert {p.name for p in _objects(cache)} == before  # a dry run removes nothing
+    res = ws.sluice("gc", "--json")
+    assert res.code == 0, res.err
+    report = res.json()
+    assert (report["removed_objects"], report["removed_entries"]) == (2, 2)
+    assert report["bytes_freed"] > 0
+    assert len(_objects(cache)) == 3
+    assert ws.sluice("cache", "verify").code == 0  # nothing left names a removed object
+    # what the lock names still restores
+    (ws.root / "out.txt").unlink()
+    shutil.rmtree(ws.root / "folder")
+    assert ws.run_json() == {"s": "restored", "d": "restored"}
+    # and the dropped outputs are really gone: n=2 runs again
+    assert ws.run_json("--set", "n=2") == {"s": "ran", "d": "ran"}
+
+
+def test_gc_keeps_recent_run_entries_and_young_objects(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json("--set", "n=2")
+    ws.run_json()
+    cache = ws.root / ".sluice/cache"
+    res = ws.sluice("gc")  # everything is minutes old: within --keep-days, and objects within the grace period
+    assert res.code == 0, res.err
+    assert "removed 0 objects and 0 run entries" in res.out
+    entries = sorted((cache / "runs").rglob("*.json"))
+    assert len(entries) == 2
+    # an unreferenced entry older than --keep-days goes, but its object was touched minutes ago: it stays
+    n2 = next(e for e in entries if json.loads(e.read_text())["outputs"]["o"]["hash"] != _lock_hash(ws))
+    _age(n2, 10)
+    assert ws.sluice("gc", "--keep-days", "3").code == 0
+    assert not n2.exists()
+    assert len(_objects(cache)) == 2  # the object is within the grace period
+    for obj in _objects(cache):
+        _age(obj, 10)
+    assert ws.sluice("gc", "--keep-days", "3").code == 0
+    assert len(_objects(cache)) == 1
+
+
+def _lock_hash(ws: Workspace) -> str:
+    import yaml
+
+    lock = yaml.safe_load(ws.read("sluice.lock"))
+    stages = lock.get("stages") or next(iter(lock["pipelines"].values()))["stages"]
+    return stages["s"]["outputs"]["o"]["hash"]
+
+
+def test_gc_respects_every_pipeline_files_lock_entries(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.write("other.yaml", ONE.replace("out.txt", "other.txt").replace("{n: 1}", "{n: 7}"))
+    ws.run_json()
+    assert ws.run_json("-f", "other.yaml") == {"s": "ran"}
+    cache = ws.root / ".sluice/cache"
+    _age_cache(cache, 30)
+    res = ws.sluice("gc", "--keep-days", "1")
+    assert res.code == 0, res.err
+    assert "removed 0 objects" in res.out
+    (ws.root / "other.txt").unlink()
+    assert ws.run_json("-f", "other.yaml") == {"s": "restored"}
+
+
+def test_gc_with_an_unreadable_lock_refuses_and_removes_nothing(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json()
+    cache = ws.root / ".sluice/cache"
+    _age_cache(cache, 30)
+    (ws.root / "sluice.lock").write_text("version: 1\nstages: [\n")
+    res = ws.sluice("gc")
+    assert res.code == 2 and "sluice.lock" in res.err and "Traceback" not in res.err
+    assert len(_objects(cache)) == 1
+
+
+def test_gc_and_verify_flags(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    assert ws.sluice("gc", "--keep-days", "-1").code == 2
+    res = ws.sluice("gc", "-f", "nope.yaml")
+    assert res.code == 2 and "nope.yaml: file not found" in res.err
+    ws.run_json("--cache-dir", "elsewhere")
+    res = ws.sluice("cache", "verify", "--cache-dir", "elsewhere")
+    assert res.code == 0 and "1 object checked" in res.out
+
+
+def test_gc_refuses_while_a_run_holds_the_workspace(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  slow:\n    cmd: touch started; sleep 60; echo > ${outputs.o}\n    outputs: {o: o.txt}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run"], cwd=ws.root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(300):
+            if (ws.root / "started").exists():
+                break
+            time.sleep(0.05)
+        res = ws.sluice("gc")
+        assert res.code == 3, res.err
+        assert ws.sluice("gc", "--dry-run").code == 0  # only reads: no lock needed
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_gc_reads_a_version_1_lock(ws: Workspace) -> None:
+    import yaml
+
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json()
+    lock = yaml.safe_load(ws.read("sluice.lock"))
+    stages = lock["pipelines"]["pipeline.yaml"]["stages"] if "pipelines" in lock else lock["stages"]
+    (ws.root / "sluice.lock").write_text(yaml.safe_dump({"version": 1, "hash": "blake3", "stages": stages}))
+    cache = ws.root / ".sluice/cache"
+    _age_cache(cache, 30)
+    res = ws.sluice("gc", "--keep-days", "1")
+    assert res.code == 0, res.err
+    assert "removed 0 objects and 0 run entries" in res.out
