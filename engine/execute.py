@@ -283,7 +283,7 @@ class Executor:
         else:
             argv = [sys.executable, "-m", "engine.stage_runner"]
             ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, logging.getLogger(f"sluice.stage.{stage.id}"))
-            stdin = payload(ctx, stage.uses or "", result_file)
+            stdin = payload(ctx, stage.uses or "", result_file, Path(log.name))
         try:
             proc = subprocess.Popen(
                 argv, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from engine.errors import StageFailed
 from engine.model import Spec, StageSpec
 from engine.plugin import StageContext
-from engine.registry import Registry
+from engine.registry import PluginLoadError, Registry
 
 
 def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], state_dir: Path, log: logging.Logger) -> StageContext:
@@ -34,8 +36,11 @@ def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], stat
     )
 
 
-def payload(ctx: StageContext, uses: str, result_file: Path) -> bytes:
-    """`ctx` as JSON for the stage's own process; `context_from_payload` reads it back."""
+def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | None = None) -> bytes:
+    """`ctx` as JSON for the stage's own process; `context_from_payload` reads it back.
+
+    `log_file` is where the process's output goes; a crash's traceback is kept beside it.
+    """
     return json.dumps({
         "stage": ctx.stage,
         "uses": uses,
@@ -47,6 +52,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path) -> bytes:
         "state_dir": str(ctx.state_dir),
         "pipeline": ctx.pipeline,
         "result_file": str(result_file),
+        "log_file": str(log_file) if log_file else "",
     }, default=str).encode()
 
 
@@ -72,16 +78,44 @@ def main() -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     result_file = Path(payload["result_file"])
-    plugin = Registry.discover().instance(payload["uses"])
+    uses = payload["uses"]
+    try:
+        plugin = Registry.discover().instance(uses)
+    except PluginLoadError as exc:  # imported fine for `validate`, not in this process (env, files)
+        return _fail(result_file, _crash_message(payload, str(exc)))
     try:
         plugin.run(context_from_payload(payload, log))
     except StageFailed as exc:
-        print(f"stage failed: {exc}", file=sys.stderr)
-        if exc.details:
-            print(exc.details, file=sys.stderr)
-        result_file.write_text(json.dumps({"error": str(exc), "details": exc.details}))
-        return 1
+        return _fail(result_file, str(exc), exc.details)
+    except Exception as exc:  # a bug in the plugin: one paragraph on the console, the traceback in a file
+        return _fail(result_file, _crash_message(payload, f"{uses} raised {type(exc).__name__}: {exc}"))
     return 0
+
+
+def _crash_message(payload: Mapping[str, Any], what: str) -> str:
+    """`what; traceback in PATH` on one line (the reporter names the stage); the traceback goes beside the log."""
+    text = " ".join(what.split())
+    text = text if len(text) <= 500 else text[:497] + "..."
+    trace = traceback.format_exc()
+    log_file = payload.get("log_file")
+    if not log_file:
+        print(trace, file=sys.stderr)
+        return f"{text}; traceback in the stage log"
+    path = Path(log_file).with_suffix(".traceback")
+    path.write_text(trace)
+    try:
+        shown = path.relative_to(payload["workspace"])
+    except ValueError:
+        shown = path
+    return f"{text}; traceback in {shown}"
+
+
+def _fail(result_file: Path, error: str, details: str = "") -> int:
+    print(f"stage failed: {error}", file=sys.stderr)
+    if details:
+        print(details, file=sys.stderr)
+    result_file.write_text(json.dumps({"error": error, "details": details}))
+    return 1
 
 
 if __name__ == "__main__":

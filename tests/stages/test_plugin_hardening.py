@@ -340,3 +340,58 @@ def test_a_third_party_plugin_without_declarations_accepts_any_names(ws: Workspa
     ws.write("t.txt", "x")
     ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    inputs: {anything: t.txt}\n    outputs: {anything: u.txt}\n")
     assert ws.sluice("validate").code == 0
+
+
+# ---- item 11 (plugin part): a plugin that crashes fails its stage with one paragraph, no traceback
+
+CRASHING = '''\
+import os
+from engine.plugin import Plugin, Port
+
+if os.environ.get("SLUICE_STAGE") and os.environ.get("BREAK_IMPORT"):
+    raise ImportError("no module named 'acme_native'")
+
+
+class Boom(Plugin):
+    name = "acme.boom"
+    version = "1"
+    inputs = ()
+    outputs = (Port("out"),)
+
+    def run(self, ctx):
+        raise ValueError("the threshold must be positive,\\nnot -1")
+'''
+
+
+def _third_party(ws: Workspace) -> dict[str, str]:
+    """acme.boom installed the way a package installs it: a dist-info with an entry point."""
+    ws.write("site/acme_boom.py", CRASHING)
+    ws.write("site/acme_boom-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: acme-boom\nVersion: 0.1\n")
+    ws.write("site/acme_boom-0.1.dist-info/entry_points.txt", "[sluice.stages]\nacme.boom = acme_boom:Boom\n")
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  crash:\n    uses: acme.boom\n    outputs: {out: out.txt}\n")
+    return {"PYTHONPATH": str(ws.root / "site")}
+
+
+def test_a_plugin_raising_fails_its_stage_with_one_paragraph(ws: Workspace) -> None:
+    env = _third_party(ws)
+    assert ws.sluice("validate", env=env).code == 0
+    res = ws.sluice("run", env=env)
+    assert res.code == 1, res.out + res.err
+    text = res.out + res.err
+    assert "Traceback" not in text and 'File "' not in text, text
+    match = re.search(r"crash failed: acme\.boom raised ValueError: the threshold must be positive, not -1; traceback in (\S+)", text)
+    assert match, text
+    assert "Traceback (most recent call last)" in (ws.root / match.group(1)).read_text()
+    assert "raise ValueError" in (ws.root / match.group(1)).read_text()
+    assert not (ws.root / "out.txt").exists()
+
+
+def test_a_plugin_that_fails_to_import_in_the_stage_process_fails_cleanly(ws: Workspace) -> None:
+    env = {**_third_party(ws), "BREAK_IMPORT": "1"}
+    res = ws.sluice("run", env=env)
+    assert res.code == 1, res.out + res.err
+    text = res.out + res.err
+    assert "Traceback" not in text, text
+    match = re.search(r"crash failed: plugin 'acme\.boom' failed to import \(acme_boom:Boom\): no module named 'acme_native'; traceback in (\S+)", text)
+    assert match, text
+    assert "ImportError" in (ws.root / match.group(1)).read_text()
