@@ -176,12 +176,13 @@ def run(
     force: bool = False,
     rehash: bool = False,
 ) -> RunSummary:
-    from engine.execute import Executor, install_stop_handlers
+    from engine.execute import Executor, install_stop_handlers, stop_leftovers
     from engine.state import new_run_id, write_run_record
 
     layout = loaded.layout
     run_id = new_run_id()
     with workspace_lock(layout, run_id):
+        stop_leftovers(layout, run_id, reporter)  # a dead run's stage must not run beside its next copy
         sweep_leftovers(layout, run_id)
         p = planner(loaded, targets, force, rehash)
         plan = p.plan()

@@ -29,13 +29,16 @@ from typing import Any, Protocol
 
 from engine.cache import CacheWriteError, RunEntry, Store
 from engine.compile import Pipeline
+from engine.errors import SluiceError
 from engine.fingerprint import Digest, HashCache
+from engine.guard import RunGuard, forget_leftovers, leftovers
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
 from engine.paths import PathEscape, check, check_output, real_root
 from engine.plan import Plan, Planner, lock_entry
 from engine.resolve import render_cmd
 from engine.stage_runner import payload, stage_context
 from engine.state import Layout, safe_name
+from engine.watchdog import group_alive, terminate
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 _STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
@@ -70,8 +73,16 @@ class Executor:
     stop: threading.Event = field(default_factory=threading.Event)
     results: dict[str, StageResult] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # written by workers, one key each
+    guard: RunGuard | None = field(default=None, init=False)
 
     def run(self) -> RunSummary:
+        self.guard = RunGuard(self.layout.running, self.run_id, KILL_GRACE)
+        try:
+            return self._run()
+        finally:
+            self.guard.close()
+
+    def _run(self) -> RunSummary:
         started = time.monotonic()
         stages = self.pipeline.stages
         waiting = {sid: len(set(ups)) for sid, ups in self.pipeline.upstream.items()}
@@ -274,7 +285,8 @@ class Executor:
 
     def _attempt_once(self, stage: StageSpec, staging: Path, log: Any) -> _Attempt:
         ws = self.layout.workspace
-        env = {**os.environ, **stage.env, "SLUICE_STAGE": stage.id, "SLUICE_WORKSPACE": str(ws)}
+        # SLUICE_RUN_ID and SLUICE_STAGE identify the stage's processes to the watchdog and to the next run.
+        env = {**os.environ, **stage.env, "SLUICE_STAGE": stage.id, "SLUICE_WORKSPACE": str(ws), "SLUICE_RUN_ID": self.run_id}
         staged = {n: str((staging / p).relative_to(ws)) for n, p in stage.outputs.items()}
         result_file = staging / ".result.json"
         stdin = None
@@ -284,13 +296,24 @@ class Executor:
             argv = [sys.executable, "-m", "engine.stage_runner"]
             ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, logging.getLogger(f"sluice.stage.{stage.id}"))
             stdin = payload(ctx, stage.uses or "", result_file, Path(log.name))
+        guard = self.guard
+        assert guard is not None, "stages run only inside Executor.run"
+        guard.starting(stage.id)
         try:
             proc = subprocess.Popen(
                 argv, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, start_new_session=True,
             )
         except OSError as exc:
+            guard.ended(stage.id, None)
             return _Attempt(False, f"cannot start the stage: {exc}")
+        guard.started(stage.id, proc.pid)
+        try:
+            return self._watch(stage, proc, stdin, result_file, log)
+        finally:
+            guard.ended(stage.id, proc.pid)
+
+    def _watch(self, stage: StageSpec, proc: subprocess.Popen[bytes], stdin: bytes | None, result_file: Path, log: Any) -> _Attempt:
         if stdin is not None and proc.stdin is not None:
             try:
                 proc.stdin.write(stdin)
@@ -422,6 +445,28 @@ def _kill(proc: subprocess.Popen[bytes], stubborn: Callable[[], None]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def stop_leftovers(layout: Layout, run_id: str, reporter: Reporter) -> None:
+    """Stop what a dead run's stages left running, before this run plans or starts anything.
+
+    The dead run's watchdog normally did it; if that died too (an OOM kill, a container stop),
+    a second copy of a stage must not run beside the first, appending to the same files.
+    """
+    for left in leftovers(layout.running, run_id):
+        if left.pids is None:  # no /proc: only the group id, which may have been reused, so do not kill
+            if left.pgid is not None and group_alive(left.pgid):
+                raise SluiceError(
+                    f"stage {left.stage} of run {left.run_id}, which did not finish, may still be running as process"
+                    f" group {left.pgid}; stop it (or check that group is unrelated), then delete {layout.running / left.run_id}.jsonl"
+                )
+            continue
+        if left.pids:
+            when = time.strftime("%H:%M:%S", time.localtime(left.started)) if left.started else "?"
+            pids = ", ".join(map(str, left.pids))
+            reporter.stage_note(left.stage, f"sluice: stage {left.stage} of run {left.run_id} (started {when}, the run died) was still running (pid {pids}); stopping it first")
+            terminate(left.pids, grace=KILL_GRACE)
+    forget_leftovers(layout.running, run_id)
 
 
 def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:

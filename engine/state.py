@@ -67,6 +67,11 @@ class Layout:
     def runs(self) -> Path:
         return self.meta / "runs"
 
+    @property
+    def running(self) -> Path:
+        """Journals of the stages each live run has started (engine/guard.py)."""
+        return self.meta / "running"
+
     def logs(self, run_id: str) -> Path:
         return self.meta / "logs" / run_id
 

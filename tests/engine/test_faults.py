@@ -172,3 +172,92 @@ def test_stage_ignoring_sigterm_is_told_about_before_sigkill(ws: Workspace) -> N
     assert message in out + err
     logs = list((ws.root / ".sluice/logs").rglob("slow.log"))
     assert message in logs[0].read_text()
+
+
+APPENDING = """\
+version: 1
+params: {t: 6}
+stages:
+  app:
+    cmd: echo $$ > app.pid; echo x >> out.txt; touch started; sleep ${params.t}; echo y >> out.txt
+    outputs: {o: out.txt}
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == b"Z"  # dead; a container's init may never reap it
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _watchdog_of(ws: Workspace) -> int:
+    """The watchdog of the run now in progress (it names its run in its environment)."""
+    journals = list((ws.root / ".sluice/running").glob("*.jsonl"))
+    assert len(journals) == 1
+    want = f"SLUICE_WATCHDOG={journals[0].stem}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and want in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:
+            continue
+    raise AssertionError("no watchdog is running")
+
+
+def _start_appending(ws: Workspace) -> tuple[subprocess.Popen[str], int, float]:
+    ws.write("pipeline.yaml", APPENDING)
+    proc = _start(ws)
+    _wait_for(ws.root / "started")
+    return proc, int(ws.read("app.pid")), time.monotonic()
+
+
+def _rerun_records_only_its_own_content(ws: Workspace, started: float) -> None:
+    res = ws.sluice("run", "--json", "--set", "t=0")
+    assert res.code == 0, res.err
+    time.sleep(max(0.0, started + 7 - time.monotonic()))  # past when the first copy, had it lived, would append "y"
+    assert ws.read("out.txt") == "x\ny\n"
+    status = ws.sluice("status", "--set", "t=0")
+    assert "Everything is up to date" in status.out, status.out
+
+
+def test_kill_9_of_the_engine_alone_kills_its_stage(ws: Workspace) -> None:
+    proc, stage, started = _start_appending(ws)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _wait_gone(stage, 3), "the stage outlived the engine"
+    _rerun_records_only_its_own_content(ws, started)
+
+
+def test_kill_9_of_the_engine_group_kills_its_stage(ws: Workspace) -> None:
+    proc, stage, started = _start_appending(ws)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _wait_gone(stage, 3), "the stage outlived the engine's process group"
+    _rerun_records_only_its_own_content(ws, started)
+
+
+def test_next_run_stops_a_dead_runs_stage_when_the_watchdog_died_too(ws: Workspace) -> None:
+    proc, stage, started = _start_appending(ws)
+    os.kill(_watchdog_of(ws), signal.SIGKILL)  # as an OOM killer or a container stop might
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    assert not _gone(stage)  # nothing stopped it yet
+    res = ws.sluice("run", "--set", "t=0")
+    assert res.code == 0, res.err
+    assert f"was still running (pid {stage}" in res.out and "stopping it first" in res.out
+    assert _gone(stage)
+    time.sleep(max(0.0, started + 7 - time.monotonic()))
+    assert ws.read("out.txt") == "x\ny\n"
+    assert not list((ws.root / ".sluice/running").glob("*.jsonl"))

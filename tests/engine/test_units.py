@@ -186,7 +186,7 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
 
 
 ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
-         "cache", "state", "maintenance", "plan", "stage_runner", "execute", "report", "dagview", "dag_layout", "dag_formats",
+         "cache", "state", "maintenance", "plan", "stage_runner", "watchdog", "guard", "execute", "report", "dagview", "dag_layout", "dag_formats",
          "dag_html", "dag_render", "schema_bundle"]
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
