@@ -176,6 +176,8 @@ def run(
     force: bool = False,
     rehash: bool = False,
 ) -> RunSummary:
+    import sqlite3
+
     from engine.execute import Executor, install_stop_handlers, stop_leftovers
     from engine.state import new_run_id, write_run_record
 
@@ -211,7 +213,10 @@ def run(
                 recorded.write(layout.lock_file, layout.lock_shadow)
             else:
                 p.lock.keep_parse(layout.lock_shadow)
-            p.hashes.save()
+            try:
+                p.hashes.save()
+            except (OSError, sqlite3.Error):
+                pass  # only a cache of digests (a full disk, say): the next run hashes again
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
 

@@ -126,7 +126,11 @@ class Executor:
                 done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     sid, item, entry, comps, t0 = futures.pop(fut)
-                    attempt = fut.result()
+                    try:
+                        attempt = fut.result()
+                    except OSError as exc:  # a full disk or read-only folder under the stage: its failure, not a crash
+                        where = f" {exc.filename}" if exc.filename else ""
+                        attempt = _Attempt(False, f"cannot write{where}: {exc.strerror or exc}")
                     if item.decision is Decision.RESTORE and not attempt.ok and not attempt.interrupted:
                         # A corrupt or vanished cache object: run the stage instead.
                         why = item.reasons + (f"{attempt.error}; running instead",)

@@ -87,9 +87,15 @@ class Layout:
 
 
 def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
-    """Readers see the old file or the new one, never half; `sync` for records that must survive a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    durable.atomic_write(path, data, sync=sync)  # unique temp name, fsync, rename, fsync the folder
+    """Readers see the old file or the new one, never half; `sync` for records that must survive a crash.
+
+    A full disk or a read-only folder is a SluiceError naming the file, not a traceback.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.atomic_write(path, data, sync=sync)  # unique temp name, fsync, rename, fsync the folder
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 Entries = Mapping[str, Mapping[str, Any]]  # stage id → what it last ran with
@@ -164,8 +170,11 @@ class LockFile:
 
     def write(self, path: Path, shadow: Path | None = None) -> None:
         data = self.render()
-        if path.exists() and path.read_bytes() == data:
-            return  # a no-op run leaves the file (and its mtime) alone
+        try:
+            if path.read_bytes() == data:
+                return  # a no-op run leaves the file (and its mtime) alone
+        except OSError:
+            pass
         atomic_write(path, data)
         if shadow is not None:
             st = os.stat(path)
@@ -298,9 +307,11 @@ def _usable(entry: Any) -> bool:
 def write_error(path: Path, exc: OSError) -> SluiceError:
     """A full disk or a read-only folder while Sluice records something: one paragraph naming the path."""
     why = exc.strerror or str(exc)
+    if isinstance(exc.filename, str) and os.path.abspath(exc.filename) != os.path.abspath(path):
+        why = f"{_shown(Path(exc.filename))}: {why}"  # the folder on the way, say, is a file
     return SluiceError(
-        f"cannot write {_shown(path)}: {why} (errno {exc.errno}). Sluice records what each run did there;"
-        " free some space or make the folder writable, then run again (stages that succeeded are not run twice)."
+        f"cannot write {_shown(path)}: {why} (errno {exc.errno}). Free some space or make the folder"
+        " writable, then run again."
     )
 
 
@@ -363,7 +374,10 @@ def workspace_lock(layout: Layout, run_id: str = "") -> Iterator[None]:
             holder = describe_holder(os.pread(fd, 4096, 0))
             raise WorkspaceBusy(f"another sluice run ({holder}) is using {layout.workspace}; wait for it to finish") from None
         previous, st = os.pread(fd, 4096, 0), os.fstat(fd)
-        _set_holder(fd, json.dumps({"run_id": run_id, "started": time.time(), "pid": os.getpid()}).encode())
+        try:
+            _set_holder(fd, json.dumps({"run_id": run_id, "started": time.time(), "pid": os.getpid()}).encode())
+        except OSError as exc:
+            raise write_error(path, exc) from None
         try:
             yield
         except SpecError:  # refused: nothing about this run is left behind, not even a new mtime

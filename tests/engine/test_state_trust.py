@@ -277,3 +277,44 @@ def test_busy_workspace_refusal_names_the_holder_and_changes_nothing(ws: Workspa
         assert _tree(ws.root) == before
     finally:
         os.close(fd)
+
+
+# ---- item 11 (the records): a full disk or a read-only state folder is a message, not a traceback
+
+
+def _run_with_file_size_limit(ws: Workspace, limit: int) -> tuple[int, str]:
+    """`sluice run` whose writes past `limit` bytes fail (EFBIG), as writes on a full disk fail (ENOSPC)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_writes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "engine", "run"], cwd=ws.root, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit_writes)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_lock_that_cannot_be_written_is_a_clean_error(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    code, out = _run_with_file_size_limit(ws, 300)  # the lock of one stage is some 700 bytes
+    assert code == 1, out
+    assert "sluice: cannot write sluice.lock: File too large" in out and "Traceback" not in out
+    assert not (ws.root / "sluice.lock").exists()
+    assert not [p for p in ws.root.iterdir() if p.name.endswith(".tmp")]  # no half-written temp file left
+    assert ws.run_json() == {"s": "skipped"}  # the run cache had it; now it is recorded
+
+
+def test_run_record_that_cannot_be_written_is_a_clean_error(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", ONE)
+    ws.run_json()
+    runs = ws.root / ".sluice/runs"
+    for p in runs.iterdir():
+        p.unlink()
+    runs.rmdir()
+    runs.write_text("a file where the run records go\n")
+    res = ws.sluice("run", "--force")
+    assert res.code == 1, res.err
+    assert "sluice: cannot write .sluice/runs/" in res.err and ".sluice/runs: File exists" in res.err
+    assert "Traceback" not in res.err
