@@ -349,3 +349,28 @@ def test_a_gate_run_through_the_cli_keeps_the_baseline_and_fails_the_regression(
     result = ws.sluice("run")
     assert result.code == 1 and "model gate failed: 1 of 1 rule(s) broken" in result.out + result.err
     assert "upper 95% bound of the loss" in result.out + result.err
+
+
+def test_error_rates_on_seeded_trials(harness, tmp_path):
+    """A fast version of benchmarks/gates_bench.py: 8 seeded trials, bounds on the counts.
+
+    Equal models make different mistakes on one row each; a 3× regression is wrong on 8 more of
+    143 rows. The paired non-inferiority gate passes the first and fails the second. (Models that
+    disagree on more rows need more test rows to pass: the report's power says how many.)
+    """
+    passed_equal = failed_regressed = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(N_ROWS)
+        wrong = tuple(order[:7])
+        equal = (*order[1:7], order[7])  # one mistake fixed, one new one
+        regressed = (*wrong, *order[7:15])
+        for candidate, count in ((equal, "equal"), (regressed, "regressed")):
+            for old in harness.state_dir.glob("*"):
+                old.unlink()
+            try:
+                _accept_then_gate(harness, tmp_path, _rows(wrong=wrong), _rows(wrong=candidate))
+                passed_equal += count == "equal"
+            except StageFailed:
+                failed_regressed += count == "regressed"
+    assert passed_equal >= 7 and failed_regressed == 8

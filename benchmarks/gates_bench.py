@@ -1,0 +1,199 @@
+"""False-alarm and detection rates of model.gate and model.benchmark, from seeded random trials (issue 10).
+
+model.gate, breast cancer, 143 test rows per trial (a fresh stratified split each trial):
+  equal      the baseline and the candidate are random forests (100 trees) differing only in seed;
+  k× tol.    the candidate's class probabilities are swapped on a random share of rows chosen so its
+             expected accuracy is k × 0.02 below the baseline's (k = 1, 3, 5).
+Each is gated by `accuracy: {max_drop: 0.02}` and by the docs' three rules (accuracy, roc_auc
+max_drop 0.01, log_loss max_drop 0.05), with `bootstrap` (1,000 resamples) and without. The
+gate runs as `sluice run` runs it: a first run accepts the baseline, the second judges the candidate.
+
+model.benchmark, `max_ratio: 1.3`, a logistic regression: `runs` identical runs in a row (false
+alarms), and runs of a model made 50 % slower after the baseline was accepted (detection).
+
+    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR]
+
+`--old-gates DIR` also measures older copies of the stages: DIR holds a package `oldgates`
+with `model_gate.py`, `_metrics.py` and `model_benchmark.py` (e.g. from `git show REV:stages/...`),
+so before/after figures come from the same trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.plugin import Plugin, StageContext, StageFailed
+
+TOLERANCE = 0.02
+RULE_SETS = {
+    "accuracy": {"accuracy": {"max_drop": TOLERANCE}},
+    "docs rules": {"accuracy": {"max_drop": TOLERANCE}, "roc_auc": {"max_drop": 0.01}, "log_loss": {"max_drop": 0.05}},
+}
+VARIANTS = (0, 1, 3, 5)  # regression size in multiples of the tolerance; 0 = equal models
+
+
+def _context(root: Path, config: dict[str, Any], inputs: dict[str, Path], outputs: dict[str, str]) -> StageContext:
+    return StageContext(
+        stage="bench", config=config, inputs=inputs, outputs={k: root / "out" / v for k, v in outputs.items()},
+        params={}, workspace=root, state_dir=root / "state", log=logging.getLogger("gates_bench"),
+    )
+
+
+def _passes(plugin: Plugin, ctx: StageContext) -> bool:
+    try:
+        plugin.run(ctx)
+    except StageFailed:
+        return False
+    return True
+
+
+def _evaluated(root: Path, name: str, y: np.ndarray, proba: np.ndarray) -> dict[str, Path]:
+    """What sklearn.evaluate writes for these probabilities: metrics and per-row predictions."""
+    from stages._metrics import metric
+
+    pred = proba.argmax(axis=1)
+    metrics = {m: metric(m, y, pred, proba, [0, 1]) for m in ("accuracy", "roc_auc", "log_loss")}
+    (root / f"{name}.json").write_text(json.dumps(metrics))
+    table = pd.DataFrame({"row_key": [f"r{i}" for i in range(len(y))], "y_true": y, "y_pred": pred, "proba_0": proba[:, 0], "proba_1": proba[:, 1]})
+    table.to_csv(root / f"{name}.csv", index=False)
+    return {"metrics": root / f"{name}.json", "predictions": root / f"{name}.csv"}
+
+
+def _gate_verdict(plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: bool, base: dict[str, Path], cand: dict[str, Path], paired: bool) -> bool:
+    """True when the candidate passes. Paired: accept the baseline first; else a committed baseline file."""
+    config: dict[str, Any] = {"rules": rules, **({"bootstrap": {"resamples": 1000, "seed": 0}} if bootstrap else {})}
+    state = root / "state"
+    for old in state.glob("*"):
+        old.unlink()
+    if paired:
+        assert _passes(plugin, _context(root, {**config, "accept": True}, base, {"report": "r.json"}))
+        return _passes(plugin, _context(root, {**config, "baseline": "accepted"}, cand, {"report": "r.json"}))
+    return _passes(plugin, _context(root, {**config, "baseline": "file", "accept": False}, {**cand, "baseline": base["metrics"]}, {"report": "r.json"}))
+
+
+def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, bool, int], float]:
+    """Share of trials failed, per (gate, rule set, bootstrap, variant)."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_breast_cancer(return_X_y=True)
+    failed: dict[tuple[str, str, bool, int], int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "state").mkdir()
+        for t in range(trials):
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=t, stratify=y)
+            base_p = RandomForestClassifier(100, random_state=2 * t).fit(X_train, y_train).predict_proba(X_test)
+            cand_p = RandomForestClassifier(100, random_state=2 * t + 1).fit(X_train, y_train).predict_proba(X_test)
+            accuracy = float((base_p.argmax(1) == y_test).mean())
+            base = _evaluated(root, "base", y_test, base_p)
+            rng = np.random.default_rng(1000 + t)
+            for k in VARIANTS:
+                # Swapping probabilities on a share q of rows costs q × (2·accuracy − 1) in expected accuracy.
+                q = k * TOLERANCE / max(2 * accuracy - 1, 1e-9)
+                swap = rng.random(len(y_test)) < q
+                cand = _evaluated(root, "cand", y_test, np.where(swap[:, None], cand_p[:, ::-1], cand_p))
+                for gate, (plugin, paired) in gates.items():
+                    for rule_name, rules in RULE_SETS.items():
+                        for bootstrap in (False, True):
+                            key = (gate, rule_name, bootstrap, k)
+                            failed[key] = failed.get(key, 0) + (not _gate_verdict(plugin, root, rules, bootstrap, base, cand, paired))
+    return {key: n / trials for key, n in failed.items()}
+
+
+class _Slowed:
+    """A fitted model whose predict takes `factor` times as long (busy-waiting, like real work)."""
+
+    def __init__(self, model: Any, factor: float):
+        self.model, self.factor = model, factor
+
+    def predict(self, X: Any) -> Any:
+        started = time.perf_counter()
+        out = self.model.predict(X)
+        until = started + (time.perf_counter() - started) * self.factor
+        while time.perf_counter() < until:
+            pass
+        return out
+
+
+def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: float, config: dict[str, Any]) -> float:
+    """Share of runs after the first (which records the baseline) that fail."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    from stages._model import LoadedModel
+
+    frame = load_breast_cancer(as_frame=True).frame
+    features = frame.drop(columns="target")
+    model = LogisticRegression(max_iter=5000).fit(features, frame["target"])
+    metadata = {"features": [{"name": c, "dtype": "float64"} for c in features.columns], "task": "classification"}
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        frame.to_csv(root / "table.csv", index=False)
+        for i in range(runs + 1):
+            served = _Slowed(model, 1.0 if i == 0 else factor_after_first)
+            module.load_model = lambda _path, m=served: LoadedModel(m, metadata)
+            ok = _passes(module.BenchmarkStage(), _context(root, config, {"model": root, "table": root / "table.csv"}, {"report": "b.json"}))
+            if i == 0:
+                assert ok, "the first run records the baseline and must pass"
+            else:
+                failed += not ok
+    return failed / runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
+    args = parser.parse_args()
+
+    from stages import model_benchmark
+    from stages.model_gate import GateStage
+
+    gates: dict[str, tuple[Plugin, bool]] = {"model.gate (paired)": (GateStage(), True), "model.gate (committed baseline file)": (GateStage(), False)}
+    benches: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {"model.benchmark": (model_benchmark, {})}
+    if args.old_gates:
+        sys.path.insert(0, str(args.old_gates))
+        from oldgates import model_benchmark as old_benchmark  # type: ignore[import-not-found]
+        from oldgates.model_gate import GateStage as OldGate  # type: ignore[import-not-found]
+
+        gates["old model.gate (committed baseline file)"] = (OldGate(), False)
+        benches["old model.benchmark"] = (old_benchmark, {})
+
+    started = time.perf_counter()
+    rates = gate_trials(args.trials, gates)
+    print(f"model.gate, breast cancer, 143 test rows, tolerance {TOLERANCE}, {args.trials} trials ({time.perf_counter() - started:.0f} s)")
+    print(f"{'gate':42} {'rules':11} {'bootstrap':9} {'false alarm':>11} " + " ".join(f"{f'fails {k}x':>9}" for k in VARIANTS[1:]))
+    for gate in gates:
+        for rule_name in RULE_SETS:
+            for bootstrap in (False, True):
+                row = [rates[(gate, rule_name, bootstrap, k)] for k in VARIANTS]
+                print(f"{gate:42} {rule_name:11} {'yes' if bootstrap else 'no':9} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:]))
+
+    base_config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
+    print(f"\nmodel.benchmark, max_ratio 1.3, {args.runs} runs after the baseline run")
+    print(f"{'stage':22} {'false alarm (unchanged)':>24} {'detects +50 %':>14}")
+    for name, (module, extra) in benches.items():
+        config: dict[str, Any] = {**base_config, **extra}
+        same: Callable[[], float] = lambda: benchmark_runs(module, args.runs, 1.0, config)  # noqa: E731
+        slower = benchmark_runs(module, args.runs, 1.5, config)
+        print(f"{name:22} {same():>24.1%} {slower:>14.1%}")
+
+
+if __name__ == "__main__":
+    main()
