@@ -17,11 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from engine.errors import KeyPath, Location, Problem, SpecError, did_you_mean
 from engine.limits import DEFAULT, Limits
-from engine.load import Document, load_file, over_limit
+from engine.load import Document, load_file, load_text, over_limit
 from engine.model import Spec, StageSpec
 
 # `$${` (literal), `${expr}`, or a `${` left unclosed
@@ -397,6 +395,10 @@ class _CmdLexer:
 # ---------------------------------------------------------------- params
 
 
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}.get(type(value), "null")
+
+
 def apply_overrides(
     doc: Document, params: dict[str, Any], params_file: Path | None, sets: Sequence[str], limits: Limits = DEFAULT
 ) -> dict[str, Any]:
@@ -411,17 +413,23 @@ def apply_overrides(
         key, sep, raw = item.partition("=")
         where = Location(f"--set {item}")
         if not sep or not key:
-            problems.append(Problem(where, "expected KEY=VALUE, e.g. --set model.C=0.5"))
+            problems.append(Problem(where, "expected KEY=VALUE, e.g. --set train.cv=3"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
+            # The guarded loader: a --set value often comes from CI inputs, so it is untrusted too.
+            value = load_text(raw, where.file, limits).data if raw.strip() else raw
+        except SpecError:
+            value = raw  # not YAML: the text itself
         parts = key.split(".")
         node = params
         for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                problems.append(Problem(where, f"params.{'.'.join(parts[: i + 1])} is not a mapping", hint=did_you_mean(part, node)))
+            so_far = "params." + ".".join(parts[: i + 1])
+            if part not in node:
+                known = ", ".join(map(str, node)) or "none"
+                problems.append(Problem(where, f"{so_far} is not defined in the pipeline (defined: {known})", hint=did_you_mean(part, node)))
+                break
+            if not isinstance(node[part], dict):
+                problems.append(Problem(where, f"{so_far} is {_kind(node[part])}, not a mapping", hint=None))
                 break
             node = node[part]
         else:

@@ -345,3 +345,21 @@ def test_nul_bytes_and_bad_env_names_are_spec_errors(ws: Workspace, stage: str, 
         assert res.code == 2, res.out + res.err
         assert "Traceback" not in res.out + res.err
         assert message in res.out + res.err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.C=0.5", "--set model.C=0.5: params.model is not defined in the pipeline (defined: seed, train)"),
+    ("seed.x=1", "--set seed.x=1: params.seed is a number, not a mapping"),
+])
+def test_set_names_what_is_wrong_with_the_key(ws: Workspace, override: str, message: str) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {seed: 1, train: {cv: 5}}\nstages:\n  a: {cmd: 'echo ${params.seed}'}\n")
+    res = ws.sluice("status", "--set", override)
+    assert res.code == 2
+    assert message in res.err
+
+
+def test_set_value_goes_through_the_guarded_loader(ws: Workspace) -> None:
+    ws.write("pipeline.yaml", "version: 1\nparams: {seed: 1}\nstages:\n  a: {cmd: 'echo ${params.seed} > ${outputs.o}', outputs: {o: o.txt}}\n")
+    res = ws.sluice("run", "--set", "seed=!!python/object:os.system x")
+    assert res.code == 0, res.err
+    assert ws.read("o.txt") == "!!python/object:os.system x\n"  # the tag is refused: the text itself
