@@ -22,6 +22,7 @@ from engine.fingerprint import ALGORITHM
 from engine.limits import DEFAULT, Limits
 from engine.load import load_text
 from engine.model import RunSummary, StageResult
+from engine.paths import check, real_root
 
 LOCK_VERSION = 2  # 1: one `stages` mapping; 2: a section per pipeline file
 DEFAULT_SECTION = "pipeline.yaml"
@@ -362,6 +363,9 @@ def workspace_lock(layout: Layout, run_id: str = "") -> Iterator[None]:
     won, and put back as it was when the run is refused (a SpecError) before it ends.
     """
     path = layout.meta / "run.lock"
+    # What Sluice writes for itself lives in .sluice/: a symlink must not carry it out of the
+    # workspace (sluice.lock is replaced by rename, which replaces a link, never its target).
+    check(real_root(layout.workspace), ".sluice", what="Sluice's folder")
     try:
         layout.meta.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

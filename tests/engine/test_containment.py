@@ -156,3 +156,15 @@ def test_a_plugin_state_folder_behind_a_symlink_is_refused(ws: Workspace, outsid
     assert stage["outcome"] == "failed"
     assert stage["error"] == f"state folder '.sluice/state/copy' resolves outside the workspace through symlink '.sluice/state/copy' -> '{outside}'"
     assert _snapshot(outside) == before and (ws.root / ".sluice" / "state" / "copy").is_symlink()
+
+
+def test_a_sluice_folder_that_is_a_symlink_out_of_the_workspace_is_refused(ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    ws.write("pipeline.yaml", "version: 1\nstages:\n  a: {cmd: 'echo a > ${outputs.o}', outputs: {o: a.txt}}\n")
+    (ws.root / ".sluice").symlink_to(outside, target_is_directory=True)
+    res = ws.sluice("run")
+    assert res.code == 1
+    assert "Sluice's folder '.sluice' resolves outside the workspace through symlink '.sluice'" in res.err
+    assert "Traceback" not in res.err
+    assert list(outside.iterdir()) == []  # no lock file, no cache, no run record written there
+    assert not (ws.root / "a.txt").exists()
