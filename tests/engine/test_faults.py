@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Workspace
 
 SLOW = """\
@@ -231,19 +233,15 @@ def _rerun_records_only_its_own_content(ws: Workspace, started: float) -> None:
     assert "Everything is up to date" in status.out, status.out
 
 
-def test_kill_9_of_the_engine_alone_kills_its_stage(ws: Workspace) -> None:
+@pytest.mark.parametrize("target", ["engine alone", "engine's process group"])
+def test_kill_9_of_the_engine_kills_its_stage(ws: Workspace, target: str) -> None:
     proc, stage, started = _start_appending(ws)
-    os.kill(proc.pid, signal.SIGKILL)
+    if target == "engine alone":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _wait_gone(stage, 3), "the stage outlived the engine"
-    _rerun_records_only_its_own_content(ws, started)
-
-
-def test_kill_9_of_the_engine_group_kills_its_stage(ws: Workspace) -> None:
-    proc, stage, started = _start_appending(ws)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert _wait_gone(stage, 3), "the stage outlived the engine's process group"
+    assert _wait_gone(stage, 3), f"the stage outlived the {target}"
     _rerun_records_only_its_own_content(ws, started)
 
 
