@@ -91,7 +91,7 @@ def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_row
         try:
             records = validate_records(payload, meta.features, max_rows)
         except RecordErrors as exc:
-            return JSONResponse({"detail": exc.errors}, status_code=422)
+            return JSONResponse({"detail": exc.errors, "problems": exc.total}, status_code=422)
         predictions = model.predict(records)
         for label in predictions:
             metrics.predictions.labels(str(label) if meta.task == "classification" else "value", meta.version).inc()

@@ -153,8 +153,11 @@ def to_python(values: Any) -> list[Any]:
     return out
 
 
-def validate_records(payload: Any, features: Sequence[Feature], max_rows: int) -> list[dict[str, Any]]:
-    """Raises RecordErrors listing every bad field (FastAPI's 422 shape); returns clean records."""
+MAX_PROBLEMS = 20  # reported in full; the rest are counted, so a hostile body gets a small answer
+
+
+def validate_records(payload: Any, features: Sequence[Feature], max_rows: int, max_problems: int = MAX_PROBLEMS) -> list[dict[str, Any]]:
+    """Raises RecordErrors with the first `max_problems` bad fields (FastAPI's 422 shape) and a count of all."""
     if not isinstance(payload, list):
         raise RecordErrors([_err(("body",), "expected a JSON list of records", "type_error.list")])
     if not payload:
@@ -162,7 +165,7 @@ def validate_records(payload: Any, features: Sequence[Feature], max_rows: int) -
     if len(payload) > max_rows:
         raise RecordErrors([_err(("body",), f"{len(payload)} records; at most {max_rows} per request", "value_error.too_many")])
     known = {f.name for f in features}
-    errors: list[dict[str, Any]] = []
+    errors = _Problems(max_problems)
     clean: list[dict[str, Any]] = []
     for i, record in enumerate(payload):
         if not isinstance(record, dict):
@@ -181,8 +184,8 @@ def validate_records(payload: Any, features: Sequence[Feature], max_rows: int) -
         for extra in sorted(set(record) - known):
             errors.append(_err(("body", i, extra), f"unknown feature '{extra}'", "extra_forbidden"))
         clean.append(row)
-    if errors:
-        raise RecordErrors(errors)
+    if errors.total:
+        raise RecordErrors(errors.report(), errors.total)
     return clean
 
 
@@ -214,7 +217,28 @@ def _err(loc: tuple[Any, ...], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
+class _Problems:
+    """Keeps the first `limit` problems and counts the rest: memory and answer size stay bounded."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.kept: list[dict[str, Any]] = []
+        self.total = 0
+
+    def append(self, problem: dict[str, Any]) -> None:
+        self.total += 1
+        if len(self.kept) < self.limit:
+            self.kept.append(problem)
+
+    def report(self) -> list[dict[str, Any]]:
+        rest = self.total - len(self.kept)
+        if not rest:
+            return self.kept
+        return [*self.kept, _err(("body",), f"and {rest} more problems ({self.total} in all)", "value_error.truncated")]
+
+
 class RecordErrors(Exception):
-    def __init__(self, errors: list[dict[str, Any]]):
+    def __init__(self, errors: list[dict[str, Any]], total: int | None = None):
         self.errors = errors
+        self.total = len(errors) if total is None else total
         super().__init__("; ".join(e["msg"] for e in errors))
