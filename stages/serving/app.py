@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,12 @@ log = logging.getLogger("sluice.serving")
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: thousands of rows; larger batches belong in a batch job
 MAX_ROWS = 10_000
+# Prediction holds the GIL for most of its time, so more threads add queueing, not throughput;
+# two let numpy's GIL-free parts overlap. Requests past MAX_IN_FLIGHT get a 503 at once, which
+# bounds memory (each holds up to MAX_BODY_BYTES) and the wait behind the queue.
+PREDICT_THREADS = 2
+MAX_IN_FLIGHT = 8
+RETRY_AFTER_SECONDS = 1
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -43,17 +51,52 @@ class _Metrics:
         info.labels(version, estimator, task).set(1)
 
 
-def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_rows: int = MAX_ROWS, expected_sha256: str | None = None) -> FastAPI:
-    """Loads and verifies the model now, so a tampered model stops the process before it listens."""
+class _Admission:
+    """Counts /predict requests in flight; touched only from the event loop, so no lock."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.count = 0
+
+    def enter(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+
+def create_app(
+    model_dir: Path,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_rows: int = MAX_ROWS,
+    expected_sha256: str | None = None,
+    predict_threads: int = PREDICT_THREADS,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> FastAPI:
+    """Loads and verifies the model now, so a tampered model stops the process before it listens.
+
+    Parsing, validation and prediction run on a small thread pool, never on the event loop, so
+    /health and /ready answer within the probes' timeout however heavy the batches are.
+    """
     model = load_model(model_dir, expected_sha256)
     meta = model.metadata
     metrics = _Metrics(meta.version, str(meta.raw.get("estimator", "")), meta.task)
     readiness: dict[str, Any] = {"ready": False, "reason": "self-check not run yet"}
 
+    admission = _Admission(max_in_flight)
+    pool = ThreadPoolExecutor(max_workers=predict_threads, thread_name_prefix="predict")
+
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        readiness.update(_self_check(model))
+        readiness.update(await asyncio.get_running_loop().run_in_executor(pool, _self_check, model))
         log.info("model %s loaded; ready=%s", meta.version, readiness["ready"])
-        yield
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="Sluice model server", version=meta.version, lifespan=lifespan)
 
@@ -79,11 +122,8 @@ def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_row
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict")
-    async def predict(request: Request) -> JSONResponse:
-        body = await _read_limited(request, max_body_bytes)
-        if body is None:
-            return _error(413, ("body",), f"request body exceeds {max_body_bytes} bytes", "value_error.too_large")
+    def answer(body: bytes) -> JSONResponse:
+        """Runs on the pool: the CPU-heavy part of /predict."""
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -96,6 +136,20 @@ def create_app(model_dir: Path, *, max_body_bytes: int = MAX_BODY_BYTES, max_row
         for label in predictions:
             metrics.predictions.labels(str(label) if meta.task == "classification" else "value", meta.version).inc()
         return JSONResponse({"predictions": predictions, "model_version": meta.version})
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        if not admission.enter():
+            response = _error(503, ("server",), f"{max_in_flight} requests in flight; retry shortly", "overloaded")
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        try:
+            body = await _read_limited(request, max_body_bytes)
+            if body is None:
+                return _error(413, ("body",), f"request body exceeds {max_body_bytes} bytes", "value_error.too_large")
+            return await asyncio.get_running_loop().run_in_executor(pool, answer, body)
+        finally:
+            admission.leave()
 
     return app
 

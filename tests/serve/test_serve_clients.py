@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import running
+from tests.support.servers import free_port, running
 
 ROW = {"mean radius": 14.1, "mean texture": 19.3, "mean smoothness": 0.096, "worst area": 880.6, "worst concavity": 0.27}
 
@@ -36,5 +38,66 @@ def test_a_body_of_empty_records_gets_a_small_422(server: str) -> None:
     assert detail[-1]["type"] == "value_error.truncated"
     assert "and 49980 more problems" in detail[-1]["msg"]
     assert response.json()["problems"] == 50_000
+
+
+# -- 8. prediction off the event loop, a concurrency limit ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded_server(model_dir: Path) -> Iterator[str]:
+    """`python -m stages.serving` in its own process: the clients' threads must not share its GIL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stages.serving", str(model_dir), "--port", str(port), "--max-in-flight", "2"], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_health_answers_quickly_while_predict_is_saturated(loaded_server: str) -> None:
+    big = json.dumps([ROW] * 8_000).encode()
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                r = client.post(f"{loaded_server}/predict", content=big, headers={"content-type": "application/json"})
+                statuses.append(r.status_code)
+                retry_after.append(r.headers.get("retry-after"))
+
+    workers = [threading.Thread(target=hammer) for _ in range(6)]
+    for w in workers:
+        w.start()
+    probes: list[float] = []
+    try:
+        time.sleep(0.5)
+        with httpx.Client(timeout=10) as client:
+            for _ in range(20):
+                for path in ("/health", "/ready"):
+                    start = time.perf_counter()
+                    assert client.get(f"{loaded_server}{path}").status_code == 200
+                    probes.append(time.perf_counter() - start)
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert max(probes) < 0.5, sorted(probes)[-5:]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses and 503 in statuses, statuses
+    assert all(ra == "1" for s, ra in zip(statuses, retry_after, strict=True) if s == 503)
 
 
