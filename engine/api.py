@@ -200,6 +200,10 @@ def run(
             plan=plan,
             jobs=jobs or os.cpu_count() or 1,
             lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
+            keep_on_failure={
+                sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs)
+                for sid, st in loaded.pipeline.stages.items() if st.uses
+            },
         )
         restore_handlers = install_stop_handlers(executor.stop)
         try:

@@ -2,9 +2,10 @@
 
 Each stage runs in a process of its own (a `cmd` under bash, a plugin under
 `engine.stage_runner`), in its own process group so a timeout or Ctrl-C stops all of it.
-Outputs are written to a staging area and moved into place only on success; the store and
-the run cache are updated after each stage, the lock file once at the end, so a killed run
-resumes from the run cache without trusting partial outputs.
+Outputs are written to a staging area and moved into place only on success (a failed plugin
+stage's reports, `Port.keep_on_failure`, are moved too, unrecorded, so its verdict can be read);
+the store and the run cache are updated after each stage, the lock file once at the end, so a
+killed run resumes from the run cache without trusting partial outputs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -56,6 +57,8 @@ class _Attempt:
     error: str = ""
     details: str = ""
     interrupted: bool = False
+    timed_out: bool = False  # killed half-way: what it staged may be half-written
+    kept: tuple[str, ...] = ()  # report outputs moved into place although the stage failed
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Executor:
     plan: Plan
     jobs: int
     lock_stages: dict[str, Any]
+    # stage id → the output names to move into place even when it fails (`Plugin.kept_on_failure`)
+    keep_on_failure: Mapping[str, frozenset[str]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     results: dict[str, StageResult] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # written by workers, one key each
@@ -160,7 +165,10 @@ class Executor:
         if attempt.interrupted:
             return StageResult(sid, Outcome.NOT_RUN, ("run interrupted",), seconds, log_path=log)
         if not attempt.ok:
-            return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, attempt.error, attempt.details)
+            self._disown(stage, attempt.kept)
+            return StageResult(
+                sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, attempt.error, attempt.details, attempt.kept
+            )
         if item.decision is Decision.RESTORE and entry is not None and comps is not None and item.fingerprint:
             self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
             return StageResult(sid, Outcome.RESTORED, item.reasons, seconds, 0, log)
@@ -189,6 +197,24 @@ class Executor:
                         " in the lock; they will not be restorable from the cache.", sid, exc)
             self.lock_stages[sid] = lock_entry(fp, comps, outputs)
         return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
+
+    def _disown(self, stage: StageSpec, kept: tuple[str, ...]) -> None:
+        """Forget the stage's lock entry if it names a kept report's bytes: it would pass for up to date.
+
+        The entry is an earlier success's; its outputs were deleted before this run, so it can
+        match a kept report only if the failure wrote identical bytes (same inputs, --force).
+        """
+        recorded = (self.lock_stages.get(stage.id) or {}).get("outputs") or {}
+        for name, path in stage.outputs.items():
+            if path not in kept:
+                continue
+            try:
+                digest = self.hashes.digest(path)
+            except PathEscape:
+                continue
+            if digest is not None and digest.value == (recorded.get(name) or {}).get("hash"):
+                self.lock_stages.pop(stage.id, None)
+                return
 
     def _input_moved(self, stage: StageSpec, comps: dict[str, Any] | None) -> str | None:
         """The first input whose bytes differ from those hashed before the stage started, if any.
@@ -241,7 +267,10 @@ class Executor:
             if not self.store.restore(digest, staging / path):
                 shutil.rmtree(staging, ignore_errors=True)
                 return _Attempt(False, f"cache object for {path} is missing or corrupt")
-        self._commit_outputs(stage, staging)
+        missing = self._commit_outputs(stage, staging)
+        if missing:
+            shutil.rmtree(staging, ignore_errors=True)
+            return _Attempt(False, f"the cache entry lacks {', '.join(missing)}")
         return _Attempt(True)
 
     def _execute(self, stage: StageSpec) -> _Attempt:
@@ -259,8 +288,6 @@ class Executor:
         for path in stage.outputs.values():
             check_output(self._root, path, ws / path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        for path in stage.outputs.values():  # stale outputs must not pass for new ones
-            _remove(ws / path)
         attempt = _Attempt(False, "not started")
         with open(log_path, "wb") as log:
             for n in range(stage.retries + 1):
@@ -268,6 +295,8 @@ class Executor:
                 if n:
                     log.write(f"\n--- retry {n} of {stage.retries} ---\n".encode())
                     log.flush()
+                for path in stage.outputs.values():  # stale outputs (an earlier run's or attempt's) must not pass for new ones
+                    _remove(ws / path)
                 shutil.rmtree(staging, ignore_errors=True)
                 for path in stage.outputs.values():
                     (staging / path).parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +314,31 @@ class Executor:
                     return attempt
                 if attempt.interrupted:
                     return attempt
+            if not attempt.timed_out:
+                attempt.kept = self._keep_reports(stage, staging, log)
         return attempt
+
+    def _keep_reports(self, stage: StageSpec, staging: Path, log: Any) -> tuple[str, ...]:
+        """Move a failed stage's staged reports into place, checked as a commit checks them.
+
+        Only for the reader: the caller records no cache entry and no lock entry for them.
+        """
+        names = self.keep_on_failure.get(stage.id, frozenset())
+        kept = []
+        for name, path in stage.outputs.items():
+            src = staging / path
+            if name not in names or not os.path.lexists(src):
+                continue
+            try:
+                check_output(self._root, path, src)
+                dst = self.layout.workspace / path
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            except (PathEscape, OSError) as exc:  # the stage's own failure is the message; this goes to its log
+                log.write(f"sluice: report {path} not kept: {exc}\n".encode())
+                continue
+            kept.append(path)
+        return tuple(kept)
 
     def _attempt_once(self, stage: StageSpec, staging: Path, log: Any) -> _Attempt:
         ws = self.layout.workspace
@@ -340,7 +393,7 @@ class Executor:
                 if deadline and time.monotonic() > deadline:
                     _kill(proc, stubborn)
                     log.write(f"\nsluice: timed out after {stage.timeout:g}s\n".encode())
-                    return _Attempt(False, f"timed out after {stage.timeout:g}s")
+                    return _Attempt(False, f"timed out after {stage.timeout:g}s", timed_out=True)
         if rc == 0:
             return _Attempt(True)
         if result_file.exists():
@@ -378,6 +431,7 @@ class Executor:
         """Move staged outputs into place; an output written straight to its final path counts too.
 
         Every output is checked (PathEscape) before any is moved: the command may have made a symlink.
+        If one is missing, none is moved: the stage failed, and only its reports may be kept.
         """
         ws = self.layout.workspace
         missing, staged = [], []
@@ -390,6 +444,8 @@ class Executor:
                 check_output(self._root, path, dst)
             else:
                 missing.append(path)
+        if missing:
+            return missing
         for src, dst in staged:
             _remove(dst)
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,7 @@ class StageResult:
     log_path: str = ""
     error: str = ""  # for FAILED: the message; the log tail is read from log_path
     details: str = ""  # a plugin's StageFailed details (e.g. a table of violations)
+    kept: tuple[str, ...] = ()  # for FAILED: report outputs left in place to read (never cached or locked)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ class Port:
     desc: str = ""
     # As the stage's only output, any name will do (sklearn.train writes "its one output").
     any_name: bool = False
+    # A report worth reading when the stage fails (a gate's verdicts): moved into place even
+    # then, though never cached nor recorded in the lock. Only for outputs.
+    keep_on_failure: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class StageContext:
     stage: str  # stage id, e.g. "train" or "report[fold=0]"
     config: Mapping[str, Any]  # the resolved `with:` block
     inputs: Mapping[str, Path]
-    outputs: Mapping[str, Path]  # in a staging area; moved into place only if `run` succeeds
+    outputs: Mapping[str, Path]  # in a staging area; moved into place only if `run` succeeds (reports: always)
     params: Mapping[str, Any]  # the pipeline's resolved params
     workspace: Path
     # Kept across runs (e.g. "last accepted metrics"). A staged copy: what the stage writes here
@@ -95,6 +98,16 @@ class Plugin:
             for port in ports:
                 if port.required and port.name not in given and not sole:
                     yield ConfigProblem(f"{self.name} needs {kind} '{port.name}'", (f"{kind}s",))
+
+    @classmethod
+    def kept_on_failure(cls, outputs: Iterable[str]) -> frozenset[str]:
+        """Which of a stage's output names are reports to keep when it fails."""
+        given = list(outputs)
+        ports = cls.outputs or ()
+        if len(given) == 1 and len(ports) == 1 and ports[0].any_name:
+            return frozenset(given) if ports[0].keep_on_failure else frozenset()
+        keep = {p.name for p in ports if p.keep_on_failure}
+        return frozenset(n for n in given if n in keep)
 
     def with_defaults(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """`config` with each top-level property's schema `default` filled in where it is absent."""

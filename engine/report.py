@@ -133,6 +133,8 @@ class ConsoleReporter:
             self.console.print(_esc(r.error))
             if r.details:
                 self.console.print(_esc(r.details))
+            for path in r.kept:
+                self.console.print(f"  report kept: {_esc(path)}")
             tail = log_tail(self.workspace, r.log_path)
             if tail:
                 self.console.print(f"[dim]last lines of {r.log_path}:[/]")

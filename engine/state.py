@@ -325,6 +325,7 @@ def result_record(r: StageResult) -> dict[str, Any]:
         "attempts": r.attempts,
         "log": r.log_path,
         "error": r.error,
+        "kept": list(r.kept),
     }
 
 

@@ -60,7 +60,7 @@ class DriftStage(Plugin):
     version = "1"
     config_schema = schemas.load("stages/data.drift")
     inputs = (Port("reference", desc="the table drift is measured against"), Port("current", desc="the new table"))
-    outputs = (Port("report", desc="JSON report per column", any_name=True),)
+    outputs = (Port("report", desc="JSON report per column", any_name=True, keep_on_failure=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         listed = set(config.get("columns", ()))

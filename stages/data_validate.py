@@ -46,7 +46,7 @@ class ValidateStage(Plugin):
     version = "1"
     config_schema = schemas.load("stages/data.validate")
     inputs = (Port("table", desc="the table to check"),)
-    outputs = (Port("report", desc="JSON report of every rule", any_name=True),)
+    outputs = (Port("report", desc="JSON report of every rule", any_name=True, keep_on_failure=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         for column, rules in config.get("columns", {}).items():

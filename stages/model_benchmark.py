@@ -57,7 +57,7 @@ class BenchmarkStage(Plugin):
     version = "1"
     config_schema = schemas.load("stages/model.benchmark")
     inputs = (Port("model", desc="a model directory from sklearn.train"), Port("table", desc="rows to predict"))
-    outputs = (Port("report", desc="JSON latency and throughput", any_name=True),)
+    outputs = (Port("report", desc="JSON latency and throughput", any_name=True, keep_on_failure=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         sizes = config.get("batch_sizes", DEFAULTS["batch_sizes"])

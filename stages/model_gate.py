@@ -53,7 +53,7 @@ class GateStage(Plugin):
         Port("predictions", required=False, desc="per-row predictions (bootstrap, paired comparison)"),
         Port("model", required=False, desc="the model directory the report names"),
     )
-    outputs = (Port("report", desc="JSON verdict per rule", any_name=True),)
+    outputs = (Port("report", desc="JSON verdict per rule", any_name=True, keep_on_failure=True),)
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         for metric, rules in config.get("rules", {}).items():

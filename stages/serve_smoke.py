@@ -24,7 +24,7 @@ class SmokeStage(Plugin):
     version = "1"
     config_schema = schemas.load("stages/serve.smoke")
     inputs = (Port("model", desc="a model directory from sklearn.train"), Port("data", desc="sample rows to send"))
-    outputs = (Port("report", desc="JSON smoke report, replayable by k8s.deploy"),)
+    outputs = (Port("report", desc="JSON smoke report, replayable by k8s.deploy", keep_on_failure=True),)
 
     def run(self, ctx: StageContext) -> None:
         from stages.serving.model import ModelError, load_model
