@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PORT = 8000
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this; below a load balancer's idle timeout
+# The largest request line plus headers h11 buffers before answering 400: bounds what a slow or
+# hostile client can make the server hold per connection before the body limit applies.
+MAX_INCOMPLETE_EVENT_BYTES = 16 * 1024
 
 
 def serve(
@@ -29,5 +34,22 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(Path(model_dir), expected_sha256=expected_sha256, **limits)
+    uvicorn.Server(server_config(app, host, port)).run()
+
+
+def server_config(app: Any, host: str, port: int, *, keep_alive: int = KEEP_ALIVE_SECONDS) -> Any:
+    """The uvicorn settings: one worker and the connection bounds (a `uvicorn.Config`)."""
+    import uvicorn
+
     # One worker: the model lives in this process, and replicas scale it (Kubernetes, not forks).
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    # h11 explicitly: its header bound is the one set here; httptools, if installed, ignores it.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http="h11",
+        timeout_keep_alive=keep_alive,
+        h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT_BYTES,
+    )

@@ -101,3 +101,54 @@ def test_health_answers_quickly_while_predict_is_saturated(loaded_server: str) -
     assert all(ra == "1" for s, ra in zip(statuses, retry_after, strict=True) if s == 503)
 
 
+# -- 9. connection bounds ------------------------------------------------------------------
+
+
+def test_server_config_bounds_connections(model_dir: Path) -> None:
+    from stages.serving import KEEP_ALIVE_SECONDS, MAX_INCOMPLETE_EVENT_BYTES, server_config
+    from stages.serving.app import create_app
+
+    config = server_config(create_app(model_dir), "127.0.0.1", 0)
+    assert config.timeout_keep_alive == KEEP_ALIVE_SECONDS == 5
+    assert config.h11_max_incomplete_event_size == MAX_INCOMPLETE_EVENT_BYTES
+    assert config.http == "h11"  # the header bound is h11's; httptools would ignore it
+
+
+def test_idle_and_oversized_header_connections_are_closed(model_dir: Path) -> None:
+    import uvicorn
+
+    from stages.serving import server_config
+    from stages.serving.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(server_config(create_app(model_dir), "127.0.0.1", port, keep_alive=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            idle.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += idle.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+            start = time.monotonic()
+            assert idle.recv(4096) == b""  # closed by the server, not by our timeout
+            assert time.monotonic() - start < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            # Headers trickling in: the server must not buffer them without bound.
+            slow.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+            try:
+                for _ in range(5):
+                    time.sleep(0.1)
+                    slow.sendall(b"x-junk: " + b"a" * 8_000 + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before we finished: what we want, the answer says why
+            answer = slow.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
