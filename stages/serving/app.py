@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .model import LoadedModel, RecordErrors, load_model, validate_records
+from .model import MAX_PROBLEMS, LoadedModel, RecordErrors, load_model, parse_json, validate_records
+from .predict import neutral_record, nullable_features, predict_or_blame
 
 log = logging.getLogger("sluice.serving")
 
@@ -43,6 +44,9 @@ class _Metrics:
             ["endpoint", "model_version"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
+        )
+        self.server_errors = Counter(
+            "sluice_http_server_errors", "5xx responses by endpoint and status", ["endpoint", "status"], registry=self.registry
         )
         self.predictions = Counter(
             "sluice_predictions", "Predictions by predicted class", ["class", "model_version"], registry=self.registry
@@ -85,6 +89,7 @@ def create_app(
     model = load_model(model_dir, expected_sha256)
     meta = model.metadata
     metrics = _Metrics(meta.version, str(meta.raw.get("estimator", "")), meta.task)
+    nullable = nullable_features(model)
     readiness: dict[str, Any] = {"ready": False, "reason": "self-check not run yet"}
 
     admission = _Admission(max_in_flight)
@@ -104,7 +109,13 @@ def create_app(
     async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
         endpoint = request.url.path if request.url.path in {"/predict", "/health", "/ready", "/metrics"} else "other"
         start = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # a fault of ours: logged in full, counted, and only a generic answer to the client
+            log.exception("%s %s failed", request.method, endpoint)
+            response = _error(500, ("server",), "internal server error; the server log has the details", "server_error")
+        if response.status_code >= 500:
+            metrics.server_errors.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint, meta.version).observe(time.perf_counter() - start)
         metrics.requests.labels(endpoint, request.method, str(response.status_code), meta.version).inc()
         return response
@@ -125,20 +136,25 @@ def create_app(
     def answer(body: bytes) -> JSONResponse:
         """Runs on the pool: the CPU-heavy part of /predict."""
         try:
-            payload = json.loads(body)
+            payload = parse_json(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(422, ("body",), f"invalid JSON: {exc}", "value_error.jsondecode")
+        except RecursionError:
+            return _error(422, ("body",), "JSON nested too deeply", "value_error.jsondepth")
         try:
-            records = validate_records(payload, meta.features, max_rows)
+            records = validate_records(payload, meta.features, max_rows, MAX_PROBLEMS, nullable)
+            predictions = predict_or_blame(model, records, MAX_PROBLEMS)
         except RecordErrors as exc:
             return JSONResponse({"detail": exc.errors, "problems": exc.total}, status_code=422)
-        predictions = model.predict(records)
         for label in predictions:
             metrics.predictions.labels(str(label) if meta.task == "classification" else "value", meta.version).inc()
         return JSONResponse({"predictions": predictions, "model_version": meta.version})
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            return _error(415, ("header", "content-type"), f"expected application/json, got {media_type or 'no content type'!r}", "unsupported_media_type")
         if not admission.enter():
             response = _error(503, ("server",), f"{max_in_flight} requests in flight; retry shortly", "overloaded")
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -174,9 +190,8 @@ def _error(status: int, loc: tuple[str, ...], msg: str, kind: str) -> JSONRespon
 
 def _self_check(model: LoadedModel) -> dict[str, Any]:
     """One prediction on a synthetic row: proves the unpickled pipeline runs in this environment."""
-    row = {f.name: {"bool": False, "integer": 0, "number": 0.0}.get(f.kind, "") for f in model.metadata.features}
     try:
-        model.predict([row])
+        model.predict([neutral_record(model.metadata.features)])
     except Exception as exc:  # any failure means "not ready", and the reason must be visible
         log.exception("self-check prediction failed")
         return {"ready": False, "reason": f"self-check prediction failed: {exc!r}"}

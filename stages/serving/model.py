@@ -156,8 +156,13 @@ def to_python(values: Any) -> list[Any]:
 MAX_PROBLEMS = 20  # reported in full; the rest are counted, so a hostile body gets a small answer
 
 
-def validate_records(payload: Any, features: Sequence[Feature], max_rows: int, max_problems: int = MAX_PROBLEMS) -> list[dict[str, Any]]:
-    """Raises RecordErrors with the first `max_problems` bad fields (FastAPI's 422 shape) and a count of all."""
+def validate_records(
+    payload: Any, features: Sequence[Feature], max_rows: int, max_problems: int = MAX_PROBLEMS, nullable: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Raises RecordErrors with the first `max_problems` bad fields (FastAPI's 422 shape) and a count of all.
+
+    `nullable` names the number features the model answers for when missing (it has an imputer).
+    """
     if not isinstance(payload, list):
         raise RecordErrors([_err(("body",), "expected a JSON list of records", "type_error.list")])
     if not payload:
@@ -177,9 +182,9 @@ def validate_records(payload: Any, features: Sequence[Feature], max_rows: int, m
             if feature.name not in record:
                 errors.append(_err(loc, f"missing feature '{feature.name}'", "missing"))
                 continue
-            value, problem = _coerce(record[feature.name], feature)
+            value, problem = _coerce(record[feature.name], feature, feature.name in nullable)
             if problem:
-                errors.append(_err(loc, f"feature '{feature.name}' {problem}", "type_error"))
+                errors.append(_err(loc, f"feature '{feature.name}' {problem[0]}", problem[1]))
             row[feature.name] = value
         for extra in sorted(set(record) - known):
             errors.append(_err(("body", i, extra), f"unknown feature '{extra}'", "extra_forbidden"))
@@ -189,24 +194,63 @@ def validate_records(payload: Any, features: Sequence[Feature], max_rows: int, m
     return clean
 
 
-def _coerce(value: Any, feature: Feature) -> tuple[Any, str | None]:
+class HugeInt(str):
+    """An integer literal too long for any feature: kept as its text, so parsing never pays for it."""
+
+
+def parse_json(body: bytes) -> Any:
+    """`json.loads` with integers past float range left as HugeInt (Python refuses > 4,300 digits anyway)."""
+    return json.loads(body, parse_int=lambda text: HugeInt(text) if len(text) > _MAX_INT_DIGITS else int(text))
+
+
+_MAX_INT_DIGITS = 310  # float64's largest value has 309 digits
+_FLOAT_MAX = {"float16": 65504.0, "float32": 3.4028234663852886e38}
+_Problem = tuple[str, str] | None  # (message, type) for the 422 detail
+
+
+def _coerce(value: Any, feature: Feature, nullable: bool) -> tuple[Any, _Problem]:
     kind = feature.kind
     if value is None:
-        # Missing numeric values become NaN so a pipeline with an imputer can still answer.
-        return (math.nan, None) if kind == "number" else (None, f"must not be null ({feature.dtype})")
+        if kind == "number" and nullable:
+            return math.nan, None  # the model's imputer fills it
+        reason = "this model has no imputer" if kind == "number" else feature.dtype
+        return None, (f"must not be null: {reason}", "type_error.none")
     if kind == "bool":
-        return (value, None) if isinstance(value, bool) else (None, f"must be a boolean, got {_jtype(value)}")
+        return (value, None) if isinstance(value, bool) else (None, (f"must be a boolean, got {_jtype(value)}", "type_error"))
     if isinstance(value, bool):  # bool is an int in Python, never a number in a JSON API
-        return None, f"must be a {kind}, got boolean"
+        return None, (f"must be a {kind}, got boolean", "type_error")
+    if isinstance(value, HugeInt):
+        return None, (f"is out of range (an integer of {len(value.lstrip('-'))} digits)", "value_error.range")
     if kind == "integer":
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value), None
-        return None, f"must be an integer, got {_jtype(value)}"
+        return _integer(value, feature.dtype.lower())
     if kind == "number":
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value), None
-        return None, f"must be a finite number, got {_jtype(value)}"
-    return (value, None) if isinstance(value, str) else (None, f"must be a string, got {_jtype(value)}")
+        return _number(value, feature.dtype.lower())
+    return (value, None) if isinstance(value, str) else (None, (f"must be a string, got {_jtype(value)}", "type_error"))
+
+
+def _integer(value: Any, dtype: str) -> tuple[Any, _Problem]:
+    if not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        return None, (f"must be an integer, got {_jtype(value)}", "type_error")
+    number = int(value)
+    bits = int("".join(c for c in dtype if c.isdigit()) or 64)
+    low, high = (0, 2**bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if not low <= number <= high:
+        return None, (f"is out of range for {dtype}", "value_error.range")
+    return number, None
+
+
+def _number(value: Any, dtype: str) -> tuple[Any, _Problem]:
+    if not isinstance(value, (int, float)):
+        return None, (f"must be a finite number, got {_jtype(value)}", "type_error")
+    try:
+        number = float(value)
+    except OverflowError:
+        return None, ("is out of range for float64", "value_error.range")
+    if not math.isfinite(number):
+        return None, ("must be a finite number, got number", "type_error")
+    if abs(number) > _FLOAT_MAX.get(dtype, math.inf):
+        return None, (f"is out of range for {dtype}", "value_error.range")
+    return number, None
 
 
 def _jtype(value: Any) -> str:

@@ -152,3 +152,84 @@ def test_idle_and_oversized_header_connections_are_closed(model_dir: Path) -> No
         thread.join(timeout=10)
 
 
+# -- 10. hostile values: 4xx naming the field, 5xx counted, 415 ------------------------------
+
+
+def _field_error(response: httpx.Response, loc: list, fragment: str) -> None:
+    assert response.status_code == 422, response.text[:500]
+    detail = response.json()["detail"]
+    assert any(d["loc"] == loc and fragment in d["msg"] for d in detail), detail
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "fragment"),
+    [
+        ("mean radius", "null", "must not be null: this model has no imputer"),
+        ("mean radius", "1" + "0" * 400, "out of range"),
+        ("worst area", "9" * 5000, "out of range"),
+        ("mean smoothness", "1e308", "the model cannot compute"),
+        ("mean smoothness", "-1e308", "the model cannot compute"),
+        ("mean texture", "NaN", "must be a finite number"),
+        ("mean texture", "-Infinity", "must be a finite number"),
+        ("worst concavity", "[" * 5 + "]" * 5, "must be a finite number, got array"),
+    ],
+    ids=["null-no-imputer", "1e400-int", "5000-digit-int", "1e308", "minus-1e308", "nan", "minus-infinity", "nested-array"],
+)
+def test_hostile_values_get_422_naming_the_field(server: str, field: str, raw: str, fragment: str) -> None:
+    good = json.dumps(ROW)
+    bad = json.dumps({k: "@" if k == field else v for k, v in ROW.items()}).replace('"@"', raw)
+    response = _post(server, f"[{good}, {bad}, {good}]".encode())
+    _field_error(response, ["body", 1, field], fragment)
+
+
+def test_deep_nesting_is_422(server: str) -> None:
+    response = _post(server, b"[" * 200_000 + b"]" * 200_000)
+    _field_error(response, ["body"], "nested too deeply")
+    response = _post(server, b'[{"mean radius": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]")
+    _field_error(response, ["body"], "nested too deeply")
+
+
+def test_float32_features_are_range_checked() -> None:
+    from stages.serving.model import Feature, RecordErrors, validate_records
+
+    with pytest.raises(RecordErrors) as caught:
+        validate_records([{"x": 1e39}], (Feature("x", "float32"),), 10)
+    assert caught.value.errors == [{"loc": ["body", 0, "x"], "msg": "feature 'x' is out of range for float32", "type": "value_error.range"}]
+    assert validate_records([{"x": 3e38}], (Feature("x", "float32"),), 10) == [{"x": 3e38}]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_non_json_bodies_get_415(server: str, content_type: str) -> None:
+    response = _post(server, json.dumps([ROW]).encode(), content_type)
+    assert response.status_code == 415
+    assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
+    assert _post(server, json.dumps([ROW]).encode(), "application/json; charset=utf-8").status_code == 200
+
+
+class Exploding:
+    """An estimator that fails on every input: a server fault, not the client's."""
+
+    def predict(self, frame: object) -> list[int]:
+        raise RuntimeError("boom")
+
+
+def test_server_errors_are_counted(model_dir: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    import joblib
+
+    from stages.serving.app import create_app
+
+    broken = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    joblib.dump(Exploding(), broken / "model.joblib")
+    meta = json.loads((broken / "metadata.json").read_text())
+    meta["model_hash"]["value"] = hashlib.sha256((broken / "model.joblib").read_bytes()).hexdigest()
+    (broken / "metadata.json").write_text(json.dumps(meta))
+    with running(create_app(broken)) as url:
+        response = _post(url, json.dumps([ROW]).encode())
+        assert response.status_code == 500
+        assert "boom" not in response.text  # no internals leak to the client
+        text = httpx.get(f"{url}/metrics").text
+    assert 'sluice_http_server_errors_total{endpoint="/predict",status="500"} 1.0' in text
+    assert 'sluice_http_requests_total{endpoint="/predict",method="POST",model_version="' in text
+    assert 'status="500"} 1.0' in text
