@@ -15,6 +15,7 @@ KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this; below a load 
 # The largest request line plus headers h11 buffers before answering 400: bounds what a slow or
 # hostile client can make the server hold per connection before the body limit applies.
 MAX_INCOMPLETE_EVENT_BYTES = 16 * 1024
+HEADER_TIMEOUT_SECONDS = 10  # from connecting (or the last response) to a complete request line and headers
 
 
 def serve(
@@ -37,19 +38,21 @@ def serve(
     uvicorn.Server(server_config(app, host, port)).run()
 
 
-def server_config(app: Any, host: str, port: int, *, keep_alive: int = KEEP_ALIVE_SECONDS) -> Any:
+def server_config(app: Any, host: str, port: int, *, keep_alive: int = KEEP_ALIVE_SECONDS, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> Any:
     """The uvicorn settings: one worker and the connection bounds (a `uvicorn.Config`)."""
     import uvicorn
 
+    from .protocol import with_header_timeout
+
     # One worker: the model lives in this process, and replicas scale it (Kubernetes, not forks).
-    # h11 explicitly: its header bound is the one set here; httptools, if installed, ignores it.
+    # h11 explicitly (our subclass): its header bound is the one set here; httptools ignores it.
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="info",
         access_log=False,
-        http="h11",
+        http=with_header_timeout(header_timeout),
         timeout_keep_alive=keep_alive,
         h11_max_incomplete_event_size=MAX_INCOMPLETE_EVENT_BYTES,
     )

@@ -27,6 +27,7 @@ MAX_ROWS = 10_000
 PREDICT_THREADS = 2
 MAX_IN_FLIGHT = 8
 RETRY_AFTER_SECONDS = 1
+BODY_TIMEOUT_SECONDS = 30.0  # a whole 1 MiB body at >= 35 KB/s; a slower sender gets a 408
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -80,6 +81,7 @@ def create_app(
     expected_sha256: str | None = None,
     predict_threads: int = PREDICT_THREADS,
     max_in_flight: int = MAX_IN_FLIGHT,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> FastAPI:
     """Loads and verifies the model now, so a tampered model stops the process before it listens.
 
@@ -160,7 +162,13 @@ def create_app(
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
         try:
-            body = await _read_limited(request, max_body_bytes)
+            try:
+                async with asyncio.timeout(body_timeout):
+                    body = await _read_limited(request, max_body_bytes)
+            except TimeoutError:
+                response = _error(408, ("body",), f"request body not received within {body_timeout:g} s", "timeout")
+                response.headers["Connection"] = "close"
+                return response
             if body is None:
                 return _error(413, ("body",), f"request body exceeds {max_body_bytes} bytes", "value_error.too_large")
             return await asyncio.get_running_loop().run_in_executor(pool, answer, body)

@@ -105,51 +105,77 @@ def test_health_answers_quickly_while_predict_is_saturated(loaded_server: str) -
 
 
 def test_server_config_bounds_connections(model_dir: Path) -> None:
-    from stages.serving import KEEP_ALIVE_SECONDS, MAX_INCOMPLETE_EVENT_BYTES, server_config
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from stages.serving import HEADER_TIMEOUT_SECONDS, KEEP_ALIVE_SECONDS, MAX_INCOMPLETE_EVENT_BYTES, server_config
     from stages.serving.app import create_app
 
     config = server_config(create_app(model_dir), "127.0.0.1", 0)
     assert config.timeout_keep_alive == KEEP_ALIVE_SECONDS == 5
     assert config.h11_max_incomplete_event_size == MAX_INCOMPLETE_EVENT_BYTES
-    assert config.http == "h11"  # the header bound is h11's; httptools would ignore it
+    assert issubclass(config.http, H11Protocol)  # the header bound is h11's; httptools would ignore it
+    assert config.http.header_timeout == HEADER_TIMEOUT_SECONDS
 
 
-def test_idle_and_oversized_header_connections_are_closed(model_dir: Path) -> None:
+@pytest.fixture()
+def strict_server(model_dir: Path) -> Iterator[int]:
+    """Keep-alive, header and body deadlines of one second, on the real protocol class."""
     import uvicorn
 
     from stages.serving import server_config
     from stages.serving.app import create_app
 
     port = free_port()
-    server = uvicorn.Server(server_config(create_app(model_dir), "127.0.0.1", port, keep_alive=1))
+    server = uvicorn.Server(server_config(create_app(model_dir, body_timeout=1), "127.0.0.1", port, keep_alive=1, header_timeout=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
-            idle.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            answer = b""
-            while not answer.endswith(b'{"status":"ok"}'):
-                answer += idle.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 200 OK")
-            start = time.monotonic()
-            assert idle.recv(4096) == b""  # closed by the server, not by our timeout
-            assert time.monotonic() - start < 3
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
-            # Headers trickling in: the server must not buffer them without bound.
-            slow.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
-            try:
-                for _ in range(5):
-                    time.sleep(0.1)
-                    slow.sendall(b"x-junk: " + b"a" * 8_000 + b"\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # refused before we finished: what we want, the answer says why
-            answer = slow.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until it closes; fails if it keeps the socket past `seconds`."""
+    start, answer = time.monotonic(), b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    assert time.monotonic() - start < seconds
+    return answer
+
+
+def test_idle_connections_are_closed(strict_server: int) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server), timeout=5) as silent:
+        assert _closed_within(silent, 3) == b""  # never sent a byte
+    with socket.create_connection(("127.0.0.1", strict_server), timeout=5) as idle:
+        idle.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _closed_within(idle, 3).endswith(b'{"status":"ok"}')  # kept alive, then closed
+
+
+def test_slow_and_oversized_headers_are_refused(strict_server: int) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server), timeout=5) as slow:
+        slow.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")  # and the rest never comes
+        assert _closed_within(slow, 3) == b""
+    with socket.create_connection(("127.0.0.1", strict_server), timeout=5) as big:
+        big.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        try:
+            for _ in range(5):
+                time.sleep(0.1)
+                big.sendall(b"x-junk: " + b"a" * 8_000 + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before we finished: what we want, the answer says why
+        assert big.recv(4096).startswith(b"HTTP/1.1 400")
+
+
+def test_slow_bodies_get_408(strict_server: int) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server), timeout=5) as slow:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[{")
+        answer = _closed_within(slow, 3)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"not received within 1 s" in answer
 
 
 # -- 10. hostile values: 4xx naming the field, 5xx counted, 415 ------------------------------
