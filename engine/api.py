@@ -15,7 +15,8 @@ from engine.load import Document, load_file
 from engine.model import Decision, PlanItem, RunSummary
 from engine.plugin import StageContext
 from engine.registry import Registry
-from engine.resolve import apply_overrides, raw_notes, resolve
+from engine.resolve import apply_overrides, resolve
+from engine.shell import raw_notes
 from engine.state import Layout, workspace_lock
 from engine.validate import broken_stages, config_problems, validate_document
 

@@ -12,7 +12,7 @@ from enum import Enum
 
 from engine.compile import Pipeline
 from engine.model import Decision, PlanItem, StageSpec
-from engine.resolve import render_cmd
+from engine.shell import render_cmd
 from engine.state import Layout, LockFile, read_last_run
 
 FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")

@@ -36,7 +36,7 @@ from engine.guard import RunGuard, forget_leftovers, leftovers
 from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
 from engine.paths import PathEscape, check, check_output, real_root
 from engine.plan import Plan, Planner, lock_entry
-from engine.resolve import render_cmd
+from engine.shell import render_cmd
 from engine.stage_runner import payload, stage_context
 from engine.state import Layout, safe_name
 from engine.watchdog import group_alive, terminate

@@ -16,7 +16,8 @@ from engine.compile import compile_spec, normalize
 from engine.errors import SpecError
 from engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
 from engine.load import load_text
-from engine.resolve import interpolate, resolve
+from engine.interpolate import interpolate
+from engine.resolve import resolve
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
@@ -185,7 +186,7 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
     assert store.lookup("f" * 64) is None
 
 
-ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "resolve", "compile",
+ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "interpolate", "shell", "resolve", "compile",
          "cache", "state", "maintenance", "plan", "stage_runner", "watchdog", "guard", "execute", "report", "dagview", "dag_layout", "dag_formats",
          "dag_html", "dag_render", "schema_bundle"]
 FREE = {"errors", "limits", "model", "fingerprint"}
