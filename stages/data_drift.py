@@ -1,8 +1,11 @@
 """data.drift: per-column two-sample tests of a current table against a reference, corrected for multiple testing.
 
-A column drifts only when its adjusted p-value is below alpha *and* its effect size (KS D,
-Cramér's V) reaches a threshold: with a million rows every column is "significant", and
-thirty uncorrected tests at 0.05 raise a false alarm on most runs of undrifted data.
+A column drifts only when its adjusted p-value is below alpha *and* its effect size reaches a
+threshold: with a million rows every column is "significant", and thirty uncorrected tests at
+0.05 raise a false alarm on most runs of undrifted data. The numeric effect is the Wasserstein-1
+distance in units of the reference's spread, so a 0.2-sd shift measures 0.2 whatever the
+column's shape; KS D did not (0.06 for a uniform column, 0.2 for a skewed one, 0.22 for a
+negligible shift of an integer column, from its ties).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ DEFAULTS: Mapping[str, Any] = {
     "max_rows": 200_000,
     "seed": 0,
 }
-DEFAULT_EFFECT = {"ks": 0.1, "cramers_v": 0.1}
+DEFAULT_EFFECT = {"wasserstein": 0.1, "cramers_v": 0.1}
+# IQR / 1.349 is the sd of a normal; the std stands unless a few extreme values inflate it past this.
+ROBUST_SPREAD_RATIO = 3.0
 PSI_FLOOR = 1e-6  # stands in for an empty bin so PSI stays finite, as most PSI implementations do
 # Below ~10 expected rows a bin, sampling noise alone pushes PSI past the usual 0.2 (every undrifted
 # split of 89-row halves did): PSI is then reported but does not decide.
@@ -44,10 +49,12 @@ class ColumnResult:
     statistic: float | None
     p_value: float | None
     p_value_adjusted: float | None
-    effect: float | None  # KS D, or Cramér's V
-    effect_name: str
+    effect: float | None  # Wasserstein-1 / reference spread, or Cramér's V
+    effect_name: str  # the min_effect key that applies: "wasserstein" or "cramers_v"
     n_reference: int
     n_current: int
+    effect_kind: str = ""  # how `effect` was measured: "wasserstein/std", "wasserstein/iqr", "cramers_v"
+    threshold: float | None = None  # the smallest effect that counts as drift for this column
     psi: float | None = None
     psi_min_expected: float | None = None  # fewest rows expected in a bin, on either side
     psi_gated: bool | None = None  # whether PSI could decide (enough rows a bin); None without a threshold
@@ -73,6 +80,10 @@ class DriftStage(Plugin):
         reference = read_table(input_path(ctx, "reference"), "reference")
         current = read_table(input_path(ctx, "current"), "current")
         results = compare(reference, current, config)
+        deprecated = [
+            "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
+            f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
+        ] if "ks" in config.get("min_effect", {}) else []
         tested = [r for r in results if r.test != "none"]
         drifted = [r for r in tested if r.drifted]
         share = len(drifted) / len(tested) if tested else 0.0
@@ -82,7 +93,7 @@ class DriftStage(Plugin):
             f"at least {PSI_MIN_PER_BIN} rows expected per bin are needed (use fewer bins or more rows)"
             for r in results
             if r.psi_gated is False
-        ]
+        ] + deprecated
         for warning in warnings:
             ctx.log.warning("%s", warning)
         write_strict_json(
@@ -115,9 +126,13 @@ def drift_table(results: Iterable[ColumnResult]) -> str:
 def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Mapping[str, Any]) -> list[ColumnResult]:
     """One result per compared column, in reference column order; `config` has DEFAULTS applied."""
     excluded = set(config.get("exclude", ()))
-    columns = [c for c in config.get("columns") or list(reference.columns) if c not in excluded]
-    require_columns(reference, columns, "reference")
-    require_columns(current, columns, "current")
+    chosen = config.get("columns")
+    # A list chooses the columns; a map only sets options per column (every column is still compared).
+    listed = list(chosen) if isinstance(chosen, list) and chosen else list(reference.columns)
+    columns = [c for c in listed if c not in excluded]
+    named = columns + [c for c in (chosen if isinstance(chosen, dict) else {}) if c not in columns]
+    require_columns(reference, named, "reference")
+    require_columns(current, named, "current")
     _check_kinds(reference, current, columns)
     reference = subsample(reference[columns], config["max_rows"], config["seed"])
     current = subsample(current[columns], config["max_rows"], config["seed"])
@@ -160,25 +175,51 @@ def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, 
 
     ref, cur = ref.dropna(), cur.dropna()
     numeric = is_numeric_kind(kind_of(ref)) and not force_categorical
-    effect_name = "ks" if numeric else "cramers_v"
+    effect_name = "wasserstein" if numeric else "cramers_v"
     if ref.empty or cur.empty:
         return ColumnResult(column, "none", None, None, None, None, effect_name, len(ref), len(cur), note="no non-null values on one side")
     if numeric:
         a, b = ref.to_numpy(dtype=float), cur.to_numpy(dtype=float)
         result = stats.ks_2samp(a, b)
-        statistic, p_value, effect = float(result.statistic), float(result.pvalue), float(result.statistic)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+        effect, effect_kind = wasserstein_effect(a, b)
         index = _psi_numeric(a, b, psi["bins"] if psi and "bins" in psi else 10) if psi else None
     else:
         table = contingency(ref, cur)
         if table.shape[0] < 2:  # one category on both sides: nothing can differ
-            statistic, p_value, effect = 0.0, 1.0, 0.0
+            statistic, p_value, effect, effect_kind = 0.0, 1.0, 0.0, "cramers_v"
         else:
             chi2 = stats.chi2_contingency(table, correction=False)
             statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
             effect = float(association(table, method="cramer", correction=False))
+        effect_kind = "cramers_v"
         index = _psi_from_counts(table[:, 0], table[:, 1]) if psi else None
     psi_value, min_expected = index if index is not None else (None, None)
-    return ColumnResult(column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur), psi_value, min_expected)
+    return ColumnResult(
+        column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur),
+        effect_kind, psi=psi_value, psi_min_expected=min_expected,
+    )
+
+
+def wasserstein_effect(ref: np.ndarray, cur: np.ndarray) -> tuple[float, str]:
+    """Wasserstein-1 distance in units of the reference's spread, and which spread.
+
+    W1 of a pure location shift is the shift itself, so a shift of k reference sds measures k in
+    any shape; ties cost nothing (unlike KS D, which jumps by a whole point mass).
+    """
+    import numpy as np
+    from scipy import stats
+
+    distance = float(stats.wasserstein_distance(ref, cur))
+    q1, q3 = np.percentile(ref, [25, 75])
+    robust, std = float(q3 - q1) / 1.349, float(np.std(ref))
+    if robust > 0 and std > ROBUST_SPREAD_RATIO * robust:
+        return distance / robust, "wasserstein/iqr"
+    if std > 0:
+        return distance / std, "wasserstein/std"
+    # A constant reference: measured against the current's spread, or in the column's own units.
+    spread = float(np.std(cur))
+    return (distance / spread, "wasserstein/current_std") if spread > 0 else (distance, "wasserstein/units")
 
 
 def contingency(ref: pd.Series, cur: pd.Series) -> np.ndarray:
@@ -226,6 +267,7 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
     tested = [r for r in raw if r.p_value is not None]
     adjusted = dict(zip((r.column for r in tested), adjust([r.p_value for r in tested], config["correction"]), strict=True))
     effects = {**DEFAULT_EFFECT, **config.get("min_effect", {})}
+    per_column = config.get("columns") if isinstance(config.get("columns"), dict) else {}
     psi_threshold = (config.get("psi") or {}).get("threshold")
     out = []
     for r in raw:
@@ -233,8 +275,17 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
             out.append(r)
             continue
         p_adj = adjusted[r.column]
-        significant = p_adj < config["alpha"] and r.effect is not None and r.effect >= effects[r.effect_name]
+        threshold = column_thresholds(effects, per_column.get(r.column, {}))[r.effect_name]
+        significant = p_adj < config["alpha"] and r.effect is not None and r.effect >= threshold
         gated = None if psi_threshold is None or r.psi is None else bool(r.psi_min_expected >= PSI_MIN_PER_BIN)
         unstable = bool(gated) and r.psi >= psi_threshold
-        out.append(replace(r, p_value_adjusted=p_adj, psi_gated=gated, drifted=significant or unstable))
+        out.append(replace(r, p_value_adjusted=p_adj, threshold=threshold, psi_gated=gated, drifted=significant or unstable))
     return out
+
+
+def column_thresholds(effects: Mapping[str, float], options: Mapping[str, Any]) -> dict[str, float]:
+    """The stage's floors with a column's own: `min_effect` is a map, or a number for its distribution effect."""
+    own = options.get("min_effect", {})
+    if isinstance(own, dict):
+        return {**effects, **own}
+    return {**effects, "wasserstein": own, "cramers_v": own}

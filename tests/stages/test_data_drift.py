@@ -36,8 +36,10 @@ def test_ks_and_chi_square_figures_equal_scipy(tables):
     reference, current = tables
     results = _compare(reference, current)
     for column in ("x", "y"):
-        direct = stats.ks_2samp(reference[column].to_numpy(), current[column].to_numpy())
-        assert (results[column].statistic, results[column].p_value, results[column].effect) == (direct.statistic, direct.pvalue, direct.statistic)
+        a, b = reference[column].to_numpy(), current[column].to_numpy()
+        direct = stats.ks_2samp(a, b)
+        assert (results[column].statistic, results[column].p_value) == (direct.statistic, direct.pvalue)
+        assert results[column].effect == stats.wasserstein_distance(a, b) / np.std(a)
     counts = pd.concat([reference["c"].value_counts(), current["c"].value_counts()], axis=1).fillna(0).sort_index()
     table = counts.to_numpy(dtype="int64")
     direct = stats.chi2_contingency(table, correction=False)
@@ -87,7 +89,7 @@ def test_without_correction_or_effect_size_random_halves_do_alarm():
     alarms = 0
     for seed in range(10):
         reference, current = _random_halves(frame, seed)
-        results = _compare(reference, current, correction="none", min_effect={"ks": 0.0})
+        results = _compare(reference, current, correction="none", min_effect={"wasserstein": 0.0})
         alarms += any(r.drifted for r in results.values())
         assert not any(r.drifted for r in _compare(reference, current).values())
     assert alarms >= 3
@@ -105,7 +107,7 @@ def test_effect_size_threshold_ignores_significant_but_tiny_shifts():
     current = pd.DataFrame({"x": rng.normal(0.05, 1, 200_000)})
     result = _compare(reference, current, max_rows=None)["x"]
     assert result.p_value_adjusted < 1e-10 and result.effect < 0.1 and not result.drifted
-    assert _compare(reference, current, max_rows=None, min_effect={"ks": 0.01})["x"].drifted
+    assert _compare(reference, current, max_rows=None, min_effect={"wasserstein": 0.01})["x"].drifted
 
 
 def test_psi_is_reported_and_its_threshold_counts_as_drift(tables):
@@ -224,3 +226,93 @@ def test_psi_still_gates_with_enough_rows_per_bin(tables):
     reference, current = tables
     results = _compare(reference, current, psi={"bins": 5, "threshold": 0.0001}, alpha=1e-300)
     assert results["x"].psi_gated and results["x"].drifted
+
+
+# --- effect size in the column's own units (issue 10 item 3) ---
+
+SHAPES = {
+    "normal": lambda rng, n: rng.normal(size=n),
+    "uniform": lambda rng, n: rng.uniform(size=n),
+    "t": lambda rng, n: rng.standard_t(3, size=n),
+    "bimodal": lambda rng, n: np.where(rng.random(n) < 0.5, rng.normal(-2, 0.5, n), rng.normal(2, 0.5, n)),
+    "skewed": lambda rng, n: rng.exponential(size=n),
+    "count": lambda rng, n: rng.poisson(3, size=n),
+}
+
+
+def _shifted_tables(n: int, shift_sd: float, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    reference = pd.DataFrame({name: draw(rng, n) for name, draw in SHAPES.items()})
+    current = pd.DataFrame({name: draw(rng, n) for name, draw in SHAPES.items()})
+    return reference, current + shift_sd * reference.std()
+
+
+def test_a_0_2_sd_shift_drifts_whatever_the_column_shape():
+    """KS D for a 0.2-sd shift ranges from ~0.06 (uniform) to ~0.2 (skewed): the old floor saw only some shapes."""
+    reference, current = _shifted_tables(5_000, 0.2)
+    results = _compare(reference, current)
+    assert {c: r.drifted for c, r in results.items()} == dict.fromkeys(SHAPES, True)
+    for r in results.values():
+        assert 0.14 < r.effect < 0.3 and r.effect_kind.startswith("wasserstein") and r.threshold == 0.1
+
+
+def test_no_change_and_negligible_shifts_do_not_drift():
+    reference, current = _shifted_tables(5_000, 0.0)
+    assert [c for c, r in _compare(reference, current).items() if r.drifted] == []
+    reference, current = _shifted_tables(5_000, 0.05)
+    assert [c for c, r in _compare(reference, current).items() if r.drifted] == []
+
+
+def test_a_tiny_shift_of_an_integer_column_is_not_drift_though_ties_make_ks_large():
+    rng = np.random.default_rng(5)
+    reference = pd.DataFrame({"visits": rng.poisson(3, 20_000)})
+    current = pd.DataFrame({"visits": rng.poisson(3, 20_000) + 0.01 * reference["visits"].std()})
+    result = _compare(reference, current)["visits"]
+    assert result.statistic > 0.2 and result.p_value_adjusted < 1e-10  # D is the largest point mass
+    assert result.effect < 0.02 and not result.drifted
+
+
+def test_a_wider_spread_drifts_in_a_normal_column():
+    rng = np.random.default_rng(6)
+    reference = pd.DataFrame({"x": rng.normal(size=5_000)})
+    current = pd.DataFrame({"x": rng.normal(0, 1.5, 5_000)})
+    result = _compare(reference, current)["x"]
+    assert result.drifted and result.effect == pytest.approx(0.4, abs=0.05)
+
+
+def test_effect_is_wasserstein_over_the_reference_spread_robust_under_outliers():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=3_000), rng.normal(0.3, 1, 3_000)
+    result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
+    assert result.effect == stats.wasserstein_distance(a, b) / np.std(a) and result.effect_kind == "wasserstein/std"
+    # a few huge values make the std meaningless: the spread is then IQR / 1.349
+    a[:5] = 1e6
+    result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
+    q1, q3 = np.percentile(a, [25, 75])
+    assert result.effect_kind == "wasserstein/iqr" and result.effect == stats.wasserstein_distance(a, b) / ((q3 - q1) / 1.349)
+
+
+def test_per_column_thresholds_override_the_defaults():
+    reference, current = _shifted_tables(5_000, 0.2)
+    results = _compare(reference, current, columns={"normal": {"min_effect": 0.5}, "uniform": {"min_effect": {"wasserstein": 0.3}}})
+    assert list(results) == list(SHAPES)  # a map sets options; it does not choose columns
+    assert (results["normal"].drifted, results["normal"].threshold) == (False, 0.5)
+    assert (results["uniform"].drifted, results["uniform"].threshold) == (False, 0.3)
+    assert results["skewed"].drifted
+
+
+def test_per_column_options_for_a_column_the_tables_lack_are_named():
+    reference, current = _shifted_tables(500, 0.0)
+    with pytest.raises(StageFailed, match="reference table lacks 1") as failure:
+        _compare(reference, current, columns={"normall": {"min_effect": 0.5}})
+    assert "did you mean 'normal'" in failure.value.details
+
+
+def test_the_old_ks_floor_is_accepted_and_reported_as_unused(harness, write_csv, tables):
+    reference, current = tables
+    ctx = harness.context({"min_effect": {"ks": 0.1, "cramers_v": 0.1}}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(current, "c.csv")}, {"report": "d.json"})
+    with pytest.raises(StageFailed):
+        PLUGIN.run(ctx)
+    report = json.loads(ctx.outputs["report"].read_text())
+    assert any("min_effect.ks is no longer used" in w for w in report["warnings"])
+    assert report["columns"][0]["effect_kind"] == "wasserstein/std" and report["columns"][0]["threshold"] == 0.1
