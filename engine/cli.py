@@ -263,15 +263,15 @@ def _maintenance(args: argparse.Namespace) -> int:
                 tail += f" in {report.quarantine} (`sluice gc` empties it)"
             print(f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}")
         return EXIT_FAILED if report.bad else EXIT_OK
-    report = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
+    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps(gc.as_dict(), indent=2))
         return EXIT_OK
-    for path in report.removed if args.dry_run else ():
+    for path in gc.removed if args.dry_run else ():
         print(f"would remove {path}")
     verb, freed = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
-    print(f"{verb} {_n(report.objects, 'object')} and {_n(report.entries, 'run entry', 'run entries')}, {freed} {report.bytes:,} bytes;"
-          f" kept {_n(report.kept_objects, 'object')} and {_n(report.kept_entries, 'run entry', 'run entries')}")
+    print(f"{verb} {_n(gc.objects, 'object')} and {_n(gc.entries, 'run entry', 'run entries')}, {freed} {gc.bytes:,} bytes;"
+          f" kept {_n(gc.kept_objects, 'object')} and {_n(gc.kept_entries, 'run entry', 'run entries')}")
     return EXIT_OK
 
 
