@@ -89,6 +89,10 @@ def load_text(text: str, file: str, limits: Limits = DEFAULT) -> Document:
         mark = exc.problem_mark or exc.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         message = f"invalid YAML: {exc.problem or exc.context}"
+        if "maximum nesting depth" in message:
+            # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops at 1,000 levels while scanning ahead,
+            # before our own, lower bound has seen the events: say it the same way.
+            message = _too_deep(limits.yaml_depth) if limits.yaml_depth < 1000 else "the document is nested more than 1,000 levels deep (libyaml's own limit)"
         raise SpecError([Problem(where, message)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(file), f"invalid YAML: {exc}")]) from None
@@ -99,6 +103,10 @@ def load_text(text: str, file: str, limits: Limits = DEFAULT) -> Document:
     if builder.documents > 1:
         raise SpecError([Problem(Location(file, 1, 1), "the file holds several YAML documents; expected one")])
     return Document(file, builder.root, builder.positions, builder.key_positions)
+
+
+def _too_deep(depth: int) -> str:
+    return f"the document is nested more than {depth} levels deep (SLUICE_MAX_YAML_DEPTH)"
 
 
 class _Abort(Exception):
@@ -144,7 +152,7 @@ class _Builder:
             self._value(self._scalar(ev), 1, ev)
         elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             if len(self.stack) >= self.max_depth:
-                self._fail(ev.start_mark, f"the document is nested more than {self.max_depth} levels deep (SLUICE_MAX_YAML_DEPTH)")
+                self._fail(ev.start_mark, _too_deep(self.max_depth))
             is_map = kind is yaml.MappingStartEvent
             self._check_tag(ev, "map" if is_map else "seq")
             path = self._child_path()
