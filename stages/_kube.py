@@ -107,8 +107,9 @@ class Kube:
             raise StageFailed(f"reading {kind} {namespace}/{name} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
         return dict(self.api_client.sanitize_for_serialization(obj))
 
-    def apply(self, obj: Mapping[str, Any]) -> str:
-        """Creates or replaces `obj` unless the cluster already has it as rendered; returns what it did."""
+    def apply(self, obj: Mapping[str, Any], keep_replicas: bool = False) -> str:
+        """Creates or replaces `obj` unless the cluster already has it as rendered; returns what it did.
+        keep_replicas: an HPA owns the Deployment's scale, so a replace keeps the cluster's count."""
         from kubernetes.client.exceptions import ApiException
 
         desired = json.loads(json.dumps(obj))
@@ -129,6 +130,8 @@ class Kube:
             if current["metadata"].get("annotations", {}).get(SPEC_HASH) == meta["annotations"][SPEC_HASH]:
                 return "unchanged"
             meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            if keep_replicas and "replicas" in current.get("spec", {}):
+                desired["spec"]["replicas"] = current["spec"]["replicas"]
             if kind == "Service":  # clusterIP is immutable and assigned by the cluster
                 for key in ("clusterIP", "clusterIPs"):
                     if key in current["spec"]:
@@ -141,6 +144,17 @@ class Kube:
     def replace(self, obj: Mapping[str, Any]) -> None:
         """Writes back an object read from the cluster (read-modify-write; resourceVersion guards races)."""
         self._write("replace", obj, obj["metadata"]["name"], obj["metadata"]["namespace"])
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Deletes an object; one that is already gone is fine."""
+        from kubernetes.client.exceptions import ApiException
+
+        api, suffix = self._api(kind)
+        try:
+            self.call(getattr(api, f"delete_{suffix}"), name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise StageFailed(f"deleting {kind} {namespace}/{name} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
 
     def create(self, obj: Mapping[str, Any]) -> None:
         self._write("create", obj, obj["metadata"]["namespace"])
@@ -226,7 +240,15 @@ class Lease:
         return f"{self.namespace}/{self.name}"
 
     def check(self) -> None:
-        """Raises unless the lease is still ours: call it before each write that moves traffic."""
+        """Raises unless the lease is still ours: call it before each write that moves traffic.
+        Reads the Lease itself, since the renewer only looks every third of the duration."""
+        if not self.lost:
+            try:
+                holder = ((self.kube.read("Lease", self.namespace, self.name) or {}).get("spec") or {}).get("holderIdentity")
+            except StageFailed as exc:
+                holder, self.lost = self.holder, f"it could not be read back ({exc})"
+            if holder != self.holder:
+                self.lost = f"it is now held by {holder}"
         if self.lost:
             raise StageFailed(f"lost the deploy lease {self.where}: {self.lost}; stopped before switching traffic")
 

@@ -2,9 +2,10 @@
 
 Blue-green: deploy the idle colour, wait until it is ready, smoke-test it through its preview
 Service, then point the live Service at it; the previous colour keeps running for rollback.
-Rolling: update the Deployment in place; if it never gets ready or fails the smoke test, put
-the previous pod template back. Either way the record output says what is live, what it
-replaced, the image ID and the gate result.
+Rolling: run the candidate as one preview pod behind its preview Service, smoke-test it there,
+and only then update the live Deployment in place (its replicas left to an HPA if one exists);
+if that never gets ready, put the previous pod template back. Either way the record output says
+what is live, what it replaced, the image ID and the gate result.
 
 Every pod template carries a hash label; each release that passes its smoke test is remembered
 (image and template hash) in the stage's state, and `rollback` returns only to such a release.
@@ -27,10 +28,10 @@ from stages._tables import input_path, output_path
 COLOURS = ("blue", "green")
 COLOUR_LABEL = "sluice.dev/colour"
 HISTORY_FILE = "history.jsonl"
-PREVIOUS_TEMPLATE_FILE = "previous-deployment.json"  # rolling: the pod template to go back to
 RELEASES_FILE = "releases.json"  # every release that passed its smoke test, oldest first
 KEEP_RELEASES = 20
 TEMPLATE_HASH = "sluice.dev/pod-template-hash"  # as Argo Rollouts' rollouts-pod-template-hash
+TRACK_LABEL = "sluice.dev/track"  # rolling's stable and preview pods: left out of the template hash
 
 
 class DeployStage(Plugin):
@@ -82,7 +83,7 @@ class DeployStage(Plugin):
             if record["strategy"] == "blue-green":
                 record, summary = _rollback_blue_green(kube, record, cfg, ctx, lease)
             else:
-                record, summary = _rollback_rolling(kube, record, cfg, ctx)
+                record, summary = _rollback_rolling(kube, record, cfg, ctx, lease)
         record.update(summary=summary, rolled_back_at=_now())
         write_json(path, record)
         _append_history(ctx, {"action": "rollback", **record})
@@ -115,7 +116,7 @@ class _Bundle:
         # and what preview and live Services select, so traffic reaches only the tested template.
         self.objects = [(entry, label_template(obj) if obj["kind"] == "Deployment" else obj) for entry, obj in objects]
         for entry, obj in self.objects:
-            if entry["role"] == "preview":
+            if entry["role"] == "preview" and obj["kind"] == "Service":
                 obj["spec"]["selector"][TEMPLATE_HASH] = _template_hash(self.one("Deployment", "app", entry["colour"]))
 
     @classmethod
@@ -154,7 +155,7 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     idle = _other(live) if live in COLOURS else COLOURS[0]
     previous_image = _image_of(kube.read("Deployment", ns, f"{app}-{live}")) if live in COLOURS else None
     candidate = bundle.one("Deployment", "app", idle)
-    changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle)]}
+    changed = _apply(kube, bundle, [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle)], idle)
     keeps = f"traffic stays on {app}-{live}" if live in COLOURS else "no traffic was switched (first deploy)"
     try:
         dep = kube.wait_ready(ns, f"{app}-{idle}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
@@ -207,31 +208,54 @@ def _select(kube: Any, service: dict[str, Any], selector: Mapping[str, Any]) -> 
     raise StageFailed(f"Service {ns}/{name} was switched but reads back selecting {got}: something else changed it")
 
 
+def _apply(kube: Any, bundle: _Bundle, objects: list[dict[str, Any]], colour: str | None = None) -> dict[str, str]:
+    """Applies objects in order; a Deployment an HPA scales keeps the cluster's replica count."""
+    scaled = {o["spec"]["scaleTargetRef"]["name"] for o in bundle.pick("scaler", colour)}
+    return {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o, keep_replicas=o["metadata"]["name"] in scaled) for o in objects}
+
+
 def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
+    from stages._kube import SPEC_HASH, spec_hash
+
     ns, app = bundle.namespace, bundle.app
+    wait = float(cfg["rollout_timeout"]), float(cfg["poll_interval"])
     before = kube.read("Deployment", ns, app)
-    changed = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler")]}
-    if before is not None and changed[f"Deployment/{app}"] != "unchanged":
-        (ctx.state_dir).mkdir(parents=True, exist_ok=True)
-        write_json(ctx.state_dir / PREVIOUS_TEMPLATE_FILE, {"revision": _revision(before), "image": _image_of(before), "deployment": _restorable(before)})
+    desired = bundle.one("Deployment", "app")
+    if before and _template_hash(before) == _template_hash(desired) and (before["metadata"].get("annotations") or {}).get(SPEC_HASH) == spec_hash(desired):
+        changed = _apply(kube, bundle, [*bundle.pick("live"), *bundle.pick("scaler")])
+        dep = kube.wait_ready(ns, app, *wait)
+        return {"revision": _revision(dep), "changed": changed, "summary": f"{app} already runs this image; nothing to do"}
+    keeps = f"traffic stays on {app} revision {_revision(before)} ({_image_of(before)})" if before else "nothing was live (first deploy)"
+    changed = _apply(kube, bundle, bundle.pick("preview"))
     try:
-        dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
-        smoke = _smoke(kube, ns, bundle.one("Service", "live"), cfg, ctx)
+        try:
+            kube.wait_ready(ns, f"{app}-preview", *wait)
+        except StageFailed as exc:
+            raise StageFailed(f"rollout of {app}-preview failed: {exc}; {keeps}", exc.details) from exc
+        smoke = _smoke(kube, ns, bundle.one("Service", "preview"), cfg, ctx)
         if not smoke["passed"]:
-            raise StageFailed(f"smoke test against {app} failed: {'; '.join(smoke['failures'])}")
+            raise StageFailed(f"smoke test against {app}-preview failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
+        lease.check()
+    finally:
+        kube.delete("Deployment", ns, f"{app}-preview")  # its one pod has done its job either way
+    changed.update(_apply(kube, bundle, [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler")]))
+    try:
+        dep = kube.wait_ready(ns, app, *wait)
     except StageFailed as exc:
-        if before is None or changed[f"Deployment/{app}"] == "unchanged":
+        if before is None:
             raise
-        _restore(kube, before)
+        _restore(kube, _restorable(before))
         raise StageFailed(f"{exc}; restored revision {_revision(before)} ({_image_of(before)})", exc.details) from exc
-    previous = json.loads((ctx.state_dir / PREVIOUS_TEMPLATE_FILE).read_text()) if (ctx.state_dir / PREVIOUS_TEMPLATE_FILE).is_file() else {}
+    release = _remember(ctx, {**_release(desired, bundle.image, None), "template": desired["spec"]["template"],
+                              "annotations": _sluice_annotations(desired, {SPEC_HASH: spec_hash(desired)})})  # fmt: skip
     return {
+        "release": release,
         "revision": _revision(dep),
-        "previous_revision": previous.get("revision"),
-        "previous_image": previous.get("image"),
+        "previous_revision": _revision(before),
+        "previous_image": _image_of(before),
         "changed": changed,
         "smoke": {k: v for k, v in smoke.items() if k != "cases"},
-        "summary": f"{app} revision {_revision(dep)} is live" if changed[f"Deployment/{app}"] != "unchanged" else f"{app} already runs this image; nothing to do",
+        "summary": f"{app} revision {_revision(dep)} is live",
     }
 
 
@@ -317,7 +341,11 @@ def label_template(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(obj))
     template = out["spec"]["template"]
     template["metadata"].setdefault("labels", {}).pop(TEMPLATE_HASH, None)
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+    # The track is where a pod runs (preview or stable), not what it runs: a preview pod that passed
+    # carries the same hash as the stable pods made from it.
+    hashed = copy.deepcopy(template)
+    hashed["metadata"]["labels"].pop(TRACK_LABEL, None)
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:10]
     template["metadata"]["labels"][TEMPLATE_HASH] = digest
     return out
 
@@ -326,20 +354,19 @@ def _template_hash(dep: Mapping[str, Any] | None) -> str | None:
     return ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels", {}).get(TEMPLATE_HASH)
 
 
-def _rollback_rolling(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> tuple[dict[str, Any], str]:
+def _rollback_rolling(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> tuple[dict[str, Any], str]:
     ns, app = record["namespace"], record["app"]
-    saved = ctx.state_dir / PREVIOUS_TEMPLATE_FILE
-    if not saved.is_file():
-        raise StageFailed(f"nothing to roll back to: no earlier revision of {app} was recorded")
-    previous = json.loads(saved.read_text())
     current = kube.read("Deployment", ns, app)
     if current is None:
         raise StageFailed(f"Deployment {ns}/{app} is gone; cannot roll back")
-    _restore(kube, previous["deployment"])
+    target = _rollback_target(ctx, app, _template_hash(current))
+    if "template" not in target:
+        raise StageFailed(f"cannot roll back: the release {target['image']} was recorded without its pod template (before sluice kept them); deploy it again instead")
+    lease.check()
+    _restore(kube, {"metadata": {"namespace": ns, "name": app, "annotations": target.get("annotations") or {}}, "spec": {"template": target["template"]}})
     dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
-    # The version we left becomes the one a second rollback returns to.
-    write_json(saved, {"revision": _revision(current), "image": _image_of(current), "deployment": _restorable(current)})
-    record.update(revision=_revision(dep), previous_revision=_revision(current), image={"reference": _image_of(dep)}, previous_image=_image_of(current))  # fmt: skip
+    record.update(revision=_revision(dep), previous_revision=_revision(current), release=target, previous_image=_image_of(current),
+                  image={"reference": _image_of(dep), "image_id": target.get("image_id"), "model_hash": target.get("model_hash")})  # fmt: skip
     return record, f"{app} rolled back from {_image_of(current)} to {_image_of(dep)} (revision {_revision(dep)})"
 
 
@@ -350,10 +377,13 @@ def _restore(kube: Any, before: Mapping[str, Any]) -> None:
     if current is None:
         return
     current["spec"]["template"] = before["spec"]["template"]
-    current["metadata"].setdefault("annotations", {}).update(
-        {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith("sluice.dev/")}
-    )
+    current["metadata"].setdefault("annotations", {}).update(_sluice_annotations(before))
     kube.replace(current)
+
+
+def _sluice_annotations(dep: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our annotations of a Deployment (spec hash, image id, model hash): they travel with its template."""
+    return {**{k: v for k, v in (dep["metadata"].get("annotations") or {}).items() if k.startswith("sluice.dev/")}, **(extra or {})}
 
 
 def _restorable(dep: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ COLOURS = ("blue", "green")
 NAME_LABEL = "app.kubernetes.io/name"
 VERSION_LABEL = "app.kubernetes.io/version"
 COLOUR_LABEL = "sluice.dev/colour"
+TRACK_LABEL = "sluice.dev/track"  # rolling: "stable" pods take traffic, "preview" pods are smoke-tested
 SPEC_HASH = "sluice.dev/spec-hash"  # k8s.deploy compares it to decide whether an object changed
 INDEX_FILE = "index.json"
 DEFAULT_CONTAINER_PORT = 8000
@@ -77,12 +78,18 @@ def _version_label(image: Mapping[str, Any]) -> str:
 
 
 def render(app: str, image: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[tuple[tuple[str, str | None], dict[str, Any]]]:
-    """[((role, colour), object)]: roles are app (Deployment), live/preview (Service), scaler (HPA)."""
+    """[((role, colour), object)]: roles are app (Deployment), live (Service), preview (Service; for
+    rolling also its one-pod Deployment), scaler (HPA)."""
     base = {NAME_LABEL: app, VERSION_LABEL: _version_label(image), "app.kubernetes.io/managed-by": "sluice", **cfg["labels"]}
     if cfg["strategy"] == "rolling":
+        # The candidate first runs as one preview pod behind its own Service, so the smoke test
+        # never goes through the live Service; the tracks keep the two Deployments' selectors apart.
+        stable, preview = {NAME_LABEL: app, TRACK_LABEL: "stable"}, {NAME_LABEL: app, TRACK_LABEL: "preview"}
         return [
-            (("app", None), deployment(app, image, cfg, base, {NAME_LABEL: app})),
-            (("live", None), service(app, cfg, base, {NAME_LABEL: app})),
+            (("app", None), deployment(app, image, cfg, {**base, **stable}, stable)),
+            (("live", None), service(app, cfg, base, stable)),
+            (("preview", None), deployment(f"{app}-preview", image, {**cfg, "replicas": 1}, {**base, **preview}, preview)),
+            (("preview", None), service(f"{app}-preview", cfg, {**base, **preview}, preview)),
             *([(("scaler", None), hpa(app, cfg, base))] if cfg.get("autoscaling") else []),
         ]
     objects: list[tuple[tuple[str, str | None], dict[str, Any]]] = []

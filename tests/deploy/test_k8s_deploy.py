@@ -193,7 +193,7 @@ def test_rolling_update_and_undo_on_failure(tmp_path: Path, fake: FakeKubernetes
     assert first["revision"] == "1"
     second = ws.deploy(NEWER)
     assert (second["revision"], second["previous_image"]) == ("2", GOOD)
-    with pytest.raises(StageFailed, match=f"not ready within 3 s; restored revision 2 \\({NEWER}\\)"):
+    with pytest.raises(StageFailed, match=f"rollout of bc-preview failed: .*not ready within 3 s; traffic stays on bc revision 2 \\({NEWER}\\)"):
         ws.deploy(BROKEN)
     dep = fake.get("deployments", "default", "bc")
     assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["image"] == NEWER

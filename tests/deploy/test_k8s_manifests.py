@@ -31,10 +31,19 @@ def _render(tmp_path: Path, **config: object) -> tuple[dict, list[dict]]:
 def test_every_object_passes_official_schemas(tmp_path: Path, strategy: str, version: str) -> None:
     _, objects = _render(tmp_path, strategy=strategy, autoscaling={"max_replicas": 5}, validate_against=None)
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds.count("Deployment") == (1 if strategy == "rolling" else 2)
+    assert kinds.count("Deployment") == 2  # rolling: the live one and the one-pod preview
     assert "HorizontalPodAutoscaler" in kinds
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_rolling_renders_a_preview_service_apart_from_the_live_one(tmp_path: Path) -> None:
+    index, objects = _render(tmp_path, strategy="rolling", validate_against=None)
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    live, preview = by_name[("Service", "breast-cancer")], by_name[("Service", "breast-cancer-preview")]
+    assert live["spec"]["selector"]["sluice.dev/track"] == "stable" and preview["spec"]["selector"]["sluice.dev/track"] == "preview"
+    assert by_name[("Deployment", "breast-cancer-preview")]["spec"]["replicas"] == 1
+    assert {(o["role"], o["kind"]) for o in index["objects"] if o["name"] == "breast-cancer-preview"} == {("preview", "Deployment"), ("preview", "Service")}
 
 
 def test_deployment_is_hardened_and_probed(tmp_path: Path) -> None:
