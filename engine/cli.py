@@ -82,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("model_dir", type=Path, help="a model directory written by sklearn.train")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--expect-sha256", type=_sha256, metavar="HEX",
+                    help="refuse a model file whose sha256 differs, whatever metadata.json says (from a source the model directory cannot rewrite)")
 
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
@@ -105,6 +107,14 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file whose folder holds sluice.lock (default: ./pipeline.yaml)")
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _sha256(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sha256 digest (64 hex digits)")
+    return text.lower()
 
 
 def _non_negative(text: str) -> float:
@@ -168,7 +178,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _schema(args)
 
     if args.command == "serve":
-        api.serve(args.model_dir, args.host, args.port)
+        api.serve(args.model_dir, args.host, args.port, args.expect_sha256)
         return EXIT_OK
 
     if args.command in ("cache", "gc"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -45,14 +47,17 @@ class DockerBuildStage(Plugin):
             yield ConfigProblem(str(exc))
 
     def run(self, ctx: StageContext) -> None:
-        from stages.serving.model import ModelError, read_metadata
+        from stages.serving.model import ModelError, read_verified
 
         cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
         try:
-            meta = read_metadata(model_dir)
+            # Read once and checked (against expect_sha256 when given): these bytes, and only
+            # these, go into the image, so a file swapped after the check never gets built in.
+            meta, model_bytes = read_verified(model_dir, cfg.get("expect_sha256"))
         except ModelError as exc:
             raise StageFailed(str(exc)) from exc
+        digest = hashlib.sha256(model_bytes).hexdigest()
         repository = cfg.get("repository") or f"sluice/{_slug(ctx.pipeline or 'model')}"
         tags = [f"{repository}:{cfg['version']}-{meta.version}", f"{repository}:{cfg['version']}"]
         with tempfile.TemporaryDirectory(prefix="sluice-build-") as tmp:
@@ -62,11 +67,11 @@ class DockerBuildStage(Plugin):
             labels = {
                 "org.opencontainers.image.title": repository,
                 "org.opencontainers.image.version": str(cfg["version"]),
-                "dev.sluice.model.sha256": meta.model_hash,
+                "dev.sluice.model.sha256": digest,
                 "dev.sluice.pipeline": ctx.pipeline,
                 **cfg["labels"],
             }
-            write_context(context, model_dir, meta, requirements, cfg, python, labels)
+            write_context(context, model_dir, meta, requirements, cfg, python, labels, model_bytes=model_bytes)
             if cfg["wheelhouse"]:
                 download_wheels(context / "wheels", context / "requirements.txt", python, ctx)
             client = docker_client(timeout=int(cfg["timeout"]))
@@ -84,7 +89,7 @@ class DockerBuildStage(Plugin):
             # A digest pins the bytes once pushed; until then the hash-bearing tag is unique per model.
             "reference": (image.attrs.get("RepoDigests") or [tags[0]])[0],
             "base_image": cfg["base_image"],
-            "model_hash": meta.model_hash,
+            "model_hash": digest,
             "model_version": meta.version,
             "port": cfg["port"],
             "python": python,
@@ -137,8 +142,17 @@ def pinned_requirements(meta: Mapping[str, Any], extra: Iterable[str]) -> list[s
 
 
 def write_context(
-    context: Path, model_dir: Path, meta: Any, requirements: list[str], cfg: Mapping[str, Any], python: str, labels: Mapping[str, str]
+    context: Path,
+    model_dir: Path,
+    meta: Any,
+    requirements: list[str],
+    cfg: Mapping[str, Any],
+    python: str,
+    labels: Mapping[str, str],
+    model_bytes: bytes | None = None,
 ) -> None:
+    """The build context. `model_bytes`: the verified model file; without it the file is read and
+    verified here against metadata.json alone."""
     if context.exists():
         shutil.rmtree(context)
     context.mkdir(parents=True)
@@ -147,14 +161,24 @@ def write_context(
     (context / "srv" / "model").mkdir()
     if Path(meta.model_file).name != meta.model_file or meta.model_file in ("", ".", ".."):
         raise StageFailed(f"metadata.json names the model file {meta.model_file!r}: expected a file name inside the model directory")
-    for name in ("metadata.json", meta.model_file):
-        shutil.copyfile(model_dir / name, context / "srv" / "model" / name)
+    if model_bytes is None:
+        from stages.serving.model import ModelError, read_verified
+
+        try:
+            meta, model_bytes = read_verified(model_dir)
+        except ModelError as exc:
+            raise StageFailed(str(exc)) from exc
+    # metadata.json as it was read, not as it may be now; the server checks the model against the
+    # digest baked into the entry point anyway.
+    (context / "srv" / "model" / "metadata.json").write_text(json.dumps(meta.raw, indent=2) + "\n")
+    (context / "srv" / "model" / meta.model_file).write_bytes(model_bytes)
     (context / "wheels").mkdir()
-    (context / "Dockerfile").write_text(dockerfile(cfg, python, labels))
+    (context / "Dockerfile").write_text(dockerfile(cfg, python, labels, hashlib.sha256(model_bytes).hexdigest()))
 
 
-def dockerfile(cfg: Mapping[str, Any], python: str, labels: Mapping[str, str]) -> str:
-    """The Dockerfile text; every value is checked or quoted, so none can start an instruction."""
+def dockerfile(cfg: Mapping[str, Any], python: str, labels: Mapping[str, str], model_sha256: str | None = None) -> str:
+    """The Dockerfile text; every value is checked or quoted, so none can start an instruction.
+    `model_sha256`: the verified digest the server in the image insists on."""
     port = int(cfg["port"])
     props = DockerBuildStage.config_schema["properties"]
     base_image = require_match(props["base_image"]["pattern"], str(cfg["base_image"]), "base_image")
@@ -163,6 +187,7 @@ def dockerfile(cfg: Mapping[str, Any], python: str, labels: Mapping[str, str]) -
     label_line = " ".join(
         f"{dockerfile_string(require_match(key_pattern, k, 'label key'))}={dockerfile_string(str(v))}" for k, v in sorted(labels.items())
     )
+    expect = f', "--expect-sha256", "{require_match("[0-9a-f]{64}", model_sha256, "the model digest")}"' if model_sha256 else ""
     pip_source = "--no-index --find-links /tmp/wheels" if cfg["wheelhouse"] else ""
     check = (
         "import sys; v = '%d.%d' % sys.version_info[:2]; "
@@ -185,7 +210,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/srv/app PYTHONDONTWRITEBYTECODE=1 PYTHO
 USER {APP_UID}:{APP_UID}
 EXPOSE {port}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python3", "-c", "{health}"]
-ENTRYPOINT ["python3", "-m", "serving", "/srv/model"]
+ENTRYPOINT ["python3", "-m", "serving", "/srv/model"{expect}]
 CMD ["--host", "0.0.0.0", "--port", "{port}"]
 COPY --from=deps /opt/venv /opt/venv
 COPY srv /srv
