@@ -33,13 +33,39 @@ DEFAULTS: Mapping[str, Any] = {
     "max_rows": 200_000,
     "seed": 0,
 }
-DEFAULT_EFFECT = {"wasserstein": 0.1, "cramers_v": 0.1}
+# missing: change in the share of nulls (0.05 = 5 percentage points); unseen: share of current rows
+# in categories the reference never had.
+DEFAULT_EFFECT = {"wasserstein": 0.1, "cramers_v": 0.1, "missing": 0.05, "unseen": 0.05}
+UNSEEN_LISTED = 10  # unseen categories named in the report
 # IQR / 1.349 is the sd of a normal; the std stands unless a few extreme values inflate it past this.
 ROBUST_SPREAD_RATIO = 3.0
 PSI_FLOOR = 1e-6  # stands in for an empty bin so PSI stays finite, as most PSI implementations do
 # Below ~10 expected rows a bin, sampling noise alone pushes PSI past the usual 0.2 (every undrifted
 # split of 89-row halves did): PSI is then reported but does not decide.
 PSI_MIN_PER_BIN = 10
+
+
+@dataclass(frozen=True)
+class MissingResult:
+    """The share of nulls on each side, tested with a two-proportion (2×2 chi-square) test."""
+
+    reference: float
+    current: float
+    p_value: float | None  # None when neither side has a null: nothing to test
+    p_value_adjusted: float | None = None
+    effect: float = 0.0  # current share − reference share
+    threshold: float | None = None
+    drifted: bool = False
+
+
+@dataclass(frozen=True)
+class UnseenResult:
+    """Current rows whose category the reference never had (categorical columns only)."""
+
+    share: float  # of the current table's non-null rows
+    categories: tuple[str, ...]  # the most frequent of them, at most UNSEEN_LISTED
+    threshold: float | None = None
+    drifted: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,13 +84,16 @@ class ColumnResult:
     psi: float | None = None
     psi_min_expected: float | None = None  # fewest rows expected in a bin, on either side
     psi_gated: bool | None = None  # whether PSI could decide (enough rows a bin); None without a threshold
+    missing: MissingResult | None = None
+    unseen: UnseenResult | None = None
     drifted: bool = False
+    reasons: tuple[str, ...] = ()  # what drifted: "distribution", "psi", "missing", "unseen"
     note: str = ""
 
 
 class DriftStage(Plugin):
     name = "data.drift"
-    version = "1"
+    version = "2"
     config_schema = schemas.load("stages/data.drift")
     inputs = (Port("reference", desc="the table drift is measured against"), Port("current", desc="the new table"))
     outputs = (Port("report", desc="JSON report per column", any_name=True, keep_on_failure=True),)
@@ -84,7 +113,7 @@ class DriftStage(Plugin):
             "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
             f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
         ] if "ks" in config.get("min_effect", {}) else []
-        tested = [r for r in results if r.test != "none"]
+        tested = [r for r in results if r.test != "none" or (r.missing and r.missing.p_value is not None)]
         drifted = [r for r in tested if r.drifted]
         share = len(drifted) / len(tested) if tested else 0.0
         failed = config["fail"] and share > config["max_drifted_share"]
@@ -118,8 +147,16 @@ class DriftStage(Plugin):
 
 def drift_table(results: Iterable[ColumnResult]) -> str:
     return text_table(
-        ("column", "test", "statistic", "p-value", "adjusted", "effect", "psi"),
-        ((r.column, r.test, r.statistic, r.p_value, r.p_value_adjusted, f"{r.effect_name}={r.effect:.4g}", r.psi) for r in results),
+        ("column", "why", "test", "statistic", "adjusted", "effect", "psi", "missing", "unseen"),
+        (
+            (
+                r.column, ",".join(r.reasons), r.test, r.statistic, r.p_value_adjusted,
+                None if r.effect is None else f"{r.effect_name}={r.effect:.4g}", r.psi,
+                r.missing and f"{r.missing.reference:.1%} -> {r.missing.current:.1%}",
+                r.unseen and f"{r.unseen.share:.1%}",
+            )
+            for r in results
+        ),
     )
 
 
@@ -173,13 +210,20 @@ def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, 
     from scipy import stats
     from scipy.stats.contingency import association
 
+    missing = missing_test(int(ref.isna().sum()), len(ref), int(cur.isna().sum()), len(cur))
     ref, cur = ref.dropna(), cur.dropna()
     numeric = is_numeric_kind(kind_of(ref)) and not force_categorical
     effect_name = "wasserstein" if numeric else "cramers_v"
     if ref.empty or cur.empty:
-        return ColumnResult(column, "none", None, None, None, None, effect_name, len(ref), len(cur), note="no non-null values on one side")
+        return ColumnResult(
+            column, "none", None, None, None, None, effect_name, len(ref), len(cur), missing=missing, note="no non-null values on one side"
+        )
+    unseen = None
     if numeric:
-        a, b = ref.to_numpy(dtype=float), cur.to_numpy(dtype=float)
+        import numpy as np
+
+        # Sorted once: KS sorts again cheaply, and Wasserstein reads the sorted values directly.
+        a, b = np.sort(ref.to_numpy(dtype=float)), np.sort(cur.to_numpy(dtype=float))
         result = stats.ks_2samp(a, b)
         statistic, p_value = float(result.statistic), float(result.pvalue)
         effect, effect_kind = wasserstein_effect(a, b)
@@ -193,24 +237,46 @@ def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, 
             statistic, p_value = float(chi2.statistic), float(chi2.pvalue)
             effect = float(association(table, method="cramer", correction=False))
         effect_kind = "cramers_v"
+        unseen = unseen_categories(ref, cur)
         index = _psi_from_counts(table[:, 0], table[:, 1]) if psi else None
     psi_value, min_expected = index if index is not None else (None, None)
     return ColumnResult(
         column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur),
-        effect_kind, psi=psi_value, psi_min_expected=min_expected,
+        effect_kind, psi=psi_value, psi_min_expected=min_expected, missing=missing, unseen=unseen,
     )
 
 
+def missing_test(ref_missing: int, ref_rows: int, cur_missing: int, cur_rows: int) -> MissingResult:
+    """Two-proportion test of the null shares (the pooled z-test, as a 2×2 chi-square without continuity correction)."""
+    from scipy import stats
+
+    ref_share, cur_share = ref_missing / ref_rows, cur_missing / cur_rows
+    nulls, values = ref_missing + cur_missing, ref_rows + cur_rows - ref_missing - cur_missing
+    if nulls == 0:
+        return MissingResult(ref_share, cur_share, None, effect=0.0)
+    if values == 0:  # all null on both sides: the share cannot differ
+        return MissingResult(ref_share, cur_share, 1.0, effect=0.0)
+    table = [[ref_missing, ref_rows - ref_missing], [cur_missing, cur_rows - cur_missing]]
+    p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
+    return MissingResult(ref_share, cur_share, p_value, effect=cur_share - ref_share)
+
+
+def unseen_categories(ref: pd.Series, cur: pd.Series) -> UnseenResult:
+    cur_text = cur.astype(str)
+    new = cur_text[~cur_text.isin(set(ref.astype(str)))]
+    top = new.value_counts().index[:UNSEEN_LISTED]
+    return UnseenResult(len(new) / len(cur_text), tuple(sorted(str(c) for c in top)))
+
+
 def wasserstein_effect(ref: np.ndarray, cur: np.ndarray) -> tuple[float, str]:
-    """Wasserstein-1 distance in units of the reference's spread, and which spread.
+    """Wasserstein-1 distance in units of the reference's spread, and which spread; both arrays sorted.
 
     W1 of a pure location shift is the shift itself, so a shift of k reference sds measures k in
     any shape; ties cost nothing (unlike KS D, which jumps by a whole point mass).
     """
     import numpy as np
-    from scipy import stats
 
-    distance = float(stats.wasserstein_distance(ref, cur))
+    distance = wasserstein_sorted(ref, cur)
     q1, q3 = np.percentile(ref, [25, 75])
     robust, std = float(q3 - q1) / 1.349, float(np.std(ref))
     if robust > 0 and std > ROBUST_SPREAD_RATIO * robust:
@@ -220,6 +286,18 @@ def wasserstein_effect(ref: np.ndarray, cur: np.ndarray) -> tuple[float, str]:
     # A constant reference: measured against the current's spread, or in the column's own units.
     spread = float(np.std(cur))
     return (distance / spread, "wasserstein/current_std") if spread > 0 else (distance, "wasserstein/units")
+
+
+def wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 of two sorted samples: the area between their ECDFs (scipy's definition, without its argsort)."""
+    import numpy as np
+
+    if len(a) == len(b):  # the quantile functions are step functions on the same grid
+        return float(np.mean(np.abs(a - b)))
+    values = np.sort(np.concatenate([a, b]), kind="stable")  # a merge of two sorted runs
+    between = values[:-1]
+    gap = np.searchsorted(a, between, side="right") / len(a) - np.searchsorted(b, between, side="right") / len(b)
+    return float(np.sum(np.abs(gap) * np.diff(values)))
 
 
 def contingency(ref: pd.Series, cur: pd.Series) -> np.ndarray:
@@ -264,23 +342,42 @@ def adjust(p_values: list[float], correction: str) -> list[float]:
 
 
 def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnResult]:
-    tested = [r for r in raw if r.p_value is not None]
-    adjusted = dict(zip((r.column for r in tested), adjust([r.p_value for r in tested], config["correction"]), strict=True))
+    # The missing-rate tests join the distribution tests in one family, so the correction bounds
+    # false alarms over every verdict the report gives.
+    family = [((r.column, "distribution"), r.p_value) for r in raw if r.p_value is not None]
+    family += [((r.column, "missing"), r.missing.p_value) for r in raw if r.missing and r.missing.p_value is not None]
+    adjusted = dict(zip((key for key, _ in family), adjust([p for _, p in family], config["correction"]), strict=True))
     effects = {**DEFAULT_EFFECT, **config.get("min_effect", {})}
     per_column = config.get("columns") if isinstance(config.get("columns"), dict) else {}
     psi_threshold = (config.get("psi") or {}).get("threshold")
+    alpha = config["alpha"]
     out = []
     for r in raw:
-        if r.column not in adjusted:
-            out.append(r)
-            continue
-        p_adj = adjusted[r.column]
-        threshold = column_thresholds(effects, per_column.get(r.column, {}))[r.effect_name]
-        significant = p_adj < config["alpha"] and r.effect is not None and r.effect >= threshold
-        gated = None if psi_threshold is None or r.psi is None else bool(r.psi_min_expected >= PSI_MIN_PER_BIN)
-        unstable = bool(gated) and r.psi >= psi_threshold
-        out.append(replace(r, p_value_adjusted=p_adj, threshold=threshold, psi_gated=gated, drifted=significant or unstable))
+        floors = column_thresholds(effects, per_column.get(r.column, {}))
+        missing = r.missing and _missing_verdict(r.missing, adjusted.get((r.column, "missing")), floors["missing"], alpha)
+        p_adj = adjusted.get((r.column, "distribution"))
+        threshold, significant, unstable, gated, unseen = None, False, False, None, r.unseen
+        if p_adj is not None:
+            threshold = floors[r.effect_name]
+            significant = p_adj < alpha and r.effect is not None and r.effect >= threshold
+            gated = None if psi_threshold is None or r.psi is None else bool(r.psi_min_expected >= PSI_MIN_PER_BIN)
+            unstable = bool(gated) and r.psi >= psi_threshold
+            if unseen is not None:
+                unseen = replace(unseen, threshold=floors["unseen"], drifted=p_adj < alpha and unseen.share >= floors["unseen"])
+        verdicts = {"distribution": significant, "psi": unstable, "missing": bool(missing and missing.drifted), "unseen": bool(unseen and unseen.drifted)}
+        reasons = tuple(name for name, hit in verdicts.items() if hit)
+        out.append(
+            replace(
+                r, p_value_adjusted=p_adj, threshold=threshold, psi_gated=gated, missing=missing, unseen=unseen,
+                drifted=bool(reasons), reasons=reasons,
+            )
+        )
     return out
+
+
+def _missing_verdict(missing: MissingResult, p_adj: float | None, floor: float, alpha: float) -> MissingResult:
+    drifted = p_adj is not None and p_adj < alpha and abs(missing.effect) >= floor
+    return replace(missing, p_value_adjusted=p_adj, threshold=floor, drifted=drifted)
 
 
 def column_thresholds(effects: Mapping[str, float], options: Mapping[str, Any]) -> dict[str, float]:

@@ -39,7 +39,7 @@ def test_ks_and_chi_square_figures_equal_scipy(tables):
         a, b = reference[column].to_numpy(), current[column].to_numpy()
         direct = stats.ks_2samp(a, b)
         assert (results[column].statistic, results[column].p_value) == (direct.statistic, direct.pvalue)
-        assert results[column].effect == stats.wasserstein_distance(a, b) / np.std(a)
+        assert results[column].effect == pytest.approx(stats.wasserstein_distance(a, b) / np.std(a), rel=1e-12)
     counts = pd.concat([reference["c"].value_counts(), current["c"].value_counts()], axis=1).fillna(0).sort_index()
     table = counts.to_numpy(dtype="int64")
     direct = stats.chi2_contingency(table, correction=False)
@@ -66,6 +66,17 @@ def test_ks_equals_scipy_on_any_sample(a, b):
     result = _compare(pd.DataFrame({"v": a}), pd.DataFrame({"v": b}))["v"]
     direct = stats.ks_2samp(np.array(a), np.array(b))
     assert (result.statistic, result.p_value) == (direct.statistic, direct.pvalue)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=2, max_size=60),
+    b=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=60),
+)
+def test_wasserstein_equals_scipy_on_any_sample(a, b):
+    from stages.data_drift import wasserstein_sorted
+
+    assert wasserstein_sorted(np.sort(a), np.sort(b)) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9, abs=1e-9)
 
 
 def _random_halves(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -169,6 +180,9 @@ def test_columns_and_exclude_choose_what_is_tested(tables):
         ({"columns": ["a"], "exclude": ["a"]}, "both listed and excluded"),
         ({"min_effect": {"d": 0.1}}, "Additional properties"),
         ({"max_rows": 10}, "less than the minimum"),
+        ({"columns": {"a": {"min_effekt": 0.2}}}, "'min_effekt' was unexpected"),
+        ({"columns": {"a": {"min_effect": {"missing": 2}}}}, "greater than the maximum"),
+        ({"min_effect": {"unseen": -0.1}}, "less than the minimum"),
     ],
 )
 def test_bad_config(config, message):
@@ -195,12 +209,6 @@ def test_empty_current_table_fails_cleanly(harness, write_csv, tables):
     ctx = harness.context({}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(reference.iloc[:0], "c.csv")}, {"report": "d.json"})
     with pytest.raises(StageFailed, match="current table .* has no rows"):
         PLUGIN.run(ctx)
-
-
-def test_all_null_column_is_reported_untested(tables):
-    reference, current = tables
-    result = _compare(reference, current.assign(y=np.nan))["y"]
-    assert result.test == "none" and not result.drifted and result.p_value_adjusted is None
 
 
 def test_adjust_of_nothing():
@@ -284,12 +292,13 @@ def test_effect_is_wasserstein_over_the_reference_spread_robust_under_outliers()
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=3_000), rng.normal(0.3, 1, 3_000)
     result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
-    assert result.effect == stats.wasserstein_distance(a, b) / np.std(a) and result.effect_kind == "wasserstein/std"
+    assert result.effect == pytest.approx(stats.wasserstein_distance(a, b) / np.std(a), rel=1e-12) and result.effect_kind == "wasserstein/std"
     # a few huge values make the std meaningless: the spread is then IQR / 1.349
     a[:5] = 1e6
     result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
     q1, q3 = np.percentile(a, [25, 75])
-    assert result.effect_kind == "wasserstein/iqr" and result.effect == stats.wasserstein_distance(a, b) / ((q3 - q1) / 1.349)
+    assert result.effect_kind == "wasserstein/iqr"
+    assert result.effect == pytest.approx(stats.wasserstein_distance(a, b) / ((q3 - q1) / 1.349), rel=1e-12)
 
 
 def test_per_column_thresholds_override_the_defaults():
@@ -316,3 +325,80 @@ def test_the_old_ks_floor_is_accepted_and_reported_as_unused(harness, write_csv,
     report = json.loads(ctx.outputs["report"].read_text())
     assert any("min_effect.ks is no longer used" in w for w in report["warnings"])
     assert report["columns"][0]["effect_kind"] == "wasserstein/std" and report["columns"][0]["threshold"] == 0.1
+
+
+# --- missing values and unseen categories (issue 10 item 4) ---
+
+
+def _with_missing(values: np.ndarray, share: float, seed: int) -> np.ndarray:
+    out = values.astype(float).copy()
+    out[np.random.default_rng(seed).random(len(out)) < share] = np.nan
+    return out
+
+
+def test_a_jump_in_missing_values_drifts_though_the_values_left_do_not():
+    rng = np.random.default_rng(11)
+    reference = pd.DataFrame({"x": rng.normal(size=5_000), "y": rng.normal(size=5_000)})
+    current = pd.DataFrame({"x": _with_missing(rng.normal(size=5_000), 0.3, 1), "y": rng.normal(size=5_000)})
+    results = _compare(reference, current)
+    x = results["x"]
+    assert x.drifted and x.reasons == ("missing",) and not results["y"].drifted
+    assert (x.missing.reference, x.missing.threshold) == (0.0, 0.05) and x.missing.effect == pytest.approx(0.3, abs=0.02)
+    assert x.missing.p_value_adjusted < 1e-10 and x.missing.drifted
+    assert results["y"].missing.p_value is None  # no nulls on either side: nothing to test
+
+
+def test_a_small_or_no_change_in_missing_values_does_not_drift():
+    rng = np.random.default_rng(12)
+    n = 50_000
+    reference = pd.DataFrame({"small": _with_missing(rng.normal(size=n), 0.02, 1), "same": _with_missing(rng.normal(size=n), 0.1, 2)})
+    current = pd.DataFrame({"small": _with_missing(rng.normal(size=n), 0.04, 3), "same": _with_missing(rng.normal(size=n), 0.1, 4)})
+    results = _compare(reference, current)
+    assert results["small"].missing.p_value_adjusted < 1e-10 and not results["small"].drifted  # significant, under 5 pp
+    assert not results["same"].drifted and results["same"].missing.p_value_adjusted > 0.05
+    assert _compare(reference, current, min_effect={"missing": 0.01})["small"].reasons == ("missing",)
+    assert _compare(reference, current, columns={"small": {"min_effect": {"missing": 0.01}}})["small"].drifted
+
+
+def test_missing_rate_tests_join_the_multiple_testing_correction():
+    rng = np.random.default_rng(13)
+    reference = pd.DataFrame({"x": _with_missing(rng.normal(size=400), 0.1, 1), "y": rng.normal(size=400)})
+    current = pd.DataFrame({"x": _with_missing(rng.normal(size=400), 0.15, 2), "y": rng.normal(size=400)})
+    raw = _compare(reference, current, correction="none")
+    bonferroni = _compare(reference, current, correction="bonferroni")
+    assert bonferroni["x"].missing.p_value_adjusted == min(raw["x"].missing.p_value * 3, 1.0)
+    assert bonferroni["y"].p_value_adjusted == min(raw["y"].p_value * 3, 1.0)
+    table = np.array([[np.isnan(reference["x"]).sum(), reference["x"].notna().sum()], [np.isnan(current["x"]).sum(), current["x"].notna().sum()]])
+    assert raw["x"].missing.p_value == stats.chi2_contingency(table, correction=False).pvalue
+
+
+def test_categories_unseen_in_the_reference_drift_past_their_floor():
+    rng = np.random.default_rng(14)
+    reference = pd.DataFrame({"c": rng.choice(list("abcdefghij"), 5_000)})
+    current = pd.DataFrame({"c": np.where(rng.random(5_000) < 0.08, rng.choice(["new1", "new2"], 5_000), rng.choice(list("abcdefghij"), 5_000))})
+    result = _compare(reference, current)["c"]
+    assert result.drifted and "unseen" in result.reasons
+    assert result.unseen.share == pytest.approx(0.08, abs=0.015) and result.unseen.categories == ("new1", "new2")
+    assert not _compare(reference, current, min_effect={"unseen": 0.2, "cramers_v": 0.9})["c"].drifted
+    same = _compare(reference, pd.DataFrame({"c": rng.choice(list("abcdefghij"), 5_000)}))["c"]
+    assert (same.drifted, same.unseen.share, same.unseen.categories) == (False, 0.0, ())
+
+
+def test_an_all_null_current_column_drifts_on_its_missing_rate(tables):
+    reference, current = tables
+    result = _compare(reference, current.assign(y=np.nan))["y"]
+    assert result.test == "none" and result.p_value_adjusted is None
+    assert result.drifted and result.reasons == ("missing",) and result.missing.current == 1.0
+
+
+def test_the_report_and_failure_name_the_missing_jump(harness, write_csv):
+    rng = np.random.default_rng(15)
+    reference = pd.DataFrame({"x": rng.normal(size=2_000), "c": rng.choice(list("ab"), 2_000)})
+    current = pd.DataFrame({"x": _with_missing(rng.normal(size=2_000), 0.3, 1), "c": rng.choice(list("ab"), 2_000)})
+    ctx = harness.context({}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(current, "c.csv")}, {"report": "d.json"})
+    with pytest.raises(StageFailed, match="1 of 2 columns drifted") as failure:
+        PLUGIN.run(ctx)
+    assert "missing" in failure.value.details and "0.0% -> 29.4%" in failure.value.details
+    column = json.loads(ctx.outputs["report"].read_text())["columns"][0]
+    assert column["reasons"] == ["missing"] and column["missing"]["drifted"] and column["unseen"] is None
+    assert set(column["missing"]) == {"reference", "current", "p_value", "p_value_adjusted", "effect", "threshold", "drifted"}
