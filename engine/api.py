@@ -250,20 +250,6 @@ def rollback(loaded: Loaded, stage_id: str) -> str:
         return plugin.rollback(ctx)
 
 
-def serve(model_dir: Path, host: str, port: int, expected_sha256: str | None = None) -> None:
-    """Serve a model directory written by `sklearn.train` over HTTP, as the Docker image does."""
-    import importlib
-
-    serving = importlib.import_module("stages.serving")
-    model = importlib.import_module("stages.serving.model")
-    if not (model_dir / "metadata.json").is_file():
-        raise SpecError([Problem(Location(str(model_dir)), "not a model directory: metadata.json is missing (sklearn.train writes one)")])
-    try:
-        serving.serve(model_dir, host=host, port=port, expected_sha256=expected_sha256)
-    except model.ModelError as exc:
-        raise SpecError([Problem(Location(str(model_dir)), str(exc))]) from None
-
-
 def sweep_leftovers(layout: Layout, run_id: str) -> None:
     """Remove what killed runs left (staging folders, temp files); the workspace lock must be held."""
     from engine.maintenance import sweep_leftovers as sweep

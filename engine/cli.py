@@ -11,10 +11,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import Problem, SluiceError, SpecError
+
+COMMAND_GROUP = "sluice.commands"  # entry points: name -> callable(subparsers) adding a command that sets `run`
 
 if TYPE_CHECKING:
     from engine.api import Loaded
@@ -42,7 +44,8 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; `argv` decides which plugin commands are loaded (see _plugin_commands)."""
     ap = argparse.ArgumentParser(prog="sluice", description="Declarative, cached, parallel pipelines for ML CI/CD.")
     ap.add_argument("--version", action="version", version=f"sluice {__version__}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -78,12 +81,6 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema for pipeline files, with every installed plugin's config")
     sc.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
-    sv = sub.add_parser("serve", help="serve a trained model over HTTP (POST /predict, /health, /ready, /metrics)")
-    sv.add_argument("model_dir", type=Path, help="a model directory written by sklearn.train")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    sv.add_argument("--expect-sha256", type=_sha256, metavar="HEX",
-                    help="refuse a model file whose sha256 differs, whatever metadata.json says (from a source the model directory cannot rewrite)")
 
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
@@ -100,21 +97,29 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-days", type=_non_negative, default=7.0, metavar="N",
                    help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache")
     g.add_argument("--dry-run", action="store_true", help="print what would be removed and how many bytes; remove nothing")
+    _plugin_commands(sub, argv or [])
     return ap
+
+
+def _plugin_commands(sub: Any, argv: Sequence[str]) -> None:
+    """Subcommands from the `sluice.commands` entry points (name -> callable adding its subparser and
+    setting `run`). Only the one asked for is imported, so `sluice run` never loads the server; all
+    are, for help or a command nobody claims (argparse then lists them)."""
+    from importlib.metadata import entry_points
+
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    if wanted in sub.choices:
+        return
+    found = {ep.name: ep for ep in entry_points(group=COMMAND_GROUP) if ep.name not in sub.choices}  # no shadowing built-ins
+    for name, ep in sorted(found.items()):
+        if wanted not in found or name == wanted:
+            ep.load()(sub)
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file whose folder holds sluice.lock (default: ./pipeline.yaml)")
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-
-
-def _sha256(text: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a sha256 digest (64 hex digits)")
-    return text.lower()
 
 
 def _non_negative(text: str) -> float:
@@ -128,7 +133,8 @@ def _non_negative(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return _dispatch(args)
@@ -177,9 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
         return _schema(args)
 
-    if args.command == "serve":
-        api.serve(args.model_dir, args.host, args.port, args.expect_sha256)
-        return EXIT_OK
+    if getattr(args, "run", None) is not None:  # a plugin's command (sluice.commands) runs itself
+        return int(args.run(args))
 
     if args.command in ("cache", "gc"):
         return _maintenance(args)
