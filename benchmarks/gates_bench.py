@@ -11,11 +11,18 @@ gate runs as `sluice run` runs it: a first run accepts the baseline, the second 
 model.benchmark, `max_ratio: 1.3`, a logistic regression: `runs` identical runs in a row (false
 alarms), and runs of a model made 50 % slower after the baseline was accepted (detection).
 
-    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR]
+data.drift, defaults (BH, alpha 0.05): random halves of breast_cancer, wine, diabetes and digits
+(false alarm = any column flagged), and synthetic tables of `--drift-rows` rows a side with normal,
+uniform, t(3), bimodal, exponential and Poisson(3) columns, a categorical and an integer one: no
+change (false alarm), then one current table holding every change at once, one column each: a
+0.2-sd shift per shape, spread ×1.5, 0 → 30 % missing, 8 % of rows in unseen categories, and a
+negligible +0.01-sd shift of the integer column (which should not be flagged).
+
+    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--drift-only] [--drift-trials 20] [--drift-rows 200000]
 
 `--old-gates DIR` also measures older copies of the stages: DIR holds a package `oldgates`
 with `model_gate.py`, `_metrics.py` and `model_benchmark.py` (e.g. from `git show REV:stages/...`),
-so before/after figures come from the same trials.
+and optionally `data_drift.py`, so before/after figures come from the same trials.
 """
 
 from __future__ import annotations
@@ -155,12 +162,98 @@ def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: floa
     return failed / runs
 
 
+SHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "normal": lambda rng, n: rng.normal(size=n),
+    "uniform": lambda rng, n: rng.uniform(size=n),
+    "t": lambda rng, n: rng.standard_t(3, size=n),
+    "bimodal": lambda rng, n: np.where(rng.random(n) < 0.5, rng.normal(-2, 0.5, n), rng.normal(2, 0.5, n)),
+    "skewed": lambda rng, n: rng.exponential(size=n),
+    "count": lambda rng, n: rng.poisson(3, size=n).astype(float),
+}
+CHANGES = [f"0.2 sd shift, {shape}" for shape in SHAPES] + ["spread x1.5, normal", "0 -> 30 % missing", "8 % unseen categories", "+0.01 sd, integer (negligible)"]
+
+
+def _synthetic(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    frame = pd.DataFrame({shape: draw(rng, rows) for shape, draw in SHAPES.items()})
+    frame["spread"] = rng.normal(size=rows)
+    frame["missing"] = rng.normal(size=rows)
+    frame["cat"] = rng.choice(list("abcdefghij"), rows)
+    frame["int"] = rng.poisson(3, rows).astype(float)
+    return frame
+
+
+def _changed(current: pd.DataFrame, reference: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    out = current.copy()
+    for shape in SHAPES:
+        out[shape] += 0.2 * reference[shape].std()
+    out["spread"] *= 1.5
+    out.loc[rng.random(len(out)) < 0.3, "missing"] = np.nan
+    out.loc[rng.random(len(out)) < 0.08, "cat"] = "unseen"
+    out["int"] += 0.01 * reference["int"].std()
+    return out
+
+
+def drift_trials(trials: int, rows: int, modules: dict[str, types.ModuleType]) -> dict[tuple[str, str], float]:
+    """Share of trials flagged, per (stage, scenario): any column for no-change splits, the changed column otherwise."""
+    from sklearn import datasets
+
+    columns = ["normal", "uniform", "t", "bimodal", "skewed", "count", "spread", "missing", "cat", "int"]
+    flagged: dict[tuple[str, str], int] = {}
+
+    def count(key: tuple[str, str], hit: bool) -> None:
+        flagged[key] = flagged.get(key, 0) + hit
+
+    bundled = {name: getattr(datasets, f"load_{name}")(as_frame=True).frame for name in ("breast_cancer", "wine", "diabetes", "digits")}
+    for t in range(trials):
+        rng = np.random.default_rng(t)
+        halves = {}
+        for name, frame in bundled.items():
+            order = rng.permutation(len(frame))
+            halves[name] = (frame.iloc[order[: len(frame) // 2]], frame.iloc[order[len(frame) // 2 :]])
+        reference, current = _synthetic(rng, rows), _synthetic(rng, rows)
+        changed = _changed(current, reference, rng)
+        for stage, module in modules.items():
+            defaults = module.DEFAULTS
+            for name, (ref, cur) in halves.items():
+                categorical = ["target"] if name != "diabetes" else []
+                results = module.compare(ref, cur, {**defaults, "categorical": categorical})
+                count((stage, f"no change, {name} halves"), any(r.drifted for r in results))
+            count((stage, f"no change, synthetic {rows:,} rows"), any(r.drifted for r in module.compare(reference, current, dict(defaults))))
+            verdicts = {r.column: r.drifted for r in module.compare(reference, changed, dict(defaults))}
+            for change, column in zip(CHANGES, columns, strict=True):
+                count((stage, change), verdicts[column])
+    return {key: n / trials for key, n in flagged.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
+    parser.add_argument("--drift-only", action="store_true", help="only the data.drift trials")
+    parser.add_argument("--drift-trials", type=int, default=20)
+    parser.add_argument("--drift-rows", type=int, default=200_000)
     args = parser.parse_args()
+
+    from stages import data_drift
+
+    drifts: dict[str, types.ModuleType] = {"data.drift": data_drift}
+    if args.old_gates:
+        sys.path.insert(0, str(args.old_gates))
+        if (args.old_gates / "oldgates" / "data_drift.py").exists():
+            from oldgates import data_drift as old_drift  # type: ignore[import-not-found]
+
+            drifts["old data.drift"] = old_drift
+    started = time.perf_counter()
+    drift_rates = drift_trials(args.drift_trials, args.drift_rows, drifts)
+    print(f"data.drift, defaults, {args.drift_trials} trials ({time.perf_counter() - started:.0f} s); share of trials flagged")
+    scenarios = list(dict.fromkeys(scenario for _, scenario in drift_rates))
+    print(f"{'scenario':38} " + " ".join(f"{stage:>15}" for stage in drifts))
+    for scenario in scenarios:
+        print(f"{scenario:38} " + " ".join(f"{drift_rates[(stage, scenario)]:>15.1%}" for stage in drifts))
+    if args.drift_only:
+        return
+    print()
 
     from stages import model_benchmark
     from stages.model_gate import GateStage

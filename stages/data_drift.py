@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import schemas
 from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
 from stages._accepted import write_strict_json
-from stages._tables import input_path, is_numeric_kind, kind_of, read_table, require_columns, sole_output, text_table
+from stages._tables import (
+    input_path,
+    is_numeric_kind,
+    kind_of,
+    read_table,
+    require_columns,
+    sole_output,
+    text_table,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,8 +118,10 @@ class DriftStage(Plugin):
         current = read_table(input_path(ctx, "current"), "current")
         results = compare(reference, current, config)
         deprecated = [
-            "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
-            f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
+            (
+                "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
+                f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
+            )
         ] if "ks" in config.get("min_effect", {}) else []
         tested = [r for r in results if r.test != "none" or (r.missing and r.missing.p_value is not None)]
         drifted = [r for r in tested if r.drifted]
@@ -348,7 +358,8 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
     family += [((r.column, "missing"), r.missing.p_value) for r in raw if r.missing and r.missing.p_value is not None]
     adjusted = dict(zip((key for key, _ in family), adjust([p for _, p in family], config["correction"]), strict=True))
     effects = {**DEFAULT_EFFECT, **config.get("min_effect", {})}
-    per_column = config.get("columns") if isinstance(config.get("columns"), dict) else {}
+    chosen = config.get("columns")
+    per_column: Mapping[str, Any] = chosen if isinstance(chosen, dict) else {}
     psi_threshold = (config.get("psi") or {}).get("threshold")
     alpha = config["alpha"]
     out = []
@@ -360,8 +371,9 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
         if p_adj is not None:
             threshold = floors[r.effect_name]
             significant = p_adj < alpha and r.effect is not None and r.effect >= threshold
-            gated = None if psi_threshold is None or r.psi is None else bool(r.psi_min_expected >= PSI_MIN_PER_BIN)
-            unstable = bool(gated) and r.psi >= psi_threshold
+            if psi_threshold is not None and r.psi is not None and r.psi_min_expected is not None:
+                gated = r.psi_min_expected >= PSI_MIN_PER_BIN
+                unstable = gated and r.psi >= psi_threshold
             if unseen is not None:
                 unseen = replace(unseen, threshold=floors["unseen"], drifted=p_adj < alpha and unseen.share >= floors["unseen"])
         verdicts = {"distribution": significant, "psi": unstable, "missing": bool(missing and missing.drifted), "unseen": bool(unseen and unseen.drifted)}

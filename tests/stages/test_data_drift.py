@@ -402,3 +402,14 @@ def test_the_report_and_failure_name_the_missing_jump(harness, write_csv):
     column = json.loads(ctx.outputs["report"].read_text())["columns"][0]
     assert column["reasons"] == ["missing"] and column["missing"]["drifted"] and column["unseen"] is None
     assert set(column["missing"]) == {"reference", "current", "p_value", "p_value_adjusted", "effect", "threshold", "drifted"}
+
+
+def test_gates_bench_drift_trials_fast_version():
+    """benchmarks/gates_bench.py's drift trials, 3 seeded trials at 20,000 rows: every change seen, no wolf cried."""
+    from benchmarks.gates_bench import CHANGES, drift_trials
+    from stages import data_drift
+
+    rates = {scenario: rate for (_, scenario), rate in drift_trials(3, 20_000, {"data.drift": data_drift}).items()}
+    assert {c: rates[c] for c in CHANGES} == {**dict.fromkeys(CHANGES, 1.0), "+0.01 sd, integer (negligible)": 0.0}
+    assert rates["no change, synthetic 20,000 rows"] == 0.0
+    assert sum(rate for scenario, rate in rates.items() if scenario.endswith("halves")) <= 1 / 3
