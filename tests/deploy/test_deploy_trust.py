@@ -164,7 +164,7 @@ def _stale_lease(fake: FakeKubernetesAPI) -> dict:
 
 
 def test_an_expired_lease_is_taken_over(bg: Workspace, fake: FakeKubernetesAPI) -> None:
-    stale = _stale_lease(fake)
+    _stale_lease(fake)
     record = bg.deploy(GOOD)
     assert record["live_colour"] == "blue" and "ghost" in record["lease"]["took_over_from"]
 
