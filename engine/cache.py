@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 
@@ -117,12 +117,8 @@ class Store:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         own: Pending = [] if batch is None else batch
-        h = blake3.blake3()
         with open(src, "rb") as f, atomic_file(target, tmp_dir=self._tmp_dir(), mode=0o444, defer=own) as out:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            if h.hexdigest() != digest:
+            if _copy_hashing(f, out) != digest:
                 raise _Changed(src)
         if batch is None:
             self.flusher.submit(own, f"cache object {target}")
@@ -166,17 +162,14 @@ class Store:
     def _copy_verified(self, digest: str, dest: Path, executable: bool = False) -> bool:
         obj = self.object_path(digest)
         self.flusher.settle(obj)
-        h = blake3.blake3()
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             src = open(obj, "rb")
         except OSError:  # vanished, or unreadable: either way not restorable
             return False
         with src, open(dest, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        if h.hexdigest() != digest:
+            actual = _copy_hashing(src, out)
+        if actual != digest:
             _discard(obj)  # corrupt or short: never offer it again
             _discard(dest)
             return False
@@ -223,6 +216,15 @@ class Store:
     def lookup(self, fingerprint: str) -> RunEntry | None:
         """The newest entry whose objects are all present (full verification happens on restore)."""
         return next((e for e in self.candidates(fingerprint) if all(self.has(d) for _, d in e.outputs.values())), None)
+
+
+def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:
+    """Copy `src` to `out`, returning the BLAKE3 digest of exactly the bytes copied."""
+    h = blake3.blake3()
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        out.write(chunk)
+    return h.hexdigest()
 
 
 def _touch(path: Path) -> None:
