@@ -18,7 +18,7 @@ from engine.registry import Registry
 from engine.resolve import apply_overrides, resolve
 from engine.shell import raw_notes
 from engine.state import Layout, workspace_lock
-from engine.validate import broken_stages, config_problems, validate_document
+from engine.validate import broken_stages, config_problems, located, validate_document
 
 # The run side (scheduler, store, hashing) is imported where it is used: `sluice validate`,
 # the pre-commit hook, must start fast.
@@ -162,9 +162,7 @@ def preflight(loaded: Loaded, plan: Plan) -> None:
             continue
         seen.add(stage.base)
         plugin = loaded.registry.instance(stage.uses)
-        for cp in plugin.preflight(stage.config):
-            at = ("stages", stage.base, "with") + tuple(cp.path)
-            problems.append(Problem(loaded.doc.location(at), cp.message, at, cp.hint))
+        problems += [located(loaded.doc, ("stages", stage.base, "with"), cp) for cp in plugin.preflight(stage.config)]
     if problems:
         raise SpecError(problems)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import schemas
-from engine.errors import KeyPath, Problem, did_you_mean
+from engine.errors import ConfigProblem, KeyPath, Problem, did_you_mean
 from engine.load import Document
 from engine.model import StageSpec
 from engine.registry import PluginLoadError, Registry
@@ -172,10 +172,15 @@ def validate_document(doc: Document, registry: Registry) -> list[Problem]:
                 problems.extend(schema_problems(doc, plugin.config_schema, config, prefix, skip_references=True))
             ports = [stage.get(kind) or {} for kind in ("inputs", "outputs")]
             if all(isinstance(p, dict) for p in ports):  # else the schema has said so
-                for cp in plugin.port_problems(*ports):
-                    where: KeyPath = ("stages", str(name), *cp.path)
-                    problems.append(Problem(doc.location(where, key=len(cp.path) == 2), cp.message, where, cp.hint))
+                # A port's own name (inputs.data) points at the key; a missing port at the mapping.
+                problems += [located(doc, ("stages", str(name)), cp, key=len(cp.path) == 2) for cp in plugin.port_problems(*ports)]
     return problems
+
+
+def located(doc: Document, prefix: KeyPath, cp: ConfigProblem, key: bool = False) -> Problem:
+    """A plugin's ConfigProblem (its path relative to `prefix`) as a Problem at its place in the file."""
+    at = prefix + tuple(cp.path)
+    return Problem(doc.location(at, key=key), cp.message, at, cp.hint)
 
 
 def broken_stages(problems: Iterable[Problem]) -> frozenset[str] | None:
@@ -209,7 +214,7 @@ def config_problems(doc: Document, registry: Registry, stages: Iterable[StageSpe
         resolved = stage.config != stage.source.get("with", {})
         found = schema_problems(doc, plugin.config_schema, stage.config, prefix) if resolved else []
         if not found:
-            found = [Problem(doc.location(prefix + cp.path), cp.message, prefix + cp.path, cp.hint) for cp in plugin.check(stage.config)]
+            found = [located(doc, prefix, cp) for cp in plugin.check(stage.config)]
         for p in found:
             problems.setdefault((p.message, p.path), p)
     return list(problems.values())
