@@ -59,7 +59,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--stages", type=int, default=1000)
     args = ap.parse_args()
-    sluice = [sys.executable, "-m", "engine"]
+    sluice = [sys.executable, "-m", "sluice"]
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)
         (ws / "pipeline.yaml").write_text(pipeline(args.stages))

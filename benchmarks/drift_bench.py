@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.plugin import StageContext
-from stages.data_drift import DriftStage
+from sluice.engine.plugin import StageContext
+from sluice.stages.data_drift import DriftStage
 
 CATEGORIES = np.array(["alpha", "beta", "gamma", "delta", "epsilon"])
 TARGET_SECONDS = 60.0

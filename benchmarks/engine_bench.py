@@ -231,7 +231,7 @@ def sluice_argv(args: argparse.Namespace) -> list[str]:
     if beside.exists():
         return [str(beside)]
     found = shutil.which("sluice")
-    return [found] if found else [sys.executable, "-m", "engine"]
+    return [found] if found else [sys.executable, "-m", "sluice"]
 
 
 def clean_env() -> dict[str, str]:
@@ -476,7 +476,7 @@ def _verdict(row: BigRow, t: Timed, target: float | None, note: str = "") -> Big
 
 def bench_hash(mib: int) -> list[BigRow]:
     """hash_file throughput from page cache, and HashCache.reads on unchanged files."""
-    from engine.fingerprint import RACY_NS, HashCache, hash_file
+    from sluice.engine.fingerprint import RACY_NS, HashCache, hash_file
 
     rows: list[BigRow] = []
     with tempfile.TemporaryDirectory(prefix="sluice-bench-hash-") as tmp:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.plugin import Plugin, StageContext, StageFailed
+from sluice.engine.plugin import Plugin, StageContext, StageFailed
 
 TOLERANCE = 0.02
 RULE_SETS = {
@@ -68,7 +68,7 @@ def _passes(plugin: Plugin, ctx: StageContext) -> bool:
 
 def _evaluated(root: Path, name: str, y: np.ndarray, proba: np.ndarray) -> dict[str, Path]:
     """What sklearn.evaluate writes for these probabilities: metrics and per-row predictions."""
-    from stages._metrics import metric
+    from sluice.stages._metrics import metric
 
     pred = proba.argmax(axis=1)
     metrics = {m: metric(m, y, pred, proba, [0, 1]) for m in ("accuracy", "roc_auc", "log_loss")}
@@ -141,7 +141,7 @@ def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: floa
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
-    from stages._model import LoadedModel
+    from sluice.stages._model import LoadedModel
 
     frame = load_breast_cancer(as_frame=True).frame
     features = frame.drop(columns="target")
@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--drift-rows", type=int, default=200_000)
     args = parser.parse_args()
 
-    from stages import data_drift
+    from sluice.stages import data_drift
 
     drifts: dict[str, types.ModuleType] = {"data.drift": data_drift}
     if args.old_gates:
@@ -255,8 +255,8 @@ def main() -> None:
         return
     print()
 
-    from stages import model_benchmark
-    from stages.model_gate import GateStage
+    from sluice.stages import model_benchmark
+    from sluice.stages.model_gate import GateStage
 
     gates: dict[str, tuple[Plugin, bool]] = {"model.gate (paired)": (GateStage(), True), "model.gate (committed baseline file)": (GateStage(), False)}
     benches: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {"model.benchmark": (model_benchmark, {})}

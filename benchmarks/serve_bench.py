@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6, help="threads sending 8,000-row batches during the probe test")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from stages.serving.model import load_model
+    from sluice.stages.serving.model import load_model
     from tests.support.servers import free_port
 
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -135,7 +135,7 @@ def main() -> None:
     for name in ("sluice", "bare FastAPI"):
         port = free_port()
         if name == "sluice":
-            command = [sys.executable, "-m", "stages.serving", str(args.model), "--port", str(port)]
+            command = [sys.executable, "-m", "sluice.stages.serving", str(args.model), "--port", str(port)]
         else:
             names = "\t".join(f.name for f in meta.features)
             command = [sys.executable, str(work / "bare.py"), str(args.model / meta.model_file), str(port), names]

@@ -57,7 +57,7 @@ def show(label: str, times: list[float]) -> float:
 
 
 def slowest_imports(cwd: Path, top: int = 8) -> None:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine", "validate", "p0/pipeline.yaml"],
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "sluice", "validate", "p0/pipeline.yaml"],
                          cwd=cwd, capture_output=True, text=True, check=True)
     rows = []
     for line in out.stderr.splitlines():
@@ -87,7 +87,7 @@ def main() -> int:
         show("python -c 'import yaml, jsonschema'", timed([sys.executable, "-c", "import yaml, jsonschema"], ws, args.repeat))
         one = show("sluice validate (1 small file)", timed([*sluice, "validate", files[0]], ws, args.repeat))
         show("sluice validate (10 files)", timed([*sluice, "validate", *files], ws, args.repeat))
-        show("python -m engine validate (1 small file)", timed([sys.executable, "-m", "engine", "validate", files[0]], ws, args.repeat))
+        show("python -m sluice validate (1 small file)", timed([sys.executable, "-m", "sluice", "validate", files[0]], ws, args.repeat))
         slowest_imports(ws)
     verdict = "meets" if one < TARGET_ONE else "MISSES"
     print(f"one small file: {one:.3f} s, {one - floor:.3f} s above bare python; {verdict} the {TARGET_ONE} s target")

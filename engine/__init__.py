@@ -1,3 +1,1 @@
-"""Sluice: declarative, cached, parallel pipelines for ML CI/CD."""
-
-__version__ = "0.1.0"
+"""The core: load → validate → resolve → compile → plan → execute → record → report."""

@@ -1,7 +1,7 @@
-"""`python -m engine` is the `sluice` command."""
+"""`python -m sluice` is the `sluice` command."""
 
 import sys
 
-from engine.cli import main
+from sluice.engine.cli import main
 
 sys.exit(main())

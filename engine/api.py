@@ -9,23 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.compile import Pipeline, compile_spec
-from engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
-from engine.load import Document, load_file
-from engine.model import Decision, PlanItem, RunSummary
-from engine.plugin import StageContext
-from engine.registry import Registry
-from engine.resolve import apply_overrides, resolve
-from engine.shell import raw_notes
-from engine.state import Layout, workspace_lock
-from engine.validate import broken_stages, config_problems, located, validate_document
+from sluice.engine.compile import Pipeline, compile_spec
+from sluice.engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
+from sluice.engine.load import Document, load_file
+from sluice.engine.model import Decision, PlanItem, RunSummary
+from sluice.engine.plugin import StageContext
+from sluice.engine.registry import Registry
+from sluice.engine.resolve import apply_overrides, resolve
+from sluice.engine.shell import raw_notes
+from sluice.engine.state import Layout, workspace_lock
+from sluice.engine.validate import broken_stages, config_problems, located, validate_document
 
 # The run side (scheduler, store, hashing) is imported where it is used: `sluice validate`,
 # the pre-commit hook, must start fast.
 if TYPE_CHECKING:
-    from engine.execute import Reporter
-    from engine.maintenance import GcReport, VerifyReport
-    from engine.plan import Plan, Planner
+    from sluice.engine.execute import Reporter
+    from sluice.engine.maintenance import GcReport, VerifyReport
+    from sluice.engine.plan import Plan, Planner
 
 DEFAULT_FILE = Path("pipeline.yaml")
 
@@ -57,7 +57,7 @@ def load(
 
     `notes`, if given, collects remarks that are not problems (each `${raw:…}` in a cmd).
     """
-    from engine.limits import Limits
+    from sluice.engine.limits import Limits
 
     limits = Limits.from_env()
     doc = load_file(file, display_path(file), limits)
@@ -120,11 +120,11 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 
 
 def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> Planner:
-    from engine.cache import Store
-    from engine.fingerprint import HashCache
-    from engine.limits import Limits
-    from engine.plan import Planner
-    from engine.state import LockFile
+    from sluice.engine.cache import Store
+    from sluice.engine.fingerprint import HashCache
+    from sluice.engine.limits import Limits
+    from sluice.engine.plan import Planner
+    from sluice.engine.state import LockFile
 
     used = {st.uses for st in loaded.pipeline.stages.values() if st.uses}
     plugins = {name: loaded.registry.load(name) for name in used}
@@ -177,8 +177,8 @@ def run(
 ) -> RunSummary:
     import sqlite3
 
-    from engine.execute import Executor, install_stop_handlers, stop_leftovers
-    from engine.state import new_run_id, write_run_record
+    from sluice.engine.execute import Executor, install_stop_handlers, stop_leftovers
+    from sluice.engine.state import new_run_id, write_run_record
 
     layout = loaded.layout
     run_id = new_run_id()
@@ -235,7 +235,7 @@ def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
     stage = stages[matches[0]]
     if not stage.uses:
         raise SluiceError(f"stage '{stage.id}' is a cmd stage; only plugin stages can be rolled back")
-    from engine.stage_runner import stage_context
+    from sluice.engine.stage_runner import stage_context
 
     log = logging.getLogger(f"sluice.stage.{stage.id}")
     ctx = stage_context(stage, loaded.pipeline.spec, stage.outputs, loaded.layout.state_dir(stage.id), log)
@@ -250,7 +250,7 @@ def rollback(loaded: Loaded, stage_id: str) -> str:
 
 def sweep_leftovers(layout: Layout, run_id: str) -> None:
     """Remove what killed runs left (staging folders, temp files); the workspace lock must be held."""
-    from engine.maintenance import sweep_leftovers as sweep
+    from sluice.engine.maintenance import sweep_leftovers as sweep
 
     sweep(layout, run_id)
 
@@ -264,16 +264,16 @@ def _maintenance_layout(file: Path, cache_dir: Path | None) -> Layout:
 
 def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False) -> VerifyReport:
     """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones."""
-    from engine.cache import Store
-    from engine.maintenance import verify
+    from sluice.engine.cache import Store
+    from sluice.engine.maintenance import verify
 
     return verify(Store(_maintenance_layout(file, cache_dir).cache_dir), delete)
 
 
 def gc(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False) -> GcReport:
     """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance)."""
-    from engine.cache import Store
-    from engine.maintenance import gc as collect
+    from sluice.engine.cache import Store
+    from sluice.engine.maintenance import gc as collect
 
     layout = _maintenance_layout(file, cache_dir)
     if dry_run:  # read-only: no workspace lock file written

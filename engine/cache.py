@@ -21,9 +21,9 @@ from typing import Any, BinaryIO
 
 import blake3
 
-from engine.durable import Flusher, Pending, atomic_file
-from engine.errors import SluiceError
-from engine.fingerprint import Digest, canonical, hash_bytes
+from sluice.engine.durable import Flusher, Pending, atomic_file
+from sluice.engine.errors import SluiceError
+from sluice.engine.fingerprint import Digest, canonical, hash_bytes
 
 _CHUNK = 1 << 20
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)  # what RunEntry.load raises

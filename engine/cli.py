@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import __version__
-from engine.errors import Problem, SluiceError, SpecError
+from sluice import __version__
+from sluice.engine.errors import Problem, SluiceError, SpecError
 
 COMMAND_GROUP = "sluice.commands"  # entry points: name -> callable(subparsers) adding a command that sets `run`
 
 if TYPE_CHECKING:
-    from engine.api import Loaded
+    from sluice.engine.api import Loaded
 
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
-# Kept in step with engine.dagview.FORMATS; not imported from there so `--help` stays cheap.
+# Kept in step with sluice.engine.dag.view.FORMATS; not imported from there so `--help` stays cheap.
 DAG_FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
 _REHASH = "distrust the stat cache: read every input and output again"
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         if args.debug:
             raise
-        from engine.report import print_problems
+        from sluice.engine.report import print_problems
 
         print_problems(exc.problems, sys.stderr)
         n = len(exc.problems)
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from engine import api
+    from sluice.engine import api
 
     if args.command == "validate":
         files = args.files or [api.DEFAULT_FILE]
@@ -170,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             doc = {"ok": not problems, "problems": [p.as_dict() for p in problems], "notes": [n.as_dict() for n in notes]}
             print(json.dumps(doc, indent=2))
         else:
-            from engine.report import print_notes, print_problems
+            from sluice.engine.report import print_notes, print_problems
 
             print_notes(notes, sys.stdout)
             print_problems(problems, sys.stdout)
@@ -191,15 +191,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
     if args.command == "status":
-        from engine.report import print_status
+        from sluice.engine.report import print_status
 
         print_status(api.status(loaded, args.stages, rehash=args.rehash), args.json, sys.stdout)
         return EXIT_OK
     if args.command == "run":
         return _run(loaded, args)
     if args.command == "dag":
-        from engine.dag_render import render
-        from engine.dagview import build
+        from sluice.engine.dag.render import render
+        from sluice.engine.dag.view import build
 
         if args.format == "png" and args.output is None and sys.stdout.isatty():
             raise SluiceError("PNG is binary: write it with -o FILE (or redirect stdout)")
@@ -216,8 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     import json
 
-    from engine.registry import Registry
-    from engine.schema_bundle import build
+    from sluice.engine.registry import Registry
+    from sluice.engine.schema_bundle import build
 
     bundle = build(Registry.discover())
     for why in bundle.skipped:
@@ -239,8 +239,8 @@ def _emit(data: str | bytes, output: Path | None) -> None:
 
 
 def _run(loaded: Loaded, args: argparse.Namespace) -> int:
-    from engine import api
-    from engine.report import ConsoleReporter, PipeSafe, QuietReporter, print_status, summary_json
+    from sluice.engine import api
+    from sluice.engine.report import ConsoleReporter, PipeSafe, QuietReporter, print_status, summary_json
 
     if args.dry_run:
         print_status(api.status(loaded, args.stages, args.force, args.rehash), args.json, sys.stdout)
@@ -263,7 +263,7 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
 def _maintenance(args: argparse.Namespace) -> int:
     import json
 
-    from engine import api
+    from sluice.engine import api
 
     if args.command == "cache":
         report = api.cache_verify(args.file, args.cache_dir, args.delete)

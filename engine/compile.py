@@ -15,8 +15,8 @@ from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
 from typing import TYPE_CHECKING
 
-from engine.errors import KeyPath, Location, Problem, SpecError
-from engine.model import Edge, Spec, StageSpec
+from sluice.engine.errors import KeyPath, Location, Problem, SpecError
+from sluice.engine.model import Edge, Spec, StageSpec
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -28,18 +28,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.cache import CacheWriteError, RunEntry, Store
-from engine.compile import Pipeline
-from engine.errors import SluiceError
-from engine.fingerprint import Digest, HashCache
-from engine.guard import RunGuard, forget_leftovers, leftovers
-from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
-from engine.paths import PathEscape, check, check_output, real_root
-from engine.plan import Plan, Planner, lock_entry
-from engine.shell import render_cmd
-from engine.stage_runner import payload, stage_context
-from engine.state import Layout, safe_name
-from engine.watchdog import group_alive, terminate
+from sluice.engine.cache import CacheWriteError, RunEntry, Store
+from sluice.engine.compile import Pipeline
+from sluice.engine.errors import SluiceError
+from sluice.engine.fingerprint import Digest, HashCache
+from sluice.engine.guard import RunGuard, forget_leftovers, leftovers
+from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
+from sluice.engine.paths import PathEscape, check, check_output, real_root
+from sluice.engine.plan import Plan, Planner, lock_entry
+from sluice.engine.shell import render_cmd
+from sluice.engine.stage_runner import payload, stage_context
+from sluice.engine.state import Layout, safe_name
+from sluice.engine.watchdog import group_alive, terminate
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 _STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
@@ -350,7 +350,7 @@ class Executor:
         if stage.cmd is not None:
             argv = ["bash", "-eo", "pipefail", "-c", render_cmd(stage.cmd, staged)]
         else:
-            argv = [sys.executable, "-m", "engine.stage_runner"]
+            argv = [sys.executable, "-m", "sluice.engine.stage_runner"]
             ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, logging.getLogger(f"sluice.stage.{stage.id}"))
             stdin = payload(ctx, stage.uses or "", result_file, Path(log.name))
         guard = self.guard

@@ -22,7 +22,7 @@ from typing import Any
 
 import blake3
 
-from engine.paths import PathEscape, check, follow, real_root
+from sluice.engine.paths import PathEscape, check, follow, real_root
 
 ALGORITHM = "blake3"
 _MMAP_FROM = 1 << 20  # below this a plain read beats setting up a mapping

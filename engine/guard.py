@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import watchdog
-from engine.watchdog import run_processes
+from sluice.engine import watchdog
+from sluice.engine.watchdog import run_processes
 
 
 @dataclass(frozen=True)

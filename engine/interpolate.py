@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from engine.errors import did_you_mean
-from engine.load import over_limit
+from sluice.engine.errors import did_you_mean
+from sluice.engine.load import over_limit
 
 # `$${` (literal), `${expr}`, or a `${` left unclosed
 REF = re.compile(r"\$\$\{|\$\{\s*([^{}]*?)\s*\}|\$\{")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from engine.errors import Location, Problem, SpecError
+from sluice.engine.errors import Location, Problem, SpecError
 
 _ENV_PREFIX = "SLUICE_MAX_"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import KeyPath, Location, Problem, SpecError
-from engine.limits import DEFAULT, Limits
+from sluice.engine.errors import KeyPath, Location, Problem, SpecError
+from sluice.engine.limits import DEFAULT, Limits
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _resolver = yaml.resolver.Resolver()

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.cache import UNREADABLE, RunEntry, Store
-from engine.durable import GRACE_SECONDS, remove_tree, sweep_temps
-from engine.errors import SluiceError
-from engine.fingerprint import hash_data, hash_file
-from engine.limits import Limits
-from engine.state import Layout, LockFile
+from sluice.engine.cache import UNREADABLE, RunEntry, Store
+from sluice.engine.durable import GRACE_SECONDS, remove_tree, sweep_temps
+from sluice.engine.errors import SluiceError
+from sluice.engine.fingerprint import hash_data, hash_file
+from sluice.engine.limits import Limits
+from sluice.engine.state import Layout, LockFile
 
 DAY = 86400.0
 

@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from engine.errors import Location
+from sluice.engine.errors import Location
 
 SPEC_VERSION = 1
 

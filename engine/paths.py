@@ -13,7 +13,7 @@ import os
 import stat as stat_mod
 from pathlib import Path
 
-from engine.errors import SluiceError
+from sluice.engine.errors import SluiceError
 
 
 class PathEscape(SluiceError):

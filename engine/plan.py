@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.cache import RunEntry, Store
-from engine.compile import Pipeline
-from engine.errors import KeyPath, Location, Problem, SpecError
-from engine.fingerprint import Digest, HashCache, hash_data
-from engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
-from engine.paths import PathEscape
-from engine.state import LockFile
+from sluice.engine.cache import RunEntry, Store
+from sluice.engine.compile import Pipeline
+from sluice.engine.errors import KeyPath, Location, Problem, SpecError
+from sluice.engine.fingerprint import Digest, HashCache, hash_data
+from sluice.engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
+from sluice.engine.paths import PathEscape
+from sluice.engine.state import LockFile
 
 
 def components(stage: StageSpec, plugin_version: str | None, inputs: Mapping[str, Digest | None]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.errors import ConfigProblem, KeyPath, StageFailed, did_you_mean
+from sluice.engine.errors import ConfigProblem, KeyPath, StageFailed, did_you_mean
 
 __all__ = ["ConfigProblem", "KeyPath", "Plugin", "Port", "StageContext", "StageFailed", "did_you_mean", "write_json"]
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
-from engine.errors import did_you_mean
-from engine.plugin import Plugin, Port
+from sluice.engine.errors import did_you_mean
+from sluice.engine.plugin import Plugin, Port
 
 GROUP = "sluice.stages"
 _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # as the pipeline schema allows

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.errors import Problem, format_key_path
-from engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
-from engine.state import result_record
+from sluice.engine.errors import Problem, format_key_path
+from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
+from sluice.engine.state import result_record
 
 LOG_TAIL_LINES = 20
 _MARK = {

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.errors import KeyPath, Location, Problem, SpecError, did_you_mean
-from engine.limits import DEFAULT, Limits
-from engine.interpolate import NUL as _NUL
-from engine.interpolate import Undefined as _Undefined
-from engine.interpolate import interpolate, lookup_dotted, render_scalar
-from engine.load import Document, load_file, load_text, over_limit
-from engine.model import Spec, StageSpec
-from engine.shell import RAW, splice_cmd
+from sluice.engine.errors import KeyPath, Location, Problem, SpecError, did_you_mean
+from sluice.engine.limits import DEFAULT, Limits
+from sluice.engine.interpolate import NUL as _NUL
+from sluice.engine.interpolate import Undefined as _Undefined
+from sluice.engine.interpolate import interpolate, lookup_dotted, render_scalar
+from sluice.engine.load import Document, load_file, load_text, over_limit
+from sluice.engine.model import Spec, StageSpec
+from sluice.engine.shell import RAW, splice_cmd
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import schemas
-from engine.registry import PluginLoadError, Registry
+from sluice import schemas
+from sluice.engine.registry import PluginLoadError, Registry
 
 BUNDLE_ID = "https://sluice.dev/schemas/pipeline.bundle.schema.json"
 

@@ -13,9 +13,9 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from engine.errors import KeyPath, Problem
-from engine.interpolate import NUL, REF, UNCLOSED, Undefined, render_scalar, too_long
-from engine.load import Document
+from sluice.engine.errors import KeyPath, Problem
+from sluice.engine.interpolate import NUL, REF, UNCLOSED, Undefined, render_scalar, too_long
+from sluice.engine.load import Document
 
 _U, _D, _S, _A, _H, _L = "u", '"', "'", "$'", "h", "l"  # contexts: unquoted, "…", '…', $'…', heredoc, literal heredoc
 _UNQUOTED_FRAMES = ("", "(", "((", "`")

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StageFailed
-from engine.model import Spec, StageSpec
-from engine.plugin import StageContext
-from engine.registry import PluginLoadError, Registry
+from sluice.engine.errors import StageFailed
+from sluice.engine.model import Spec, StageSpec
+from sluice.engine.plugin import StageContext
+from sluice.engine.registry import PluginLoadError, Registry
 
 
 def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], state_dir: Path, log: logging.Logger) -> StageContext:

@@ -16,13 +16,13 @@ from urllib.parse import quote
 
 import yaml
 
-from engine import durable
-from engine.errors import Location, Problem, SluiceError, SpecError, WorkspaceBusy
-from engine.fingerprint import ALGORITHM
-from engine.limits import DEFAULT, Limits
-from engine.load import load_text
-from engine.model import RunSummary, StageResult
-from engine.paths import check, real_root
+from sluice.engine import durable
+from sluice.engine.errors import Location, Problem, SluiceError, SpecError, WorkspaceBusy
+from sluice.engine.fingerprint import ALGORITHM
+from sluice.engine.limits import DEFAULT, Limits
+from sluice.engine.load import load_text
+from sluice.engine.model import RunSummary, StageResult
+from sluice.engine.paths import check, real_root
 
 LOCK_VERSION = 2  # 1: one `stages` mapping; 2: a section per pipeline file
 DEFAULT_SECTION = "pipeline.yaml"

@@ -6,11 +6,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import schemas
-from engine.errors import ConfigProblem, KeyPath, Problem, did_you_mean
-from engine.load import Document
-from engine.model import StageSpec
-from engine.registry import PluginLoadError, Registry
+from sluice import schemas
+from sluice.engine.errors import ConfigProblem, KeyPath, Problem, did_you_mean
+from sluice.engine.load import Document
+from sluice.engine.model import StageSpec
+from sluice.engine.registry import PluginLoadError, Registry
 
 # Compiling the schema costs ~50 ms, which pays off only on large specs.
 FAST_PATH_MIN_STAGES = 300

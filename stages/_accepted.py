@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from engine.plugin import StageContext, StageFailed, write_json
-from stages._tables import read_json
+from sluice.engine.plugin import StageContext, StageFailed, write_json
+from sluice.stages._tables import read_json
 
 ACCEPTED_FILE = "accepted.json"
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.plugin import StageFailed
+from sluice.engine.plugin import StageFailed
 
 SPEC_HASH = "sluice.dev/spec-hash"
 REVISION = "deployment.kubernetes.io/revision"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.plugin import StageFailed
-from stages._tables import is_numeric_kind, kind_of, read_json, require_columns, text_table
+from sluice.engine.plugin import StageFailed
+from sluice.stages._tables import is_numeric_kind, kind_of, read_json, require_columns, text_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +76,7 @@ def load_model(directory: Path) -> LoadedModel:
         raise StageFailed(f"{metadata_path}: unsupported model format {metadata.get('format')!r} (expected {FORMAT})")
     import io
 
-    from stages.serving.model import ModelError, read_verified
+    from sluice.stages.serving.model import ModelError, read_verified
 
     # joblib files are pickles: the bytes unpickled must be the very bytes whose hash was checked
     try:

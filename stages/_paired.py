@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.plugin import StageFailed
-from stages import _metrics
+from sluice.engine.plugin import StageFailed
+from sluice.stages import _metrics
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from engine.plugin import ConfigProblem, KeyPath, StageFailed
+from sluice.engine.plugin import ConfigProblem, KeyPath, StageFailed
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

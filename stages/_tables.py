@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.plugin import StageContext, StageFailed, did_you_mean
+from sluice.engine.plugin import StageContext, StageFailed, did_you_mean
 
 if TYPE_CHECKING:
     import pandas as pd

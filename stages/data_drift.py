@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
-from stages._accepted import write_strict_json
-from stages._tables import (
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
+from sluice.stages._accepted import write_strict_json
+from sluice.stages._tables import (
     input_path,
     is_numeric_kind,
     kind_of,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
-from stages._tables import input_path, output_path, read_table, require_columns, write_table
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
+from sluice.stages._tables import input_path, output_path, read_table, require_columns, write_table
 
 
 class SplitStage(Plugin):

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
-from stages._tables import input_path, is_numeric_kind, kind_of, plain, read_table, sole_output, text_table
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
+from sluice.stages._tables import input_path, is_numeric_kind, kind_of, plain, read_table, sole_output, text_table
 
 if TYPE_CHECKING:
     import pandas as pd

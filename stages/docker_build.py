@@ -16,10 +16,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
-from stages._safe import control_characters, dockerfile_string, require_match, require_requirement, requirement_problems
-from stages._tables import input_path, output_path
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
+from sluice.stages._safe import control_characters, dockerfile_string, require_match, require_requirement, requirement_problems
+from sluice.stages._tables import input_path, output_path
 
 SERVING_DIR = Path(__file__).resolve().parent / "serving"
 # Pinned to the host's versions: the app is tested against exactly these.
@@ -47,7 +47,7 @@ class DockerBuildStage(Plugin):
             yield ConfigProblem(str(exc))
 
     def run(self, ctx: StageContext) -> None:
-        from stages.serving.model import ModelError, read_verified
+        from sluice.stages.serving.model import ModelError, read_verified
 
         cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
@@ -162,7 +162,7 @@ def write_context(
     if Path(meta.model_file).name != meta.model_file or meta.model_file in ("", ".", ".."):
         raise StageFailed(f"metadata.json names the model file {meta.model_file!r}: expected a file name inside the model directory")
     if model_bytes is None:
-        from stages.serving.model import ModelError, read_verified
+        from sluice.stages.serving.model import ModelError, read_verified
 
         try:
             meta, model_bytes = read_verified(model_dir)

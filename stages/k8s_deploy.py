@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
-from stages._tables import input_path, output_path
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
+from sluice.stages._tables import input_path, output_path
 
 COLOURS = ("blue", "green")
 COLOUR_LABEL = "sluice.dev/colour"
@@ -53,7 +53,7 @@ class DeployStage(Plugin):
             yield ConfigProblem("the kubernetes package is not installed: pip install 'sluice[deploy]'")
 
     def run(self, ctx: StageContext) -> None:
-        from stages._kube import Kube
+        from sluice.stages._kube import Kube
 
         cfg = _config(ctx.config)
         bundle = _Bundle.read(input_path(ctx, "manifests"))
@@ -71,7 +71,7 @@ class DeployStage(Plugin):
         ctx.log.info("%s", record["summary"])
 
     def rollback(self, ctx: StageContext) -> str:
-        from stages._kube import Kube
+        from sluice.stages._kube import Kube
 
         cfg = _config(ctx.config)
         path = ctx.outputs.get("record")
@@ -92,7 +92,7 @@ class DeployStage(Plugin):
 
 def _lease(kube: Any, namespace: str, app: str, cfg: Mapping[str, Any]) -> Any:
     """The cluster-side lock: one deploy or rollback of `app` at a time, whoever runs it."""
-    from stages._kube import Lease
+    from sluice.stages._kube import Lease
 
     return Lease(kube, namespace, f"{app}-deploy", int(cfg["lease_duration"]))
 
@@ -137,7 +137,7 @@ class _Bundle:
 
 
 def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
-    from stages._kube import SPEC_HASH, spec_hash
+    from sluice.stages._kube import SPEC_HASH, spec_hash
 
     ns, app = bundle.namespace, bundle.app
     live_service = kube.read("Service", ns, app)
@@ -215,7 +215,7 @@ def _apply(kube: Any, bundle: _Bundle, objects: list[dict[str, Any]], colour: st
 
 
 def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> dict[str, Any]:
-    from stages._kube import SPEC_HASH, spec_hash
+    from sluice.stages._kube import SPEC_HASH, spec_hash
 
     ns, app = bundle.namespace, bundle.app
     wait = float(cfg["rollout_timeout"]), float(cfg["poll_interval"])
@@ -261,7 +261,7 @@ def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageConte
 
 def _smoke(kube: Any, namespace: str, service: Mapping[str, Any], cfg: Mapping[str, Any], ctx: StageContext) -> dict[str, Any]:
     """GET /ready through the API server proxy, then replay serve.smoke's rows and compare."""
-    from stages.serve_smoke import exercise
+    from sluice.stages.serve_smoke import exercise
 
     settings = cfg["smoke"]
     if not settings["enabled"]:
@@ -448,7 +448,7 @@ def _image_of(dep: Mapping[str, Any] | None) -> str | None:
 
 
 def _revision(dep: Mapping[str, Any] | None) -> str | None:
-    from stages._kube import REVISION
+    from sluice.stages._kube import REVISION
 
     return (dep or {}).get("metadata", {}).get("annotations", {}).get(REVISION)
 

@@ -7,11 +7,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
-from stages._safe import control_characters
-from stages._tables import output_path
-from stages.docker_build import APP_UID
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
+from sluice.stages._safe import control_characters
+from sluice.stages._tables import output_path
+from sluice.stages.docker_build import APP_UID
 
 COLOURS = ("blue", "green")
 NAME_LABEL = "app.kubernetes.io/name"

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
-from stages._accepted import read_accepted, write_accepted, write_strict_json
-from stages._model import load_model
-from stages._tables import input_path, read_table, sole_output, text_table
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
+from sluice.stages._accepted import read_accepted, write_accepted, write_strict_json
+from sluice.stages._model import load_model
+from sluice.stages._tables import input_path, read_table, sole_output, text_table
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean
-from stages import _metrics, _paired
-from stages._accepted import read_accepted, write_accepted, write_strict_json
-from stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean
+from sluice.stages import _metrics, _paired
+from sluice.stages._accepted import read_accepted, write_accepted, write_strict_json
+from sluice.stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
 RELATIVE_RULES = ("max_drop", "max_drop_pct")
@@ -221,7 +221,7 @@ def _model_identity(ctx: StageContext) -> dict[str, str] | None:
     """The verified sha256 of the optional `model` input, so k8s.deploy can tell which model passed."""
     if "model" not in ctx.inputs:
         return None
-    from stages.serving.model import ModelError, read_verified
+    from sluice.stages.serving.model import ModelError, read_verified
 
     try:
         metadata, _ = read_verified(input_path(ctx, "model"))

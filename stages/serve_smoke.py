@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import Plugin, Port, StageContext, StageFailed, write_json
-from stages._tables import input_path, output_path, read_table
+from sluice import schemas
+from sluice.engine.plugin import Plugin, Port, StageContext, StageFailed, write_json
+from sluice.stages._tables import input_path, output_path, read_table
 
 if TYPE_CHECKING:
     import httpx
@@ -27,7 +27,7 @@ class SmokeStage(Plugin):
     outputs = (Port("report", desc="JSON smoke report, replayable by k8s.deploy", keep_on_failure=True),)
 
     def run(self, ctx: StageContext) -> None:
-        from stages.serving.model import ModelError, load_model
+        from sluice.stages.serving.model import ModelError, load_model
 
         cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
@@ -142,7 +142,7 @@ class _Server:
         import httpx
 
         port = _free_port()
-        cmd = [sys.executable, "-m", "stages.serving", str(self.model_dir), "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [sys.executable, "-m", "sluice.stages.serving", str(self.model_dir), "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--expect-sha256", self.expected] if self.expected else []
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"

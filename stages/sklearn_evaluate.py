@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import Plugin, Port, StageContext, StageFailed
-from stages import _metrics
-from stages._accepted import write_strict_json
-from stages._model import LoadedModel, load_model
-from stages._tables import input_path, output_path, read_table, require_columns, write_table
+from sluice import schemas
+from sluice.engine.plugin import Plugin, Port, StageContext, StageFailed
+from sluice.stages import _metrics
+from sluice.stages._accepted import write_strict_json
+from sluice.stages._model import LoadedModel, load_model
+from sluice.stages._tables import input_path, output_path, read_table, require_columns, write_table
 
 if TYPE_CHECKING:
     import numpy as np

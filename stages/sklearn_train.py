@@ -7,10 +7,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean, write_json
-from stages._model import FORMAT, METADATA_FILE, MODEL_FILE, library_versions
-from stages._tables import input_path, kind_of, plain, read_table, require_columns, sha256_file, sole_output
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean, write_json
+from sluice.stages._model import FORMAT, METADATA_FILE, MODEL_FILE, library_versions
+from sluice.stages._tables import input_path, kind_of, plain, read_table, require_columns, sha256_file, sole_output
 
 if TYPE_CHECKING:
     import pandas as pd

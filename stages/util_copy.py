@@ -6,8 +6,8 @@ import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import schemas
-from engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed
+from sluice import schemas
+from sluice.engine.plugin import ConfigProblem, Plugin, StageContext, StageFailed
 
 
 class CopyStage(Plugin):

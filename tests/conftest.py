@@ -39,7 +39,7 @@ class Workspace:
 
     def sluice(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
         proc = subprocess.run(
-            [sys.executable, "-m", "engine", *args],
+            [sys.executable, "-m", "sluice", *args],
             cwd=self.root,
             capture_output=True,
             text=True,

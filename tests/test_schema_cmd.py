@@ -35,7 +35,7 @@ stages:
 
 # A third-party plugin, installed the way pip would: a module plus a dist-info with an entry point.
 ACME_MODULE = '''
-from engine.plugin import Plugin
+from sluice.engine.plugin import Plugin
 
 class ScoreStage(Plugin):
     name = "acme.score"
@@ -52,7 +52,7 @@ class ScoreStage(Plugin):
 
 
 def sluice(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "sluice", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
 def problems(schema: dict[str, Any], doc: Any) -> list[tuple[str, str]]:
@@ -99,7 +99,7 @@ def test_plugin_schemas_apply_only_to_their_own_stage(tmp_path: Path) -> None:
 
 def test_every_installed_plugin_is_bound(tmp_path: Path) -> None:
     names = subprocess.run(
-        [sys.executable, "-c", "from engine.registry import Registry; print(*Registry.discover().names())"],
+        [sys.executable, "-c", "from sluice.engine.registry import Registry; print(*Registry.discover().names())"],
         capture_output=True, text=True, check=True,
     ).stdout.split()
     stage = bundle(tmp_path)["$defs"]["stage"]

@@ -33,7 +33,7 @@ stages:
 
 @pytest.fixture
 def fake(model_dir: Path) -> Iterator[FakeKubernetesAPI]:
-    from stages.serving.app import create_app
+    from sluice.stages.serving.app import create_app
 
     with running(create_app(model_dir)) as pod:
         api = FakeKubernetesAPI(images={"sluice/bc:v1": ImageBehaviour(backend=pod), "sluice/bc:v2": ImageBehaviour(backend=pod)})
@@ -43,7 +43,7 @@ def fake(model_dir: Path) -> Iterator[FakeKubernetesAPI]:
 
 
 def _sluice(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ws, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "sluice", *args], cwd=ws, capture_output=True, text=True, timeout=120)
 
 
 def test_run_deploys_and_rollback_switches_back(tmp_path: Path, fake: FakeKubernetesAPI) -> None:

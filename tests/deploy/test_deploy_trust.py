@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.plugin import StageFailed
-from stages.model_gate import GateStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.model_gate import GateStage
 from tests.deploy.test_k8s_deploy import BROKEN, GOOD, NEWER, WRONG, Workspace, bg, fake, pods, smoke_report  # noqa: F401  (fixtures)
 from tests.fakes.fake_k8s_api import DROP, FakeKubernetesAPI
 from tests.support.context import make_ctx

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.plugin import StageFailed
-from stages.docker_build import DockerBuildStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.docker_build import DockerBuildStage
 from tests.support.context import make_ctx
 from tests.support.models import FEATURES
 from tests.support.servers import free_port
@@ -54,7 +54,7 @@ def test_container_serves_the_model(built: dict, model_dir: Path, sample_table: 
     import docker
     import pandas as pd
 
-    from stages.serving.model import load_model
+    from sluice.stages.serving.model import load_model
 
     port = free_port()
     container = docker.from_env().containers.run(

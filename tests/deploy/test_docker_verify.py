@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.plugin import StageFailed
-from stages.docker_build import DockerBuildStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.docker_build import DockerBuildStage
 from tests.support.context import make_ctx
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.plugin import StageFailed
-from stages.k8s_deploy import DeployStage
-from stages.k8s_manifests import ManifestsStage
-from stages.serve_smoke import SmokeStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.k8s_deploy import DeployStage
+from sluice.stages.k8s_manifests import ManifestsStage
+from sluice.stages.serve_smoke import SmokeStage
 from tests.fakes.fake_k8s_api import FakeKubernetesAPI, ImageBehaviour
 from tests.support.context import make_ctx
 from tests.support.models import write_model_dir
@@ -24,7 +24,7 @@ FAST = {"rollout_timeout": 3, "poll_interval": 0.05, "request_timeout": 5}
 @pytest.fixture(scope="module")
 def pods(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Real serving apps standing in for pods: the right model, and a different one (wrong answers)."""
-    from stages.serving.app import create_app
+    from sluice.stages.serving.app import create_app
 
     other = write_model_dir(tmp_path_factory.mktemp("other") / "model", c=1e-4)
     with running(create_app(model_dir)) as good, running(create_app(other)) as wrong:

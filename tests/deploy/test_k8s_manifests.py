@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from engine.plugin import StageFailed
-from stages.k8s_manifests import ManifestsStage, render
+from sluice.engine.plugin import StageFailed
+from sluice.stages.k8s_manifests import ManifestsStage, render
 from tests.support.context import make_ctx
 
 IMAGE = {"reference": "sluice/breast-cancer:dev-0123456789ab", "image_id": "sha256:" + "ab" * 32, "model_hash": "0123456789ab" + "0" * 52, "model_version": "0123456789ab", "port": 8000, "tags": []}
@@ -73,7 +73,7 @@ def test_blue_green_services(tmp_path: Path) -> None:
 
 
 def test_schema_violation_is_reported(tmp_path: Path) -> None:
-    from stages.k8s_manifests import validate_objects
+    from sluice.stages.k8s_manifests import validate_objects
 
     (_, dep), *_ = render("app", IMAGE, ManifestsStage().with_defaults({"strategy": "rolling"}))
     dep["spec"]["replicas"] = "two"

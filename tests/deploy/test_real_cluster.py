@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.k8s_deploy import DeployStage
-from stages.k8s_manifests import ManifestsStage
-from stages.serve_smoke import SmokeStage
+from sluice.stages.k8s_deploy import DeployStage
+from sluice.stages.k8s_manifests import ManifestsStage
+from sluice.stages.serve_smoke import SmokeStage
 from tests.support.context import make_ctx
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.plugin import StageFailed
+from sluice.engine.plugin import StageFailed
 from tests.deploy.test_k8s_deploy import BROKEN, GOOD, NEWER, WRONG, Workspace, fake, pods, smoke_report  # noqa: F401  (fixtures)
 from tests.fakes.fake_k8s_api import FakeKubernetesAPI
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", "serve", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "sluice", "serve", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_serve_refuses_bytes_other_than_the_expected_digest_even_with_matching_metadata(model_dir: Path, tmp_path: Path) -> None:
@@ -39,18 +39,18 @@ def test_the_engine_imports_no_built_in_stage_module() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
                 names = [str(node.args[0].value)]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n == "stages" or n.startswith("stages.")]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[:2] == ["sluice", "stages"]]
     assert offenders == []
 
 
 def test_serve_is_registered_as_a_command_plugin() -> None:
     from importlib.metadata import entry_points
 
-    assert {ep.name: ep.value for ep in entry_points(group="sluice.commands")}.get("serve") == "stages.serving:command"
+    assert {ep.name: ep.value for ep in entry_points(group="sluice.commands")}.get("serve") == "sluice.stages.serving:command"
 
 
 def test_other_commands_do_not_import_the_serving_package(tmp_path: Path) -> None:
     """A guard for the lazy discovery (it passed before too: api.serve imported lazily)."""
-    code = "import sys; from engine.cli import main; main(['validate', 'missing.yaml']); print('stages.serving' in sys.modules)"
+    code = "import sys; from sluice.engine.cli import main; main(['validate', 'missing.yaml']); print('sluice.stages.serving' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr

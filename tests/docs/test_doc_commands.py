@@ -118,7 +118,7 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `sluice` on PATH that is this checkout's, whatever the machine has installed."""
     bin_dir = tmp_path_factory.mktemp("bin")
     exe = bin_dir / "sluice"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m engine \"$@\"\n")
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m sluice \"$@\"\n")
     exe.chmod(0o755)
     pip = bin_dir / "pip"  # the README's install step: already done by CI, so a no-op here
     pip.write_text("#!/bin/sh\nexit 0\n")

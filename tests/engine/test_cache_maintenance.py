@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import durable
+from sluice.engine import durable
 from tests.conftest import Result, Workspace
 
 ONE = "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n"
@@ -80,8 +80,8 @@ def test_truncated_object_is_detected_on_restore_and_the_stage_runs(ws: Workspac
 
 
 def test_a_short_object_is_replaced_when_the_same_content_is_stored_again(tmp_path: Path) -> None:
-    from engine.cache import RunEntry, Store
-    from engine.fingerprint import Digest, hash_bytes
+    from sluice.engine.cache import RunEntry, Store
+    from sluice.engine.fingerprint import Digest, hash_bytes
 
     store = Store(tmp_path / "cache")
     (tmp_path / "out").write_bytes(b"hello world\n")
@@ -253,7 +253,7 @@ def test_cache_verify_finds_unreadable_run_entries_and_delete_removes(ws: Worksp
 
 
 def hashlib_blake3(data: bytes) -> str:
-    from engine.fingerprint import hash_bytes
+    from sluice.engine.fingerprint import hash_bytes
 
     return hash_bytes(data)
 
@@ -365,7 +365,7 @@ def test_gc_and_verify_flags(ws: Workspace) -> None:
 
 def test_gc_refuses_while_a_run_holds_the_workspace(ws: Workspace) -> None:
     ws.write("pipeline.yaml", "version: 1\nstages:\n  slow:\n    cmd: touch started; sleep 60; echo > ${outputs.o}\n    outputs: {o: o.txt}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "run"], cwd=ws.root, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "sluice", "run"], cwd=ws.root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         for _ in range(300):

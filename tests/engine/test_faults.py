@@ -28,7 +28,7 @@ stages:
 
 def _start(ws: Workspace) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", "--jobs", "2"], cwd=ws.root, text=True,
+        [sys.executable, "-m", "sluice", "run", "--jobs", "2"], cwd=ws.root, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
 
@@ -144,7 +144,7 @@ def _latest_run(ws: Workspace) -> dict:
 def test_ctrl_c_with_output_piped_exits_130_and_records_the_run(ws: Workspace) -> None:
     ws.write("pipeline.yaml", SLOW)
     engine = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", "--jobs", "2"], cwd=ws.root,
+        [sys.executable, "-m", "sluice", "run", "--jobs", "2"], cwd=ws.root,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
     )
     # `sluice run | cat` at a terminal: Ctrl-C reaches the whole pipeline, so cat is gone too.

@@ -6,11 +6,11 @@ import json
 
 from pathlib import Path
 
-from engine.errors import Location
-from engine.execute import Executor
-from engine.fingerprint import HashCache
-from engine.model import StageSpec
-from engine.plugin import Plugin, Port
+from sluice.engine.errors import Location
+from sluice.engine.execute import Executor
+from sluice.engine.fingerprint import HashCache
+from sluice.engine.model import StageSpec
+from sluice.engine.plugin import Plugin, Port
 from tests.conftest import Workspace
 
 PIPELINE = """\

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.shell import splice_cmd
+from sluice.engine.shell import splice_cmd
 from tests.conftest import Workspace
 
 # ---------------------------------------------------------------- item 1: quoting in cmd

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import fingerprint
-from engine.fingerprint import RACY_NS, HashCache, hash_bytes
+from sluice.engine import fingerprint
+from sluice.engine.fingerprint import RACY_NS, HashCache, hash_bytes
 from tests.conftest import Workspace
 
 HOUR_NS = 3600 * 10**9

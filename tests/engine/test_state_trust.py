@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import api
-from engine.errors import SluiceError
+from sluice.engine import api
+from sluice.engine.errors import SluiceError
 from tests.conftest import Workspace
 
 ONE = "version: 1\nstages:\n  s:\n    cmd: echo made > ${outputs.o}\n    outputs: {o: out.txt}\n"
@@ -291,7 +291,7 @@ def _run_with_file_size_limit(ws: Workspace, limit: int) -> tuple[int, str]:
     def limit_writes() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "engine", "run"], cwd=ws.root, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "sluice", "run"], cwd=ws.root, capture_output=True, text=True,
                           timeout=120, preexec_fn=limit_writes)
     return proc.returncode, proc.stdout + proc.stderr
 

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cache import RunEntry, Store
-from engine.compile import compile_spec, normalize
-from engine.errors import SpecError
-from engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
-from engine.load import load_text
-from engine.interpolate import interpolate
-from engine.resolve import resolve
+from sluice.engine.cache import RunEntry, Store
+from sluice.engine.compile import compile_spec, normalize
+from sluice.engine.errors import SpecError
+from sluice.engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
+from sluice.engine.load import load_text
+from sluice.engine.interpolate import interpolate
+from sluice.engine.resolve import resolve
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
@@ -186,32 +186,82 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
     assert store.lookup("f" * 64) is None
 
 
+# The phases in import order. A subpackage (`dag`) takes one place in it, and its own modules
+# have an order of their own in SUBPACKAGES.
 ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "interpolate", "shell", "resolve", "compile",
-         "cache", "state", "maintenance", "plan", "stage_runner", "watchdog", "guard", "execute", "report", "dagview", "dag_layout", "dag_formats",
-         "dag_html", "dag_render", "schema_bundle"]
+         "cache", "state", "maintenance", "plan", "stage_runner", "watchdog", "guard", "execute", "report", "dag", "schema_bundle"]
+SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"]}
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
+ENGINE = Path(__file__).resolve().parents[2] / "engine"
+
+
+def _engine_imports(path: Path) -> list[tuple[int, tuple[str, ...]]]:
+    """(line, module path under sluice.engine) for every engine module `path` imports, however spelled."""
+    package = path.relative_to(ENGINE).parent.parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ("sluice", "engine", *package[: len(package) - node.level + 1])
+                module = (*base, *(node.module.split(".") if node.module else ()))
+            else:
+                module = tuple((node.module or "").split("."))
+            if module[:2] != ("sluice", "engine"):
+                continue
+            # `from sluice.engine.dag import formats` names a module; `... import Name` does not
+            for alias in node.names:
+                sub = (*module[2:], alias.name)
+                is_module = (ENGINE.joinpath(*sub).with_suffix(".py")).is_file() or ENGINE.joinpath(*sub).is_dir()
+                found.append((node.lineno, sub if is_module else module[2:]))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, tuple(a.name.split("."))[2:]) for a in node.names if a.name.startswith("sluice.engine.")]
+    return found
 
 
 def test_modules_import_only_earlier_phases() -> None:
-    root = Path(__file__).resolve().parents[2] / "engine"
-    for path in sorted(root.glob("*.py")):
-        mod = path.stem
-        if mod in TOP or mod == "__init__":
+    for path in sorted(ENGINE.rglob("*.py")):
+        parts = path.relative_to(ENGINE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not parts or parts[0] in TOP:
             continue
-        assert mod in ORDER, f"engine/{mod}.py is not in the layering order: add it"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine."):
-                dep = node.module.split(".")[1]
-                assert dep in FREE or dep not in ORDER or ORDER.index(dep) < ORDER.index(mod), f"{mod} imports {dep}"
-                assert dep not in TOP, f"{mod} imports {dep}"
+        unit = parts[0]
+        assert unit in ORDER, f"engine/{unit} is not in the layering order: add it"
+        if len(parts) > 1:
+            assert parts[1] in SUBPACKAGES[unit], f"engine/{'/'.join(parts)}.py is not in the order of engine/{unit}: add it"
+        for line, dep in _engine_imports(path):
+            where = f"engine/{path.relative_to(ENGINE)}:{line} imports {'.'.join(dep)}"
+            assert dep and dep[0] not in TOP, where
+            if dep[0] == unit and len(parts) > 1 and len(dep) > 1:
+                inner = SUBPACKAGES[unit]
+                assert inner.index(dep[1]) < inner.index(parts[1]), where
+            elif dep[0] != unit:
+                assert dep[0] in FREE or ORDER.index(dep[0]) < ORDER.index(unit), where
+
+
+def test_layering_check_sees_every_spelling_of_an_import() -> None:
+    """The walker must not miss an import just because of how it is spelled."""
+    assert {d for _, d in _engine_imports(ENGINE / "dag" / "render.py")} == {("dag", "formats"), ("dag", "html"), ("dag", "view")}
+
+
+def test_nothing_imports_the_old_top_level_names() -> None:
+    """Installed, there is no top-level `engine`, `stages` or `schemas`: everything is under `sluice.`."""
+    root = ENGINE.parent
+    offenders = []
+    for folder in ("engine", "stages", "schemas", "sluice", "tests", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                offenders += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] in {"engine", "stages", "schemas"}]
+    assert not offenders
 
 
 def test_stages_see_only_the_plugin_api() -> None:
     root = Path(__file__).resolve().parents[2] / "stages"
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
-                assert node.module == "engine.plugin", f"{path.relative_to(root.parent)} imports {node.module}"
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sluice.engine"):
+                assert node.module == "sluice.engine.plugin", f"{path.relative_to(root.parent)} imports {node.module}"
             if isinstance(node, ast.Import):
-                assert not any(a.name.startswith("engine") for a in node.names), f"{path} imports engine"
+                assert not any(a.name.startswith("sluice.engine") for a in node.names), f"{path} imports the engine"

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-import schemas
-from engine.errors import SpecError
-from engine.load import load_text
-from engine.validate import _fast_check
+from sluice import schemas
+from sluice.engine.errors import SpecError
+from sluice.engine.load import load_text
+from sluice.engine.validate import _fast_check
 from tests.engine.test_spec_errors import CASES
 
 SCHEMA = schemas.load("pipeline")

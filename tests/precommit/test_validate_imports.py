@@ -14,7 +14,7 @@ AVOIDABLE = ("networkx", "rich")
 # Runs the CLI's own entry point in a fresh interpreter and reports what got imported.
 PROBE = """
 import json, sys
-from engine.cli import main
+from sluice.engine.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted({m.split('.')[0] for m in sys.modules})}))
 """
@@ -28,7 +28,7 @@ def _validate(cwd: Path, *files: str) -> tuple[int, set[str]]:
 
 def _plugin_names() -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", "from engine.registry import Registry; print('\\n'.join(Registry.discover().names()))"],
+        [sys.executable, "-c", "from sluice.engine.registry import Registry; print('\\n'.join(Registry.discover().names()))"],
         capture_output=True, text=True, check=True,
     )
     return out.stdout.split()

@@ -13,7 +13,7 @@ from tests.support.servers import running
 
 @pytest.fixture(scope="session")
 def server(model_dir: Path) -> Iterator[str]:
-    from stages.serving.app import create_app
+    from sluice.stages.serving.app import create_app
 
     with running(create_app(model_dir)) as url:
         yield url

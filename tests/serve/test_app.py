@@ -23,7 +23,7 @@ def test_health_and_ready(server: str) -> None:
 
 
 def test_predictions_equal_offline(server: str, model_dir: Path, sample_table: Path) -> None:
-    from stages.serving.model import load_model
+    from sluice.stages.serving.model import load_model
 
     frame = pd.read_csv(sample_table)
     records = frame[FEATURES].to_dict(orient="records")
@@ -87,8 +87,8 @@ def test_metrics_count_requests_classes_and_version(server: str, model_dir: Path
 
 
 def test_tampered_model_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    from stages.serving.app import create_app
-    from stages.serving.model import ModelIntegrityError
+    from sluice.stages.serving.app import create_app
+    from sluice.stages.serving.model import ModelIntegrityError
 
     bad = tmp_path / "model"
     shutil.copytree(model_dir, bad)
@@ -107,13 +107,13 @@ def test_serve_command_exits_nonzero_on_tampered_model(model_dir: Path, tmp_path
     meta = json.loads((bad / "metadata.json").read_text())
     meta["model_hash"]["value"] = "0" * 64
     (bad / "metadata.json").write_text(json.dumps(meta))
-    proc = subprocess.run([sys.executable, "-m", "stages.serving", str(bad), "--port", "1"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "sluice.stages.serving", str(bad), "--port", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "refusing to serve" in proc.stderr
 
 
 def test_not_a_model_directory(tmp_path: Path) -> None:
-    from stages.serving.model import ModelError, load_model
+    from sluice.stages.serving.model import ModelError, load_model
 
     with pytest.raises(ModelError, match="metadata.json is missing"):
         load_model(tmp_path)

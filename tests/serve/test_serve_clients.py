@@ -45,9 +45,9 @@ def test_a_body_of_empty_records_gets_a_small_422(server: str) -> None:
 
 @pytest.fixture(scope="module")
 def loaded_server(model_dir: Path) -> Iterator[str]:
-    """`python -m stages.serving` in its own process: the clients' threads must not share its GIL."""
+    """`python -m sluice.stages.serving` in its own process: the clients' threads must not share its GIL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stages.serving", str(model_dir), "--port", str(port), "--max-in-flight", "2"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "sluice.stages.serving", str(model_dir), "--port", str(port), "--max-in-flight", "2"], stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -107,8 +107,8 @@ def test_health_answers_quickly_while_predict_is_saturated(loaded_server: str) -
 def test_server_config_bounds_connections(model_dir: Path) -> None:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    from stages.serving import HEADER_TIMEOUT_SECONDS, KEEP_ALIVE_SECONDS, MAX_INCOMPLETE_EVENT_BYTES, server_config
-    from stages.serving.app import create_app
+    from sluice.stages.serving import HEADER_TIMEOUT_SECONDS, KEEP_ALIVE_SECONDS, MAX_INCOMPLETE_EVENT_BYTES, server_config
+    from sluice.stages.serving.app import create_app
 
     config = server_config(create_app(model_dir), "127.0.0.1", 0)
     assert config.timeout_keep_alive == KEEP_ALIVE_SECONDS == 5
@@ -122,8 +122,8 @@ def strict_server(model_dir: Path) -> Iterator[int]:
     """Keep-alive, header and body deadlines of one second, on the real protocol class."""
     import uvicorn
 
-    from stages.serving import server_config
-    from stages.serving.app import create_app
+    from sluice.stages.serving import server_config
+    from sluice.stages.serving.app import create_app
 
     port = free_port()
     server = uvicorn.Server(server_config(create_app(model_dir, body_timeout=1), "127.0.0.1", port, keep_alive=1, header_timeout=1))
@@ -216,7 +216,7 @@ def test_deep_nesting_is_422(server: str) -> None:
 
 
 def test_float32_features_are_range_checked() -> None:
-    from stages.serving.model import Feature, RecordErrors, validate_records
+    from sluice.stages.serving.model import Feature, RecordErrors, validate_records
 
     with pytest.raises(RecordErrors) as caught:
         validate_records([{"x": 1e39}], (Feature("x", "float32"),), 10)
@@ -244,7 +244,7 @@ def test_server_errors_are_counted(model_dir: Path, tmp_path: Path) -> None:
 
     import joblib
 
-    from stages.serving.app import create_app
+    from sluice.stages.serving.app import create_app
 
     broken = Path(shutil.copytree(model_dir, tmp_path / "model"))
     joblib.dump(Exploding(), broken / "model.joblib")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.serving.model import ModelIntegrityError, load_model
+from sluice.stages.serving.model import ModelIntegrityError, load_model
 
 # -- 6. model file trust ---------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ def test_server_refuses_to_start_on_a_digest_mismatch(model_dir: Path, tmp_path:
     victim = _copy(model_dir, tmp_path)
     genuine = _claimed(model_dir)
     _retrain_in_place(victim, tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "stages.serving", str(victim), "--expect-sha256", genuine], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "sluice.stages.serving", str(victim), "--expect-sha256", genuine], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert f"but the expected digest is {genuine}" in proc.stderr
 
@@ -68,8 +68,8 @@ def test_model_file_is_confined_to_the_model_directory(model_dir: Path, tmp_path
 
 
 def test_pipeline_loader_is_confined_too(model_dir: Path, tmp_path: Path) -> None:
-    from engine.plugin import StageFailed
-    from stages._model import load_model as pipeline_load
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages._model import load_model as pipeline_load
 
     victim = _copy(model_dir, tmp_path)
     meta = json.loads((victim / "metadata.json").read_text())
@@ -79,8 +79,8 @@ def test_pipeline_loader_is_confined_too(model_dir: Path, tmp_path: Path) -> Non
 
 
 def test_serve_smoke_takes_an_expected_digest(model_dir: Path, sample_table: Path, tmp_path: Path) -> None:
-    from engine.plugin import StageFailed
-    from stages.serve_smoke import SmokeStage
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages.serve_smoke import SmokeStage
     from tests.support.context import make_ctx
 
     victim = _copy(model_dir, tmp_path)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.plugin import StageFailed
-from stages.serve_smoke import SmokeStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.serve_smoke import SmokeStage
 from tests.support.context import make_ctx
 from tests.support.models import write_model_dir
 
@@ -44,7 +44,7 @@ def test_online_offline_mismatch_fails(tmp_path: Path, sample_table: Path, monke
     table = tmp_path / "t.csv"
     pd.read_csv(sample_table).to_csv(table, index=False)
     ctx = make_ctx(tmp_path, {"rows": 40}, {"model": model, "data": table}, {"report": "smoke.json"})
-    import stages.serve_smoke as smoke
+    import sluice.stages.serve_smoke as smoke
 
     real_server = smoke._Server
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from engine.plugin import Plugin, StageContext
+from sluice.engine.plugin import Plugin, StageContext
 
 
 class StageHarness:
@@ -76,7 +76,7 @@ def cancer_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
-    from stages.sklearn_train import TrainStage
+    from sluice.stages.sklearn_train import TrainStage
 
     root = tmp_path_factory.mktemp("cancer")
     frame = load_breast_cancer(as_frame=True).frame

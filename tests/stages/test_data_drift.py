@@ -13,8 +13,8 @@ from scipy import stats
 from scipy.stats.contingency import association
 from sklearn.datasets import load_breast_cancer
 
-from engine.plugin import StageFailed
-from stages.data_drift import DEFAULTS, DriftStage, adjust, compare, subsample
+from sluice.engine.plugin import StageFailed
+from sluice.stages.data_drift import DEFAULTS, DriftStage, adjust, compare, subsample
 from tests.stages.conftest import config_problems
 
 PLUGIN = DriftStage()
@@ -74,7 +74,7 @@ def test_ks_equals_scipy_on_any_sample(a, b):
     b=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=60),
 )
 def test_wasserstein_equals_scipy_on_any_sample(a, b):
-    from stages.data_drift import wasserstein_sorted
+    from sluice.stages.data_drift import wasserstein_sorted
 
     assert wasserstein_sorted(np.sort(a), np.sort(b)) == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9, abs=1e-9)
 
@@ -407,7 +407,7 @@ def test_the_report_and_failure_name_the_missing_jump(harness, write_csv):
 def test_gates_bench_drift_trials_fast_version():
     """benchmarks/gates_bench.py's drift trials, 3 seeded trials at 20,000 rows: every change seen, no wolf cried."""
     from benchmarks.gates_bench import CHANGES, drift_trials
-    from stages import data_drift
+    from sluice.stages import data_drift
 
     rates = {scenario: rate for (_, scenario), rate in drift_trials(3, 20_000, {"data.drift": data_drift}).items()}
     assert {c: rates[c] for c in CHANGES} == {**dict.fromkeys(CHANGES, 1.0), "+0.01 sd, integer (negligible)": 0.0}

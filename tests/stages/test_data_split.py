@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import train_test_split
 
-from engine.plugin import StageFailed
-from stages.data_split import SplitStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.data_split import SplitStage
 from tests.stages.conftest import config_problems
 
 PLUGIN = SplitStage()

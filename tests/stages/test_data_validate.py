@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.plugin import StageFailed
-from stages.data_validate import ValidateStage, validate
+from sluice.engine.plugin import StageFailed
+from sluice.stages.data_validate import ValidateStage, validate
 from tests.stages.conftest import config_problems
 
 PLUGIN = ValidateStage()

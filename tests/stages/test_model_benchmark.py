@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.plugin import StageFailed
-from stages._accepted import write_accepted
-from stages.model_benchmark import BenchmarkStage, judge
+from sluice.engine.plugin import StageFailed
+from sluice.stages._accepted import write_accepted
+from sluice.stages.model_benchmark import BenchmarkStage, judge
 from tests.stages.conftest import config_problems
 
 PLUGIN = BenchmarkStage()

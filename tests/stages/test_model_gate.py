@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.plugin import StageFailed
-from stages.model_gate import GateStage, judge
+from sluice.engine.plugin import StageFailed
+from sluice.stages.model_gate import GateStage, judge
 from tests.stages.conftest import config_problems
 
 PLUGIN = GateStage()
@@ -235,7 +235,7 @@ def _rows(n: int = N_ROWS, wrong: tuple[int, ...] = (), confident_wrong: tuple[i
 
 def _files(tmp_path: Path, name: str, table: pd.DataFrame) -> dict[str, Path]:
     """The inputs sklearn.evaluate would give the gate for these predictions."""
-    from stages._metrics import metric
+    from sluice.stages._metrics import metric
 
     y, pred, proba = table["y_true"].to_numpy(), table["y_pred"].to_numpy(), table[["proba_0", "proba_1"]].to_numpy()
     metrics = {m: metric(m, y, pred, proba, [0, 1]) for m in ("accuracy", "roc_auc", "log_loss")}

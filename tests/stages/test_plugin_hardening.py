@@ -119,7 +119,7 @@ def test_docker_build_other_strings_carry_no_newline(ws: Workspace, key: str) ->
 
 
 def test_dockerfile_quotes_labels_and_stays_one_instruction_per_line() -> None:
-    from stages.docker_build import dockerfile
+    from sluice.stages.docker_build import dockerfile
 
     labels = {"org.example.title": 'My "best" model', "org.example.note": "costs $5 \\ more", "org.example.e": "é"}
     cfg = {"port": 8000, "wheelhouse": False, "base_image": "registry.example.com:5000/team/python:3.11-slim"}
@@ -140,16 +140,16 @@ def test_dockerfile_quotes_labels_and_stays_one_instruction_per_line() -> None:
     ],
 )
 def test_dockerfile_writer_refuses_what_validation_would(cfg: dict, python: str, labels: dict) -> None:
-    from engine.plugin import StageFailed
-    from stages.docker_build import dockerfile
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages.docker_build import dockerfile
 
     with pytest.raises(StageFailed):
         dockerfile({"port": 8000, "wheelhouse": False, **cfg}, python, labels)
 
 
 def test_pinned_requirements_refuse_tampered_metadata() -> None:
-    from engine.plugin import StageFailed
-    from stages.docker_build import pinned_requirements
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages.docker_build import pinned_requirements
 
     assert pinned_requirements({"library_versions": {"numpy": "1.26.4"}}, ["xgboost>=2"])[0] == "numpy==1.26.4"
     with pytest.raises(StageFailed, match="numpy"):
@@ -161,8 +161,8 @@ def test_pinned_requirements_refuse_tampered_metadata() -> None:
 def test_build_context_refuses_a_model_file_outside_the_model_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from engine.plugin import StageFailed
-    from stages.docker_build import write_context
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages.docker_build import write_context
 
     (tmp_path / "secret").write_text("outside")
     model_dir = tmp_path / "model"
@@ -234,8 +234,8 @@ def test_allow_modules_admits_a_project_prefix_without_importing_at_validate(ws:
 
 
 def test_run_rechecks_the_estimator_before_importing(harness, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from engine.plugin import StageFailed
-    from stages.sklearn_train import TrainStage, import_estimator
+    from sluice.engine.plugin import StageFailed
+    from sluice.stages.sklearn_train import TrainStage, import_estimator
 
     (tmp_path / "evilmod.py").write_text(SIDE_EFFECT.format(name="evilmod"))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -309,7 +309,7 @@ def test_optional_ports_and_a_sole_output_of_any_name_pass(ws: Workspace) -> Non
 
 
 def test_every_builtin_plugin_declares_its_ports() -> None:
-    from engine.registry import Registry
+    from sluice.engine.registry import Registry
 
     registry = Registry.discover()
     undeclared = [n for n in registry.names() if registry.load(n).inputs is None or registry.load(n).outputs is None]
@@ -317,8 +317,8 @@ def test_every_builtin_plugin_declares_its_ports() -> None:
 
 
 def test_registry_checks_the_declaration_shape() -> None:
-    from engine.plugin import Plugin, Port
-    from engine.registry import PluginLoadError, _check_contract
+    from sluice.engine.plugin import Plugin, Port
+    from sluice.engine.registry import PluginLoadError, _check_contract
 
     class Bad(Plugin):
         name = "x.bad"
@@ -346,7 +346,7 @@ def test_a_third_party_plugin_without_declarations_accepts_any_names(ws: Workspa
 
 CRASHING = '''\
 import os
-from engine.plugin import Plugin, Port
+from sluice.engine.plugin import Plugin, Port
 
 if os.environ.get("SLUICE_STAGE") and os.environ.get("BREAK_IMPORT"):
     raise ImportError("no module named 'acme_native'")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import schemas
-from engine.registry import Registry
+from sluice import schemas
+from sluice.engine.registry import Registry
 
 ML_STAGES = ("data.validate", "data.drift", "data.split", "sklearn.train", "sklearn.evaluate", "model.gate", "model.benchmark")
 HEAVY = ("pandas", "numpy", "scipy", "sklearn", "joblib", "pyarrow")
@@ -36,7 +36,7 @@ def test_every_property_is_described(name):
 def test_loading_every_plugin_imports_no_heavy_library():
     code = (
         "import json, sys\n"
-        "from engine.registry import Registry\n"
+        "from sluice.engine.registry import Registry\n"
         f"r = Registry.discover()\n"
         f"for n in {list(ML_STAGES)!r}: r.instance(n).check({{}})\n"
         f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))\n"

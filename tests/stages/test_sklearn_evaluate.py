@@ -12,9 +12,9 @@ import pytest
 from sklearn import metrics as m
 from sklearn.datasets import load_diabetes, load_iris
 
-from engine.plugin import StageFailed
-from stages.sklearn_evaluate import EvaluateStage
-from stages.sklearn_train import TrainStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.sklearn_evaluate import EvaluateStage
+from sluice.stages.sklearn_train import TrainStage
 from tests.stages.conftest import StageHarness, config_problems
 
 PLUGIN = EvaluateStage()

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from engine.plugin import StageFailed
-from stages.sklearn_train import TrainStage
+from sluice.engine.plugin import StageFailed
+from sluice.stages.sklearn_train import TrainStage
 from tests.stages.conftest import config_problems
 
 PLUGIN = TrainStage()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.plugin import StageContext
+from sluice.engine.plugin import StageContext
 
 
 def make_ctx(

@@ -1,6 +1,6 @@
 """`sluice dag --format html`: one self-contained page (inline SVG, CSS and script; no network).
 
-The graph is drawn from `dag_layout`'s pure-Python layout, so no system package is needed.
+The graph is drawn from `layout`'s pure-Python layout, so no system package is needed.
 Hovering a stage shows its state and reasons (the SVG `<title>`); clicking it shows its details,
 which the page's script builds from the embedded JSON of `dag --format json`.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from html import escape
 
-from engine.dag_formats import PALETTE, artifact_label, json_data, tooltip
-from engine.dag_layout import Placed, layout
-from engine.dagview import DagView, NodeState
+from sluice.engine.dag.formats import PALETTE, artifact_label, json_data, tooltip
+from sluice.engine.dag.layout import Placed, layout
+from sluice.engine.dag.view import DagView, NodeState
 
 _EDGE_LABELS_MAX = 150  # above this many edges, artifact names only show on hover
 

@@ -1,7 +1,7 @@
 """The stage graph as a view model for `sluice dag`: nodes, artifact edges, matrix groups, states.
 
-Rendering lives in `dag_formats` (text, JSON, DOT, Mermaid, Graphviz images) and `dag_html`
-(a self-contained page drawn with the pure-Python layout of `dag_layout`).
+Rendering lives in `formats` (text, JSON, DOT, Mermaid, Graphviz images) and `html`
+(a self-contained page drawn with the pure-Python layout of `layout`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from engine.compile import Pipeline
-from engine.model import Decision, PlanItem, StageSpec
-from engine.shell import render_cmd
-from engine.state import Layout, LockFile, read_last_run
+from sluice.engine.compile import Pipeline
+from sluice.engine.model import Decision, PlanItem, StageSpec
+from sluice.engine.shell import render_cmd
+from sluice.engine.state import Layout, LockFile, read_last_run
 
 FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
 BINARY_FORMATS = ("png",)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.dagview import DagView
+from sluice.engine.dag.view import DagView
 
 CHAR_W = 7.0  # average glyph width of the 12px sans font the renderers use
 NODE_H = 42.0

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from engine.dagview import DagEdge, DagNode, DagView, NodeState
-from engine.errors import SluiceError, ToolMissing
+from sluice.engine.dag.view import DagEdge, DagNode, DagView, NodeState
+from sluice.engine.errors import SluiceError, ToolMissing
 
 # (border, fill) per state; the same palette in every graphical format.
 PALETTE: dict[NodeState | None, tuple[str, str]] = {

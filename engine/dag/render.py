@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine import dag_formats
-from engine.dag_html import html_page
-from engine.dagview import FORMATS, DagView
+from sluice.engine.dag import formats
+from sluice.engine.dag.html import html_page
+from sluice.engine.dag.view import FORMATS, DagView
 
 
 def render(view: DagView, fmt: str, *, color: bool = False) -> str | bytes:
@@ -14,12 +14,12 @@ def render(view: DagView, fmt: str, *, color: bool = False) -> str | bytes:
     if fmt == "html":
         return html_page(view)
     renderers: dict[str, Callable[[], str | bytes]] = {
-        "text": lambda: dag_formats.text_view(view, color=color),
-        "json": lambda: dag_formats.json_view(view),
-        "dot": lambda: dag_formats.dot_source(view),
-        "mermaid": lambda: dag_formats.mermaid(view),
-        "svg": lambda: dag_formats.graphviz(view, "svg").decode(),
-        "png": lambda: dag_formats.graphviz(view, "png"),
+        "text": lambda: formats.text_view(view, color=color),
+        "json": lambda: formats.json_view(view),
+        "dot": lambda: formats.dot_source(view),
+        "mermaid": lambda: formats.mermaid(view),
+        "svg": lambda: formats.graphviz(view, "svg").decode(),
+        "png": lambda: formats.graphviz(view, "png"),
     }
     if fmt not in renderers:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
