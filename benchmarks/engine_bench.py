@@ -309,7 +309,9 @@ def install_tool(cache: Path, tool: str, timeout: float) -> str:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True, timeout=120)
         p = subprocess.run(
             [str(venv / "bin" / "pip"), "install", "-q", *TOOLS[tool]],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return f"pip install {tool} took longer than {timeout:.0f}s"
@@ -414,8 +416,13 @@ def bench_big(sluice: list[str], n: int, small_file: Path, run_it: bool, jobs: i
             t0 = time.perf_counter()
             yaml.load(text, Loader=loader or yaml.SafeLoader)
             parse.append(time.perf_counter() - t0)
-        rows.append(BigRow(f"PyYAML {'CSafeLoader' if loader else 'SafeLoader (no libyaml!)'} parse only, {n:,} stages", min(parse),
-                           note=f"{size / 1e6:.1f} MB, in-process, baseline"))
+        rows.append(
+            BigRow(
+                f"PyYAML {'CSafeLoader' if loader else 'SafeLoader (no libyaml!)'} parse only, {n:,} stages",
+                min(parse),
+                note=f"{size / 1e6:.1f} MB, in-process, baseline",
+            )
+        )
 
         v = best_of(3, lambda: timed([*sluice, "validate", "pipeline.yaml"], ws, env))
         rows.append(_verdict(BigRow(f"sluice validate, {n:,}-stage chain", v.seconds), v, VALIDATE_TARGET_S))
@@ -428,11 +435,13 @@ def bench_big(sluice: list[str], n: int, small_file: Path, run_it: bool, jobs: i
             rows.append(_verdict(BigRow(f"{what}, {n:,}-stage chain", t.seconds), t, None))
         if run_it:
             t = timed([*sluice, "run", "-f", "pipeline.yaml", "--jobs", str(jobs), "--json"], ws, env)
-            rows.append(_verdict(BigRow(f"sluice run (first), {n:,}-stage chain", t.seconds), t, None,
-                                 f"{outcomes(t).get('ran', 0):,} ran"))
+            rows.append(
+                _verdict(BigRow(f"sluice run (first), {n:,}-stage chain", t.seconds), t, None, f"{outcomes(t).get('ran', 0):,} ran")
+            )
             t = best_of(3, lambda: timed([*sluice, "run", "-f", "pipeline.yaml", "--json"], ws, env))
-            rows.append(_verdict(BigRow(f"sluice run (no-op), {n:,}-stage chain", t.seconds), t, None,
-                                 f"{outcomes(t).get('skipped', 0):,} skipped"))
+            rows.append(
+                _verdict(BigRow(f"sluice run (no-op), {n:,}-stage chain", t.seconds), t, None, f"{outcomes(t).get('skipped', 0):,} skipped")
+            )
             t = timed([*sluice, "status", "-f", "pipeline.yaml", "--json"], ws, env)
             rows.append(_verdict(BigRow(f"sluice status (up to date), {n:,}-stage chain", t.seconds), t, None))
     finally:
@@ -493,8 +502,15 @@ def bench_hash(mib: int) -> list[BigRow]:
         hash_file(big)  # warm
         best = min(_time(lambda: hash_file(big)) for _ in range(3))
         gbs = size / best / 1e9
-        rows.append(BigRow(f"hash_file, {mib} MiB, warm page cache", best, f"≥ {HASH_TARGET_GBS:g} GB/s",
-                           "ok" if gbs >= HASH_TARGET_GBS else "MISS", f"{gbs:.2f} GB/s ({size / best / 2**30:.2f} GiB/s)"))
+        rows.append(
+            BigRow(
+                f"hash_file, {mib} MiB, warm page cache",
+                best,
+                f"≥ {HASH_TARGET_GBS:g} GB/s",
+                "ok" if gbs >= HASH_TARGET_GBS else "MISS",
+                f"{gbs:.2f} GB/s ({size / best / 2**30:.2f} GiB/s)",
+            )
+        )
 
         import blake3
 
@@ -517,10 +533,14 @@ def bench_hash(mib: int) -> list[BigRow]:
         t_new = _time(lambda: hc2.digest("big.bin"))
         ok = first_reads == 1 and same_reads == 0 and hc2.reads == 0
         rows.append(BigRow("HashCache.digest, old file, first time", t_first, note=f"reads={first_reads}"))
-        rows.append(BigRow("HashCache.digest again, same process", t_again, "reads = 0", "ok" if same_reads == 0 else "FAIL",
-                           f"reads={same_reads}"))
-        rows.append(BigRow("HashCache.digest again, new process (SQLite)", t_new, "reads = 0", "ok" if hc2.reads == 0 else "FAIL",
-                           f"reads={hc2.reads}"))
+        rows.append(
+            BigRow("HashCache.digest again, same process", t_again, "reads = 0", "ok" if same_reads == 0 else "FAIL", f"reads={same_reads}")
+        )
+        rows.append(
+            BigRow(
+                "HashCache.digest again, new process (SQLite)", t_new, "reads = 0", "ok" if hc2.reads == 0 else "FAIL", f"reads={hc2.reads}"
+            )
+        )
         if not ok:
             rows[-1].note += " — an unchanged file was read again"
 
@@ -530,7 +550,9 @@ def bench_hash(mib: int) -> list[BigRow]:
         hc3 = HashCache(root / "h3.db", root)
         hc3.digest("fresh.txt")
         hc3.digest("fresh.txt")
-        rows.append(BigRow("HashCache, file modified < 2 s ago, digested twice", None, note=f"reads={hc3.reads} (racy re-check, by design)"))
+        rows.append(
+            BigRow("HashCache, file modified < 2 s ago, digested twice", None, note=f"reads={hc3.reads} (racy re-check, by design)")
+        )
     return rows
 
 
@@ -560,8 +582,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def print_runs(rows: list[RunRow], fixed: float) -> None:
-    headers = ["tool", "shape", "N", "stages", "first run s", "no-op s", "no-op cpu s", "after change s", "bare cmds s",
-               "overhead ms/stage", "net of startup", "verdict"]
+    headers = [
+        "tool",
+        "shape",
+        "N",
+        "stages",
+        "first run s",
+        "no-op s",
+        "no-op cpu s",
+        "after change s",
+        "bare cmds s",
+        "overhead ms/stage",
+        "net of startup",
+        "verdict",
+    ]
     body = []
     for r in rows:
         verdict = []
@@ -574,9 +608,22 @@ def print_runs(rows: list[RunRow], fixed: float) -> None:
             if net is not None:
                 verdict.append(f"overhead {'ok' if net <= OVERHEAD_TARGET_MS else 'MISS'}")
         verdict += r.notes
-        body.append([r.tool, r.shape, str(r.n), str(r.stages), fmt_s(r.first), fmt_s(r.noop), fmt_s(r.noop_cpu), fmt_s(r.change),
-                     fmt_s(r.bare), fmt_ms(r.overhead_ms()), fmt_ms(r.overhead_ms(fixed) if r.tool == "sluice" else None),
-                     "; ".join(verdict)])
+        body.append(
+            [
+                r.tool,
+                r.shape,
+                str(r.n),
+                str(r.stages),
+                fmt_s(r.first),
+                fmt_s(r.noop),
+                fmt_s(r.noop_cpu),
+                fmt_s(r.change),
+                fmt_s(r.bare),
+                fmt_ms(r.overhead_ms()),
+                fmt_ms(r.overhead_ms(fixed) if r.tool == "sluice" else None),
+                "; ".join(verdict),
+            ]
+        )
     print(table(headers, body))
 
 
@@ -592,16 +639,26 @@ def print_ratios(rows: list[RunRow]) -> None:
         s = mine.get((r.shape, r.n))
         if r.tool == "sluice" or s is None:
             continue
-        body.append([r.tool, r.shape, str(r.n), ratio(r.first, s.first), ratio(r.noop, s.noop), ratio(r.change, s.change),
-                     ratio(r.overhead_ms(), s.overhead_ms())])
+        body.append(
+            [
+                r.tool,
+                r.shape,
+                str(r.n),
+                ratio(r.first, s.first),
+                ratio(r.noop, s.noop),
+                ratio(r.change, s.change),
+                ratio(r.overhead_ms(), s.overhead_ms()),
+            ]
+        )
     if body:
         print("\nRatios: other tool's time ÷ sluice's (above 1 means sluice is faster)")
         print(table(headers, body))
 
 
 def print_big(rows: list[BigRow]) -> None:
-    print(table(["measure", "seconds", "target", "verdict", "note"],
-                [[r.name, fmt_s(r.seconds), r.target, r.verdict, r.note] for r in rows]))
+    print(
+        table(["measure", "seconds", "target", "verdict", "note"], [[r.name, fmt_s(r.seconds), r.target, r.verdict, r.note] for r in rows])
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -639,8 +696,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.workdir.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(args.workdir)
     load = os.getloadavg()
-    print(f"sluice benchmark · {' '.join(sluice)} · Python {sys.version.split()[0]} · {os.cpu_count()} CPUs · "
-          f"load avg {load[0]:.2f} {load[1]:.2f} · jobs {args.jobs}")
+    print(
+        f"sluice benchmark · {' '.join(sluice)} · Python {sys.version.split()[0]} · {os.cpu_count()} CPUs · "
+        f"load avg {load[0]:.2f} {load[1]:.2f} · jobs {args.jobs}"
+    )
     probe = fs_probe()
     print(f"workspaces in {tempfile.gettempdir()}: {probe}")
     print("Wall times by time.perf_counter around the real CLI; no-op is the best of 3.\n", flush=True)
@@ -664,8 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bare[(shape, n)] = bare_commands(shape, n)
                 row = bench_sluice(sluice, shape, n, args.jobs, bare[(shape, n)], args.keep)
                 runs.append(row)
-                print(f"  sluice {shape:6} N={n:<5} first {fmt_s(row.first)} s  no-op {fmt_s(row.noop)} s  "
-                      f"change {fmt_s(row.change)} s  {row.error}", flush=True)
+                print(
+                    f"  sluice {shape:6} N={n:<5} first {fmt_s(row.first)} s  no-op {fmt_s(row.noop)} s  "
+                    f"change {fmt_s(row.change)} s  {row.error}",
+                    flush=True,
+                )
 
     if args.compare:
         csizes = [int(s) for s in args.compare_sizes.split(",")] if args.compare_sizes else sizes
@@ -681,8 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     b = bare.get((shape, n)) or bare_commands(shape, n)
                     row = bench_tool(args.cache_dir, tool, shape, n, b, args.tool_timeout, args.keep)
                     runs.append(row)
-                    print(f"  {tool} {shape:6} N={n:<5} first {fmt_s(row.first)} s  no-op {fmt_s(row.noop)} s  "
-                          f"change {fmt_s(row.change)} s  {row.error}", flush=True)
+                    print(
+                        f"  {tool} {shape:6} N={n:<5} first {fmt_s(row.first)} s  no-op {fmt_s(row.noop)} s  "
+                        f"change {fmt_s(row.change)} s  {row.error}",
+                        flush=True,
+                    )
 
     if runs:
         print("\nPipelines of N trivial `cmd` stages (fan-out has N+1: the fan-in stage too)")

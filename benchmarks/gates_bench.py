@@ -53,8 +53,14 @@ VARIANTS = (0, 1, 3, 5)  # regression size in multiples of the tolerance; 0 = eq
 
 def _context(root: Path, config: dict[str, Any], inputs: dict[str, Path], outputs: dict[str, str]) -> StageContext:
     return StageContext(
-        stage="bench", config=config, inputs=inputs, outputs={k: root / "out" / v for k, v in outputs.items()},
-        params={}, workspace=root, state_dir=root / "state", log=logging.getLogger("gates_bench"),
+        stage="bench",
+        config=config,
+        inputs=inputs,
+        outputs={k: root / "out" / v for k, v in outputs.items()},
+        params={},
+        workspace=root,
+        state_dir=root / "state",
+        log=logging.getLogger("gates_bench"),
     )
 
 
@@ -73,12 +79,16 @@ def _evaluated(root: Path, name: str, y: np.ndarray, proba: np.ndarray) -> dict[
     pred = proba.argmax(axis=1)
     metrics = {m: metric(m, y, pred, proba, [0, 1]) for m in ("accuracy", "roc_auc", "log_loss")}
     (root / f"{name}.json").write_text(json.dumps(metrics))
-    table = pd.DataFrame({"row_key": [f"r{i}" for i in range(len(y))], "y_true": y, "y_pred": pred, "proba_0": proba[:, 0], "proba_1": proba[:, 1]})
+    table = pd.DataFrame(
+        {"row_key": [f"r{i}" for i in range(len(y))], "y_true": y, "y_pred": pred, "proba_0": proba[:, 0], "proba_1": proba[:, 1]}
+    )
     table.to_csv(root / f"{name}.csv", index=False)
     return {"metrics": root / f"{name}.json", "predictions": root / f"{name}.csv"}
 
 
-def _gate_verdict(plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: bool, base: dict[str, Path], cand: dict[str, Path], paired: bool) -> bool:
+def _gate_verdict(
+    plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: bool, base: dict[str, Path], cand: dict[str, Path], paired: bool
+) -> bool:
     """True when the candidate passes. Paired: accept the baseline first; else a committed baseline file."""
     config: dict[str, Any] = {"rules": rules, **({"bootstrap": {"resamples": 1000, "seed": 0}} if bootstrap else {})}
     state = root / "state"
@@ -87,7 +97,9 @@ def _gate_verdict(plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: 
     if paired:
         assert _passes(plugin, _context(root, {**config, "accept": True}, base, {"report": "r.json"}))
         return _passes(plugin, _context(root, {**config, "baseline": "accepted"}, cand, {"report": "r.json"}))
-    return _passes(plugin, _context(root, {**config, "baseline": "file", "accept": False}, {**cand, "baseline": base["metrics"]}, {"report": "r.json"}))
+    return _passes(
+        plugin, _context(root, {**config, "baseline": "file", "accept": False}, {**cand, "baseline": base["metrics"]}, {"report": "r.json"})
+    )
 
 
 def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, bool, int], float]:
@@ -154,7 +166,9 @@ def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: floa
         for i in range(runs + 1):
             served = _Slowed(model, 1.0 if i == 0 else factor_after_first)
             module.load_model = lambda _path, m=served: LoadedModel(m, metadata)
-            ok = _passes(module.BenchmarkStage(), _context(root, config, {"model": root, "table": root / "table.csv"}, {"report": "b.json"}))
+            ok = _passes(
+                module.BenchmarkStage(), _context(root, config, {"model": root, "table": root / "table.csv"}, {"report": "b.json"})
+            )
             if i == 0:
                 assert ok, "the first run records the baseline and must pass"
             else:
@@ -170,7 +184,12 @@ SHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "skewed": lambda rng, n: rng.exponential(size=n),
     "count": lambda rng, n: rng.poisson(3, size=n).astype(float),
 }
-CHANGES = [f"0.2 sd shift, {shape}" for shape in SHAPES] + ["spread x1.5, normal", "0 -> 30 % missing", "8 % unseen categories", "+0.01 sd, integer (negligible)"]
+CHANGES = [f"0.2 sd shift, {shape}" for shape in SHAPES] + [
+    "spread x1.5, normal",
+    "0 -> 30 % missing",
+    "8 % unseen categories",
+    "+0.01 sd, integer (negligible)",
+]
 
 
 def _synthetic(rng: np.random.Generator, rows: int) -> pd.DataFrame:
@@ -218,7 +237,9 @@ def drift_trials(trials: int, rows: int, modules: dict[str, types.ModuleType]) -
                 categorical = ["target"] if name != "diabetes" else []
                 results = module.compare(ref, cur, {**defaults, "categorical": categorical})
                 count((stage, f"no change, {name} halves"), any(r.drifted for r in results))
-            count((stage, f"no change, synthetic {rows:,} rows"), any(r.drifted for r in module.compare(reference, current, dict(defaults))))
+            count(
+                (stage, f"no change, synthetic {rows:,} rows"), any(r.drifted for r in module.compare(reference, current, dict(defaults)))
+            )
             verdicts = {r.column: r.drifted for r in module.compare(reference, changed, dict(defaults))}
             for change, column in zip(CHANGES, columns, strict=True):
                 count((stage, change), verdicts[column])
@@ -258,7 +279,10 @@ def main() -> None:
     from sluice.stages import model_benchmark
     from sluice.stages.model_gate import GateStage
 
-    gates: dict[str, tuple[Plugin, bool]] = {"model.gate (paired)": (GateStage(), True), "model.gate (committed baseline file)": (GateStage(), False)}
+    gates: dict[str, tuple[Plugin, bool]] = {
+        "model.gate (paired)": (GateStage(), True),
+        "model.gate (committed baseline file)": (GateStage(), False),
+    }
     benches: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {"model.benchmark": (model_benchmark, {})}
     if args.old_gates:
         sys.path.insert(0, str(args.old_gates))
@@ -276,7 +300,9 @@ def main() -> None:
         for rule_name in RULE_SETS:
             for bootstrap in (False, True):
                 row = [rates[(gate, rule_name, bootstrap, k)] for k in VARIANTS]
-                print(f"{gate:42} {rule_name:11} {'yes' if bootstrap else 'no':9} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:]))
+                print(
+                    f"{gate:42} {rule_name:11} {'yes' if bootstrap else 'no':9} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:])
+                )
 
     base_config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
     print(f"\nmodel.benchmark, max_ratio 1.3, {args.runs} runs after the baseline run")

@@ -57,8 +57,13 @@ def show(label: str, times: list[float]) -> float:
 
 
 def slowest_imports(cwd: Path, top: int = 8) -> None:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "sluice", "validate", "p0/pipeline.yaml"],
-                         cwd=cwd, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sluice", "validate", "p0/pipeline.yaml"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = []
     for line in out.stderr.splitlines():
         parts = line.split("|")

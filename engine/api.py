@@ -133,8 +133,11 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, re
         versions={name: cls.version for name, cls in plugins.items()},
         always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
         lock=LockFile.read(
-            loaded.layout.lock_file, loaded.layout.lock_shadow, Limits.from_env(),
-            loaded.layout.section(loaded.pipeline.spec.file), loaded.pipeline.stages,
+            loaded.layout.lock_file,
+            loaded.layout.lock_shadow,
+            Limits.from_env(),
+            loaded.layout.section(loaded.pipeline.spec.file),
+            loaded.pipeline.stages,
         ),
         # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
@@ -200,8 +203,7 @@ def run(
             jobs=jobs or os.cpu_count() or 1,
             lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
             keep_on_failure={
-                sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs)
-                for sid, st in loaded.pipeline.stages.items() if st.uses
+                sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs) for sid, st in loaded.pipeline.stages.items() if st.uses
             },
         )
         restore_handlers = install_stop_handlers(executor.stop)

@@ -73,14 +73,17 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     d = sub.add_parser("dag", help="show the stage graph")
     _add_spec_args(d)
-    d.add_argument("--format", default="text", choices=DAG_FORMATS,
-                   help="text (terminal), json, dot, mermaid, html (self-contained page); svg and png need Graphviz")
+    d.add_argument(
+        "--format",
+        default="text",
+        choices=DAG_FORMATS,
+        help="text (terminal), json, dot, mermaid, html (self-contained page); svg and png need Graphviz",
+    )
     d.add_argument("--status", action="store_true", help="colour each stage: up to date, stale (and why), failed, never run")
     d.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
     sc = sub.add_parser("schema", help="print the JSON Schema for pipeline files, with every installed plugin's config")
     sc.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
-
 
     rb = sub.add_parser("rollback", help="switch a deploy stage back to its previous release")
     rb.add_argument("stage")
@@ -88,14 +91,20 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     ca = sub.add_parser("cache", help="look after the cache")
     cv = ca.add_subparsers(dest="cache_command", required=True, metavar="ACTION").add_parser(
-        "verify", help="re-hash every object, check every run entry; set the bad ones aside (exit 1 if any)")
+        "verify", help="re-hash every object, check every run entry; set the bad ones aside (exit 1 if any)"
+    )
     _add_cache_args(cv)
     cv.add_argument("--delete", action="store_true", help="delete bad objects and entries instead of moving them to <cache>/quarantine")
 
     g = sub.add_parser("gc", help="remove cache objects and run entries that no lock entry and no recent run names")
     _add_cache_args(g)
-    g.add_argument("--keep-days", type=_non_negative, default=7.0, metavar="N",
-                   help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache")
+    g.add_argument(
+        "--keep-days",
+        type=_non_negative,
+        default=7.0,
+        metavar="N",
+        help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache",
+    )
     g.add_argument("--dry-run", action="store_true", help="print what would be removed and how many bytes; remove nothing")
     _plugin_commands(sub, argv or [])
     return ap
@@ -117,7 +126,13 @@ def _plugin_commands(sub: Any, argv: Sequence[str]) -> None:
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file whose folder holds sluice.lock (default: ./pipeline.yaml)")
+    p.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        default=Path("pipeline.yaml"),
+        help="pipeline file whose folder holds sluice.lock (default: ./pipeline.yaml)",
+    )
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
@@ -276,7 +291,9 @@ def _maintenance(args: argparse.Namespace) -> int:
             tail = f"; {report.action}" if report.bad else ""
             if report.bad and report.action == "quarantined":
                 tail += f" in {report.quarantine} (`sluice gc` empties it)"
-            print(f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}")
+            print(
+                f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
+            )
         return EXIT_FAILED if report.bad else EXIT_OK
     gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
     if args.json:
@@ -285,8 +302,10 @@ def _maintenance(args: argparse.Namespace) -> int:
     for path in gc.removed if args.dry_run else ():
         print(f"would remove {path}")
     verb, freed = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
-    print(f"{verb} {_n(gc.objects, 'object')} and {_n(gc.entries, 'run entry', 'run entries')}, {freed} {gc.bytes:,} bytes;"
-          f" kept {_n(gc.kept_objects, 'object')} and {_n(gc.kept_entries, 'run entry', 'run entries')}")
+    print(
+        f"{verb} {_n(gc.objects, 'object')} and {_n(gc.entries, 'run entry', 'run entries')}, {freed} {gc.bytes:,} bytes;"
+        f" kept {_n(gc.kept_objects, 'object')} and {_n(gc.kept_entries, 'run entry', 'run entries')}"
+    )
     return EXIT_OK
 
 

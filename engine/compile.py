@@ -119,8 +119,11 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
                 if other == norm:
                     problem(at, f"output '{norm}' is also written by stage '{producer[other][0]}'")
                 else:
-                    problem(at, f"output '{norm}' is the same file as output '{other}' of stage '{producer[other][0]}' "
-                                "on case-insensitive or normalising filesystems (macOS, Windows)")
+                    problem(
+                        at,
+                        f"output '{norm}' is the same file as output '{other}' of stage '{producer[other][0]}' "
+                        "on case-insensitive or normalising filesystems (macOS, Windows)",
+                    )
                 continue
             other = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
             if other is not None:

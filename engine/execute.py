@@ -183,7 +183,9 @@ class Executor:
             except PathEscape as exc:  # a link inside an output folder: its bytes must not enter the cache
                 return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, exc.describe("output"))
             if digest is None:
-                return StageResult(sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, f"output {path} vanished after the stage")
+                return StageResult(
+                    sid, Outcome.FAILED, item.reasons, seconds, self._attempts(sid), log, f"output {path} vanished after the stage"
+                )
             outputs[name] = (path, digest)
         # Decided once every upstream stage had finished, so the fingerprint is exact.
         fp = item.fingerprint
@@ -194,7 +196,10 @@ class Executor:
                 except CacheWriteError as exc:  # the cache only saves time: the stage's true outputs stand
                     logging.getLogger("sluice").warning(
                         "sluice: warning: stage '%s' ran, but %s. Its outputs are in the workspace and recorded"
-                        " in the lock; they will not be restorable from the cache.", sid, exc)
+                        " in the lock; they will not be restorable from the cache.",
+                        sid,
+                        exc,
+                    )
             self.lock_stages[sid] = lock_entry(fp, comps, outputs)
         return StageResult(sid, Outcome.RAN, item.reasons, seconds, self._attempts(sid), log)
 
@@ -358,8 +363,13 @@ class Executor:
         guard.starting(stage.id)
         try:
             proc = subprocess.Popen(
-                argv, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, start_new_session=True,
+                argv,
+                cwd=ws,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as exc:
             guard.ended(stage.id, None)
@@ -524,7 +534,10 @@ def stop_leftovers(layout: Layout, run_id: str, reporter: Reporter) -> None:
         if left.pids:
             when = time.strftime("%H:%M:%S", time.localtime(left.started)) if left.started else "?"
             pids = ", ".join(map(str, left.pids))
-            reporter.stage_note(left.stage, f"sluice: stage {left.stage} of run {left.run_id} (started {when}, the run died) was still running (pid {pids}); stopping it first")
+            reporter.stage_note(
+                left.stage,
+                f"sluice: stage {left.stage} of run {left.run_id} (started {when}, the run died) was still running (pid {pids}); stopping it first",
+            )
             terminate(left.pids, grace=KILL_GRACE)
     forget_leftovers(layout.running, run_id)
 

@@ -104,7 +104,10 @@ class HashCache:
         row = self._rows.get(rel)
         if (
             row
-            and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] == st.st_ctime_ns and row[3] == st.st_ino
+            and row[0] == st.st_size
+            and row[1] == st.st_mtime_ns
+            and row[2] == st.st_ctime_ns
+            and row[3] == st.st_ino
             and row[5] - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS
         ):
             return row[4]
@@ -130,8 +133,7 @@ class HashCache:
         if not stat_mod.S_ISDIR(st.st_mode):
             return Digest("file", self.file(rel, st), st.st_size)
         manifest = tuple(
-            (sub, self.file(f"{rel}/{sub}", fst), fst.st_size, bool(fst.st_mode & 0o100))
-            for sub, fst in walk_files(path, self._real, rel)
+            (sub, self.file(f"{rel}/{sub}", fst), fst.st_size, bool(fst.st_mode & 0o100)) for sub, fst in walk_files(path, self._real, rel)
         )
         value = hash_data([list(m) for m in manifest])
         return Digest("dir", value, sum(m[2] for m in manifest), manifest)
@@ -222,7 +224,9 @@ def walk_files(root: Path, within: str | None = None, name: str = "") -> Iterato
                 except PathEscape as exc:
                     raise PathEscape(name, exc.why) from None
                 if target in chain:
-                    raise PathEscape(name, f"contains a symlink loop: '{name}/{sub}' -> '{os.readlink(entry.path)}' leads back to a folder above it")
+                    raise PathEscape(
+                        name, f"contains a symlink loop: '{name}/{sub}' -> '{os.readlink(entry.path)}' leads back to a folder above it"
+                    )
                 if entry.is_dir():
                     stack.append((sub, target, chain))
                 elif entry.is_file():

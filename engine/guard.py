@@ -59,8 +59,11 @@ class RunGuard:
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", watchdog.__file__, self.run_id, str(self.grace)],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    start_new_session=True, env={"SLUICE_WATCHDOG": self.run_id},
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={"SLUICE_WATCHDOG": self.run_id},
                 )
                 assert self._proc.stdin is not None
                 os.set_blocking(self._proc.stdin.fileno(), False)  # a stalled watchdog must not stall a stage

@@ -74,7 +74,6 @@ def too_long(limit: int) -> str:
     return f"the string is {over_limit('string_bytes', limit, size=True)} after ${{…}} interpolation"
 
 
-
 def lookup_dotted(root: Mapping[str, Any], dotted: str, what: str) -> Any:
     node: Any = root
     parts = dotted.split(".")
@@ -89,4 +88,3 @@ def lookup_dotted(root: Mapping[str, Any], dotted: str, what: str) -> Any:
             raise Undefined(f"'{what}.{dotted}' is not defined ({where} has no '{part}')", did_you_mean(part, options))
         node = node[part]
     return node
-

@@ -92,7 +92,11 @@ def load_text(text: str, file: str, limits: Limits = DEFAULT) -> Document:
         if "maximum nesting depth" in message:
             # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops at 1,000 levels while scanning ahead,
             # before our own, lower bound has seen the events: say it the same way.
-            message = _too_deep(limits.yaml_depth) if limits.yaml_depth < 1000 else "the document is nested more than 1,000 levels deep (libyaml's own limit)"
+            message = (
+                _too_deep(limits.yaml_depth)
+                if limits.yaml_depth < 1000
+                else "the document is nested more than 1,000 levels deep (libyaml's own limit)"
+            )
         raise SpecError([Problem(where, message)]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem(Location(file), f"invalid YAML: {exc}")]) from None
@@ -189,7 +193,10 @@ class _Builder:
     def _value(self, value: Any, size: int, ev: Any, placed: bool = False) -> None:
         self.nodes += size
         if self.nodes > self.max_nodes:
-            self._fail(ev.start_mark, f"the document expands to more than {self.max_nodes:,} nodes (an alias bomb?), {over_limit('yaml_nodes', self.max_nodes)}")
+            self._fail(
+                ev.start_mark,
+                f"the document expands to more than {self.max_nodes:,} nodes (an alias bomb?), {over_limit('yaml_nodes', self.max_nodes)}",
+            )
         if not self.stack:
             self.root = value
             return
@@ -257,4 +264,4 @@ class _Builder:
 
 
 def _short(tag: str) -> str:
-    return "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag

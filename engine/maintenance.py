@@ -69,8 +69,15 @@ class VerifyReport:
     quarantine: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": not self.bad, "objects": self.objects, "bytes": self.bytes, "entries": self.entries,
-                "action": self.action, "quarantine": self.quarantine, "bad": [b.as_dict() for b in self.bad]}
+        return {
+            "ok": not self.bad,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "entries": self.entries,
+            "action": self.action,
+            "quarantine": self.quarantine,
+            "bad": [b.as_dict() for b in self.bad],
+        }
 
 
 def verify(store: Store, delete: bool = False) -> VerifyReport:
@@ -141,9 +148,15 @@ class GcReport:
     removed: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "removed_objects": self.objects, "removed_entries": self.entries,
-                "bytes_freed": self.bytes, "kept_objects": self.kept_objects, "kept_entries": self.kept_entries,
-                "removed": list(self.removed)}
+        return {
+            "dry_run": self.dry_run,
+            "removed_objects": self.objects,
+            "removed_entries": self.entries,
+            "bytes_freed": self.bytes,
+            "kept_objects": self.kept_objects,
+            "kept_entries": self.kept_entries,
+            "removed": list(self.removed),
+        }
 
 
 def lock_entries(layout: Layout, limits: Limits | None = None) -> Iterator[Mapping[str, Any]]:
@@ -199,8 +212,9 @@ def gc(layout: Layout, store: Store, keep_days: float, dry_run: bool = False, no
             remove_tree(path)
         _prune_empty(store.root / "runs", store.root / "objects", store.root / "quarantine")
         sweep_temps(store.root / "tmp")
-    return GcReport(len(doomed) - n_entries, n_entries, sum(s for _, s in doomed), kept_objects, kept_entries,
-                    dry_run, tuple(str(p) for p, _ in doomed))
+    return GcReport(
+        len(doomed) - n_entries, n_entries, sum(s for _, s in doomed), kept_objects, kept_entries, dry_run, tuple(str(p) for p, _ in doomed)
+    )
 
 
 def _mtime(path: Path) -> float:

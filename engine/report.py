@@ -181,8 +181,7 @@ def summary_json(summary: RunSummary, workspace: Path) -> str:
 def print_status(items: Sequence[PlanItem], as_json: bool, stream: TextIO) -> None:
     if as_json:
         data = {
-            i.stage: {"decision": i.decision.value, "stale": i.decision is not Decision.SKIP, "reasons": list(i.reasons)}
-            for i in items
+            i.stage: {"decision": i.decision.value, "stale": i.decision is not Decision.SKIP, "reasons": list(i.reasons)} for i in items
         }
         stream.write(json.dumps({"stages": data}, indent=2) + "\n")
         return

@@ -85,7 +85,9 @@ def apply_overrides(
             so_far = "params." + ".".join(parts[: i + 1])
             if part not in node:
                 known = ", ".join(map(str, node)) or "none"
-                problems.append(Problem(where, f"{so_far} is not defined in the pipeline (defined: {known})", hint=did_you_mean(part, node)))
+                problems.append(
+                    Problem(where, f"{so_far} is not defined in the pipeline (defined: {known})", hint=did_you_mean(part, node))
+                )
                 break
             if not isinstance(node[part], dict):
                 problems.append(Problem(where, f"{so_far} is {_kind(node[part])}, not a mapping", hint=None))
@@ -144,7 +146,9 @@ class _Resolver:
             axes[key] = values
         return axes
 
-    def expand(self, name: str, raw: Mapping[str, Any], axes: dict[str, list[Any]]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    def expand(
+        self, name: str, raw: Mapping[str, Any], axes: dict[str, list[Any]]
+    ) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
         """One (fields, matrix values, params used) per matrix combination, first pass applied."""
         out = []
         for combo_values in itertools.product(*axes.values()) if axes else [()]:
@@ -184,8 +188,12 @@ class _Resolver:
 
 
 def resolve(
-    doc: Document, params: dict[str, Any], workspace: Path, file: Path,
-    skip: frozenset[str] = frozenset(), limits: Limits = DEFAULT,
+    doc: Document,
+    params: dict[str, Any],
+    workspace: Path,
+    file: Path,
+    skip: frozenset[str] = frozenset(),
+    limits: Limits = DEFAULT,
 ) -> Spec:
     """Expand matrices and interpolate every `${…}`; raises SpecError with all problems.
 
@@ -204,7 +212,10 @@ def resolve(
             continue
         count = math.prod(len(v) for v in axes.values())
         if count > limits.matrix_instances:
-            r.problem(("stages", name, "matrix"), f"the matrix expands to {count:,} instances, {over_limit('matrix_instances', limits.matrix_instances)}")
+            r.problem(
+                ("stages", name, "matrix"),
+                f"the matrix expands to {count:,} instances, {over_limit('matrix_instances', limits.matrix_instances)}",
+            )
             all_axes[name] = None
             continue
         total += count
@@ -301,7 +312,7 @@ def _second_pass(
 
     def cmd_lookup(expr: str) -> Any:
         raw = expr.startswith(RAW)
-        expr = expr[len(RAW):] if raw else expr
+        expr = expr[len(RAW) :] if raw else expr
         ns = expr.partition(".")[0]
         if raw and ns not in ("params", "matrix"):
             raise _Undefined(f"'${{raw:{expr}}}': raw splicing takes a params or matrix value, e.g. ${{raw:params.flags}}")

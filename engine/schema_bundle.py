@@ -78,9 +78,9 @@ def accept_references(node: Any, value: bool = False) -> Any:
         elif key == "prefixItems" and isinstance(sub, list):
             out[key] = [accept_references(s, value=True) for s in sub]
         elif key in _BRANCHES:
-            out[key] = accept_references(sub) if key not in ("$defs", "definitions") else {
-                name: accept_references(s) for name, s in sub.items()
-            }
+            out[key] = (
+                accept_references(sub) if key not in ("$defs", "definitions") else {name: accept_references(s) for name, s in sub.items()}
+            )
         else:
             out[key] = sub
     return {"anyOf": [out, {"$ref": f"#/$defs/{REFERENCE_DEF}"}]} if value else out
@@ -112,10 +112,12 @@ def build(registry: Registry) -> Bundle:
         key = def_name(name)
         defs[key] = _embedded(plugin.config_schema, f"#/$defs/{key}")
         names.append(name)
-        rules.append({
-            "if": {"properties": {"uses": {"const": name}}, "required": ["uses"]},
-            "then": {"properties": {"with": {"$ref": f"#/$defs/{key}"}}},
-        })
+        rules.append(
+            {
+                "if": {"properties": {"uses": {"const": name}}, "required": ["uses"]},
+                "then": {"properties": {"with": {"$ref": f"#/$defs/{key}"}}},
+            }
+        )
     uses = dict(stage["properties"]["uses"])
     # `sluice validate` rejects an unknown plugin too; listing them gives the editor completions.
     uses["enum"] = names

@@ -279,4 +279,3 @@ class _CmdLexer:
                     break
         self.heredocs = []
         return i
-

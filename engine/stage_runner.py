@@ -41,19 +41,22 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
 
     `log_file` is where the process's output goes; a crash's traceback is kept beside it.
     """
-    return json.dumps({
-        "stage": ctx.stage,
-        "uses": uses,
-        "config": ctx.config,
-        "inputs": {k: str(v) for k, v in ctx.inputs.items()},
-        "outputs": {k: str(v) for k, v in ctx.outputs.items()},
-        "params": ctx.params,
-        "workspace": str(ctx.workspace),
-        "state_dir": str(ctx.state_dir),
-        "pipeline": ctx.pipeline,
-        "result_file": str(result_file),
-        "log_file": str(log_file) if log_file else "",
-    }, default=str).encode()
+    return json.dumps(
+        {
+            "stage": ctx.stage,
+            "uses": uses,
+            "config": ctx.config,
+            "inputs": {k: str(v) for k, v in ctx.inputs.items()},
+            "outputs": {k: str(v) for k, v in ctx.outputs.items()},
+            "params": ctx.params,
+            "workspace": str(ctx.workspace),
+            "state_dir": str(ctx.state_dir),
+            "pipeline": ctx.pipeline,
+            "result_file": str(result_file),
+            "log_file": str(log_file) if log_file else "",
+        },
+        default=str,
+    ).encode()
 
 
 def context_from_payload(payload: dict, log: logging.Logger) -> StageContext:

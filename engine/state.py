@@ -212,7 +212,9 @@ def _parse(path: Path, size: int, limits: Limits) -> _Document:
     """A committed lock is untrusted input: bounded, guarded like a spec, and checked entry by entry."""
     name = _shown(path)
     if size > limits.lock_bytes:
-        raise _lock_error(name, f"the lock file is {size:,} bytes, over the limit of {limits.lock_bytes:,} (raise SLUICE_MAX_LOCK_BYTES if it is genuine)")
+        raise _lock_error(
+            name, f"the lock file is {size:,} bytes, over the limit of {limits.lock_bytes:,} (raise SLUICE_MAX_LOCK_BYTES if it is genuine)"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -279,7 +281,7 @@ def _lock_error(name: str, message: str, line: int = 0, col: int = 0) -> SpecErr
 
 def _unreadable(message: str) -> str:
     if message.startswith("invalid YAML: "):
-        return f"the lock file is not valid YAML: {message[len('invalid YAML: '):]}; {_RECOVER}"
+        return f"the lock file is not valid YAML: {message[len('invalid YAML: ') :]}; {_RECOVER}"
     return f"{message}; {_RECOVER}"
 
 
@@ -311,8 +313,7 @@ def write_error(path: Path, exc: OSError) -> SluiceError:
     if isinstance(exc.filename, str) and os.path.abspath(exc.filename) != os.path.abspath(path):
         why = f"{_shown(Path(exc.filename))}: {why}"  # the folder on the way, say, is a file
     return SluiceError(
-        f"cannot write {_shown(path)}: {why} (errno {exc.errno}). Free some space or make the folder"
-        " writable, then run again."
+        f"cannot write {_shown(path)}: {why} (errno {exc.errno}). Free some space or make the folder writable, then run again."
     )
 
 

@@ -16,8 +16,13 @@ from sluice.engine.registry import PluginLoadError, Registry
 FAST_PATH_MIN_STAGES = 300
 
 _TYPE_NAMES = {
-    "string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
-    "object": "a mapping", "array": "a list", "null": "null",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
 }
 
 
@@ -80,6 +85,7 @@ _REFERENCE = re.compile(r"\$\{[^{}]+\}")
 
 def _references_only(error: Any) -> bool:
     """The error is about a value that is exactly one `${…}`, or about a container holding one."""
+
     def has_ref(value: Any) -> bool:
         if isinstance(value, str):
             return bool(_REFERENCE.fullmatch(value.strip()))

@@ -139,7 +139,9 @@ class Kube:
             self.call(getattr(api, f"replace_{suffix}"), meta["name"], meta["namespace"], desired)
             return "updated"
         except ApiException as exc:
-            raise StageFailed(f"applying {kind} {meta['namespace']}/{meta['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+            raise StageFailed(
+                f"applying {kind} {meta['namespace']}/{meta['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]
+            ) from exc
 
     def replace(self, obj: Mapping[str, Any]) -> None:
         """Writes back an object read from the cluster (read-modify-write; resourceVersion guards races)."""
@@ -168,7 +170,10 @@ class Kube:
             self.call(getattr(api, f"{verb}_{suffix}"), *args, body)
         except ApiException as exc:
             error = Conflict if exc.status == 409 else StageFailed
-            raise error(f"{'updating' if verb == 'replace' else 'creating'} {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}", str(exc.body)[:2000]) from exc
+            raise error(
+                f"{'updating' if verb == 'replace' else 'creating'} {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}",
+                str(exc.body)[:2000],
+            ) from exc
 
     def wait_ready(self, namespace: str, name: str, timeout: float, poll: float) -> dict[str, Any]:
         """Waits as `kubectl rollout status` does; raises StageFailed with the last status on timeout."""
@@ -258,7 +263,12 @@ class Lease:
 
     def _acquire(self) -> None:
         current = self.kube.read("Lease", self.namespace, self.name)
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": self.name, "namespace": self.namespace}, "spec": self._spec()}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": self._spec(),
+        }
         try:
             if current is None:
                 self.kube.create(body)
@@ -330,7 +340,10 @@ def describe(dep: Mapping[str, Any]) -> str:
     status = dep.get("status") or {}
     lines = [f"replicas wanted {dep.get('spec', {}).get('replicas')}: " + ", ".join(
         f"{k}={status.get(k, 0)}" for k in ("updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"))]  # fmt: skip
-    lines += [f"condition {c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".rstrip(": ") for c in status.get("conditions") or []]
+    lines += [
+        f"condition {c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}".rstrip(": ")
+        for c in status.get("conditions") or []
+    ]
     return "\n".join(lines)
 
 

@@ -82,7 +82,9 @@ def undefined_reason(name: str, y_true: Any) -> str | None:
     return None
 
 
-def score(name: str, y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: Sequence[Any], scores: np.ndarray | None = None) -> tuple[float | None, str | None]:
+def score(
+    name: str, y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: Sequence[Any], scores: np.ndarray | None = None
+) -> tuple[float | None, str | None]:
     """(value, None), or (None, reason) when the metric is undefined on these rows."""
     import warnings
 
@@ -143,7 +145,14 @@ def resampled(
     values = np.full(len(rows), np.nan)
     for i, sample in enumerate(rows):
         try:
-            value, _ = score(name, y_true[sample], y_pred[sample], None if proba is None else proba[sample], labels, None if scores is None else scores[sample])
+            value, _ = score(
+                name,
+                y_true[sample],
+                y_pred[sample],
+                None if proba is None else proba[sample],
+                labels,
+                None if scores is None else scores[sample],
+            )
         except ValueError:  # e.g. a multiclass resample missing a class
             continue
         if value is not None:
@@ -154,6 +163,4 @@ def resampled(
 def available(task: str, has_proba: bool, has_scores: bool = False) -> tuple[str, ...]:
     if task == "regression":
         return REGRESSION
-    return tuple(
-        n for n in CLASSIFICATION if (has_proba or n not in NEEDS_PROBA) and (has_proba or has_scores or n not in NEEDS_SCORES)
-    )
+    return tuple(n for n in CLASSIFICATION if (has_proba or n not in NEEDS_PROBA) and (has_proba or has_scores or n not in NEEDS_SCORES))

@@ -1,7 +1,7 @@
 """The model directory contract `sklearn.train` writes and every model consumer reads.
 
-    <output>/model.joblib   the fitted sklearn Pipeline (preprocessing included)
-    <output>/metadata.json  format 1: estimator, task, target, features, classes, hashes, versions…
+<output>/model.joblib   the fitted sklearn Pipeline (preprocessing included)
+<output>/metadata.json  format 1: estimator, task, target, features, classes, hashes, versions…
 """
 
 from __future__ import annotations

@@ -89,9 +89,7 @@ class Paired:
     margin: float | None  # bound − loss: how far noise alone can push the loss at this test-set size
 
 
-def compare(
-    metric: str, greater_is_better: bool, b: Rows, c: Rows, bootstrap: Mapping[str, Any] | None, floor: float
-) -> Paired | None:
+def compare(metric: str, greater_is_better: bool, b: Rows, c: Rows, bootstrap: Mapping[str, Any] | None, floor: float) -> Paired | None:
     """None when the metric is undefined on these rows."""
     import numpy as np
 

@@ -117,12 +117,16 @@ class DriftStage(Plugin):
         reference = read_table(input_path(ctx, "reference"), "reference")
         current = read_table(input_path(ctx, "current"), "current")
         results = compare(reference, current, config)
-        deprecated = [
-            (
-                "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
-                f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
-            )
-        ] if "ks" in config.get("min_effect", {}) else []
+        deprecated = (
+            [
+                (
+                    "min_effect.ks is no longer used: numeric columns are judged by min_effect.wasserstein "
+                    f"(Wasserstein-1 / reference spread, default {DEFAULT_EFFECT['wasserstein']})"
+                )
+            ]
+            if "ks" in config.get("min_effect", {})
+            else []
+        )
         tested = [r for r in results if r.test != "none" or (r.missing and r.missing.p_value is not None)]
         drifted = [r for r in tested if r.drifted]
         share = len(drifted) / len(tested) if tested else 0.0
@@ -160,8 +164,13 @@ def drift_table(results: Iterable[ColumnResult]) -> str:
         ("column", "why", "test", "statistic", "adjusted", "effect", "psi", "missing", "unseen"),
         (
             (
-                r.column, ",".join(r.reasons), r.test, r.statistic, r.p_value_adjusted,
-                None if r.effect is None else f"{r.effect_name}={r.effect:.4g}", r.psi,
+                r.column,
+                ",".join(r.reasons),
+                r.test,
+                r.statistic,
+                r.p_value_adjusted,
+                None if r.effect is None else f"{r.effect_name}={r.effect:.4g}",
+                r.psi,
                 r.missing and f"{r.missing.reference:.1%} -> {r.missing.current:.1%}",
                 r.unseen and f"{r.unseen.share:.1%}",
             )
@@ -187,9 +196,7 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: Mapping[str,
     psi = config.get("psi")
     # Sorting dominates the KS test and numpy releases the GIL while sorting, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        raw = list(
-            pool.map(lambda c: _test(str(c), reference[c], current[c], c in categorical, psi), columns)
-        )
+        raw = list(pool.map(lambda c: _test(str(c), reference[c], current[c], c in categorical, psi), columns))
     return _decide(raw, config)
 
 
@@ -251,8 +258,20 @@ def _test(column: str, ref: pd.Series, cur: pd.Series, force_categorical: bool, 
         index = _psi_from_counts(table[:, 0], table[:, 1]) if psi else None
     psi_value, min_expected = index if index is not None else (None, None)
     return ColumnResult(
-        column, "ks" if numeric else "chi2", statistic, p_value, None, effect, effect_name, len(ref), len(cur),
-        effect_kind, psi=psi_value, psi_min_expected=min_expected, missing=missing, unseen=unseen,
+        column,
+        "ks" if numeric else "chi2",
+        statistic,
+        p_value,
+        None,
+        effect,
+        effect_name,
+        len(ref),
+        len(cur),
+        effect_kind,
+        psi=psi_value,
+        psi_min_expected=min_expected,
+        missing=missing,
+        unseen=unseen,
     )
 
 
@@ -376,12 +395,23 @@ def _decide(raw: list[ColumnResult], config: Mapping[str, Any]) -> list[ColumnRe
                 unstable = gated and r.psi >= psi_threshold
             if unseen is not None:
                 unseen = replace(unseen, threshold=floors["unseen"], drifted=p_adj < alpha and unseen.share >= floors["unseen"])
-        verdicts = {"distribution": significant, "psi": unstable, "missing": bool(missing and missing.drifted), "unseen": bool(unseen and unseen.drifted)}
+        verdicts = {
+            "distribution": significant,
+            "psi": unstable,
+            "missing": bool(missing and missing.drifted),
+            "unseen": bool(unseen and unseen.drifted),
+        }
         reasons = tuple(name for name, hit in verdicts.items() if hit)
         out.append(
             replace(
-                r, p_value_adjusted=p_adj, threshold=threshold, psi_gated=gated, missing=missing, unseen=unseen,
-                drifted=bool(reasons), reasons=reasons,
+                r,
+                p_value_adjusted=p_adj,
+                threshold=threshold,
+                psi_gated=gated,
+                missing=missing,
+                unseen=unseen,
+                drifted=bool(reasons),
+                reasons=reasons,
             )
         )
     return out

@@ -80,7 +80,14 @@ class ValidateStage(Plugin):
             },
         )
         for result in warnings:
-            ctx.log.warning("warning: %s %s %s: %d failing %s", result.column or "<table>", result.rule, result.expected, result.failing, _describe(result))
+            ctx.log.warning(
+                "warning: %s %s %s: %d failing %s",
+                result.column or "<table>",
+                result.rule,
+                result.expected,
+                result.failing,
+                _describe(result),
+            )
         if errors:
             raise StageFailed(f"{len(errors)} validation rule(s) failed", violations_table(errors + warnings))
         ctx.log.info("%d rules checked on %d rows: every error-level rule passed", len(results), len(frame))
@@ -89,10 +96,7 @@ class ValidateStage(Plugin):
 def violations_table(results: Iterable[RuleResult]) -> str:
     return text_table(
         ("column", "rule", "expected", "severity", "failing", "examples / note"),
-        (
-            (r.column or "<table>", r.rule, r.expected, r.severity, r.failing, _describe(r))
-            for r in results
-        ),
+        ((r.column or "<table>", r.rule, r.expected, r.severity, r.failing, _describe(r)) for r in results),
     )
 
 

@@ -124,7 +124,7 @@ def docker_client(timeout: int = 60) -> Any:
     except DockerException as exc:
         raise StageFailed(
             f"no Docker daemon reachable at DOCKER_HOST={where}",
-            f"{exc}\nStart dockerd or point DOCKER_HOST at a running engine (CI: eval \"$(.ci/docker-up.sh)\").",
+            f'{exc}\nStart dockerd or point DOCKER_HOST at a running engine (CI: eval "$(.ci/docker-up.sh)").',
         ) from exc
     return client
 
@@ -235,9 +235,7 @@ def build(client: Any, context: Path, tag: str, network_mode: str | None, ctx: S
     lines: list[str] = []
     image_id = ""
     try:
-        stream = client.api.build(
-            path=str(context), tag=tag, network_mode=network_mode, rm=True, forcerm=True, decode=True
-        )
+        stream = client.api.build(path=str(context), tag=tag, network_mode=network_mode, rm=True, forcerm=True, decode=True)
         for chunk in stream:
             if "stream" in chunk:
                 for line in chunk["stream"].splitlines():

@@ -164,7 +164,10 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     preview = bundle.one("Service", "preview", idle)
     smoke = _smoke(kube, ns, preview, cfg, ctx)
     if not smoke["passed"]:
-        raise StageFailed(f"smoke test against {app}-{idle} failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
+        raise StageFailed(
+            f"smoke test against {app}-{idle} failed: {'; '.join(smoke['failures'])}; {keeps}",
+            json.dumps(smoke.get("mismatches", []))[:2000],
+        )
     lease.check()
     changed[f"Service/{app}"] = _switch(kube, bundle, idle, _template_hash(candidate), live_service)
     release = _remember(ctx, _release(candidate, bundle.image, idle))
@@ -221,7 +224,11 @@ def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageConte
     wait = float(cfg["rollout_timeout"]), float(cfg["poll_interval"])
     before = kube.read("Deployment", ns, app)
     desired = bundle.one("Deployment", "app")
-    if before and _template_hash(before) == _template_hash(desired) and (before["metadata"].get("annotations") or {}).get(SPEC_HASH) == spec_hash(desired):
+    if (
+        before
+        and _template_hash(before) == _template_hash(desired)
+        and (before["metadata"].get("annotations") or {}).get(SPEC_HASH) == spec_hash(desired)
+    ):
         changed = _apply(kube, bundle, [*bundle.pick("live"), *bundle.pick("scaler")])
         dep = kube.wait_ready(ns, app, *wait)
         return {"revision": _revision(dep), "changed": changed, "summary": f"{app} already runs this image; nothing to do"}
@@ -234,7 +241,10 @@ def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageConte
             raise StageFailed(f"rollout of {app}-preview failed: {exc}; {keeps}", exc.details) from exc
         smoke = _smoke(kube, ns, bundle.one("Service", "preview"), cfg, ctx)
         if not smoke["passed"]:
-            raise StageFailed(f"smoke test against {app}-preview failed: {'; '.join(smoke['failures'])}; {keeps}", json.dumps(smoke.get("mismatches", []))[:2000])
+            raise StageFailed(
+                f"smoke test against {app}-preview failed: {'; '.join(smoke['failures'])}; {keeps}",
+                json.dumps(smoke.get("mismatches", []))[:2000],
+            )
         lease.check()
     finally:
         kube.delete("Deployment", ns, f"{app}-preview")  # its one pod has done its job either way
@@ -279,7 +289,9 @@ def _smoke(kube: Any, namespace: str, service: Mapping[str, Any], cfg: Mapping[s
         return exercise(client, records, expected, report.get("task", "classification"), settings)
 
 
-def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> tuple[dict[str, Any], str]:
+def _rollback_blue_green(
+    kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any
+) -> tuple[dict[str, Any], str]:
     ns, app = record["namespace"], record["app"]
     service = kube.read("Service", ns, app)
     if service is None:
@@ -290,8 +302,14 @@ def _rollback_blue_green(kube: Any, record: dict[str, Any], cfg: Mapping[str, An
     name = target["deployment"]
     dep = kube.read("Deployment", ns, name)
     if _template_hash(dep) != target["template_hash"]:
-        now = f"{name} now runs {_image_of(dep)} (pod template {_template_hash(dep)}), which never passed" if dep else f"{name} no longer exists"
-        raise StageFailed(f"cannot roll back: the last release that passed its smoke test, {target['image']} (pod template {target['template_hash']}) on {name}, is gone: {now}; traffic stays on {app}-{live}")
+        now = (
+            f"{name} now runs {_image_of(dep)} (pod template {_template_hash(dep)}), which never passed"
+            if dep
+            else f"{name} no longer exists"
+        )
+        raise StageFailed(
+            f"cannot roll back: the last release that passed its smoke test, {target['image']} (pod template {target['template_hash']}) on {name}, is gone: {now}; traffic stays on {app}-{live}"
+        )
     try:
         dep = kube.wait_ready(ns, name, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
     except StageFailed as exc:
@@ -354,16 +372,26 @@ def _template_hash(dep: Mapping[str, Any] | None) -> str | None:
     return ((((dep or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels", {}).get(TEMPLATE_HASH)
 
 
-def _rollback_rolling(kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any) -> tuple[dict[str, Any], str]:
+def _rollback_rolling(
+    kube: Any, record: dict[str, Any], cfg: Mapping[str, Any], ctx: StageContext, lease: Any
+) -> tuple[dict[str, Any], str]:
     ns, app = record["namespace"], record["app"]
     current = kube.read("Deployment", ns, app)
     if current is None:
         raise StageFailed(f"Deployment {ns}/{app} is gone; cannot roll back")
     target = _rollback_target(ctx, app, _template_hash(current))
     if "template" not in target:
-        raise StageFailed(f"cannot roll back: the release {target['image']} was recorded without its pod template (before sluice kept them); deploy it again instead")
+        raise StageFailed(
+            f"cannot roll back: the release {target['image']} was recorded without its pod template (before sluice kept them); deploy it again instead"
+        )
     lease.check()
-    _restore(kube, {"metadata": {"namespace": ns, "name": app, "annotations": target.get("annotations") or {}}, "spec": {"template": target["template"]}})
+    _restore(
+        kube,
+        {
+            "metadata": {"namespace": ns, "name": app, "annotations": target.get("annotations") or {}},
+            "spec": {"template": target["template"]},
+        },
+    )
     dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
     record.update(revision=_revision(dep), previous_revision=_revision(current), release=target, previous_image=_image_of(current),
                   image={"reference": _image_of(dep), "image_id": target.get("image_id"), "model_hash": target.get("model_hash")})  # fmt: skip
@@ -387,7 +415,10 @@ def _sluice_annotations(dep: Mapping[str, Any], extra: Mapping[str, str] | None 
 
 
 def _restorable(dep: Mapping[str, Any]) -> dict[str, Any]:
-    return {"metadata": {k: dep["metadata"].get(k) for k in ("name", "namespace", "annotations")}, "spec": {"template": dep["spec"]["template"]}}
+    return {
+        "metadata": {k: dep["metadata"].get(k) for k in ("name", "namespace", "annotations")},
+        "spec": {"template": dep["spec"]["template"]},
+    }
 
 
 def _gate_link(ctx: StageContext, image: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -52,7 +52,9 @@ class ManifestsStage(Plugin):
             file = f"{obj['kind'].lower()}-{role}{'-' + colour if colour else ''}.yaml"
             (out / file).write_text(yaml.safe_dump(obj, sort_keys=False))
             index.append({"file": file, "kind": obj["kind"], "name": obj["metadata"]["name"], "role": role, "colour": colour})
-        write_json(out / INDEX_FILE, {"app": app, "namespace": cfg["namespace"], "strategy": cfg["strategy"], "image": image, "objects": index})
+        write_json(
+            out / INDEX_FILE, {"app": app, "namespace": cfg["namespace"], "strategy": cfg["strategy"], "image": image, "objects": index}
+        )
         ctx.log.info("rendered %d objects for %s (%s)", len(index), app, cfg["strategy"])
 
 
@@ -112,9 +114,13 @@ def _meta(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str], annotati
     return meta
 
 
-def deployment(name: str, image: Mapping[str, Any], cfg: Mapping[str, Any], labels: Mapping[str, str], selector: Mapping[str, str]) -> dict[str, Any]:
+def deployment(
+    name: str, image: Mapping[str, Any], cfg: Mapping[str, Any], labels: Mapping[str, str], selector: Mapping[str, str]
+) -> dict[str, Any]:
     port = int(cfg.get("container_port") or image.get("port") or DEFAULT_CONTAINER_PORT)
-    annotations = {k: str(v) for k, v in (("sluice.dev/image-id", image.get("image_id")), ("sluice.dev/model-hash", image.get("model_hash"))) if v}
+    annotations = {
+        k: str(v) for k, v in (("sluice.dev/image-id", image.get("image_id")), ("sluice.dev/model-hash", image.get("model_hash"))) if v
+    }
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures}
@@ -189,7 +195,13 @@ def hpa(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str]) -> dict[st
             "minReplicas": int(scaling.get("min_replicas", cfg["replicas"])),
             "maxReplicas": int(scaling["max_replicas"]),
             "metrics": [
-                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": int(scaling.get("cpu_utilization", 70))}}}
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": int(scaling.get("cpu_utilization", 70))},
+                    },
+                }
             ],
         },
     }

@@ -79,7 +79,11 @@ class GateStage(Plugin):
             )
         baseline, source, accepted = _baseline(ctx)
         bootstrap = {**BOOTSTRAP_DEFAULTS, **config["bootstrap"]} if "bootstrap" in config else None
-        candidate = _paired.from_table(read_table(input_path(ctx, "predictions"), "predictions")) if bootstrap or "predictions" in ctx.inputs else None
+        candidate = (
+            _paired.from_table(read_table(input_path(ctx, "predictions"), "predictions"))
+            if bootstrap or "predictions" in ctx.inputs
+            else None
+        )
         pairs, why = _pairs(ctx, source, accepted, candidate)
         floor = float(config.get("log_loss_floor", LOG_LOSS_FLOOR))
         intervals = _intervals(candidate, config, bootstrap) if bootstrap and candidate is not None and pairs is None else {}
@@ -97,7 +101,9 @@ class GateStage(Plugin):
                 if paired.margin is not None and limit is not None and bootstrap:
                     power[metric] = _paired.power(metric, paired.rows, limit, paired.margin, bootstrap["confidence"], True)
                 continue
-            found = judge(metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False))
+            found = judge(
+                metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False)
+            )
             if bootstrap and metric in intervals:
                 found = [replace(v, note=f"{v.note}; unpaired: {why}") if v.rule in RELATIVE_RULES else v for v in found]
                 limit = _absolute_limit(rules, baseline.get(metric))
@@ -139,7 +145,10 @@ class GateStage(Plugin):
 def verdict_table(verdicts: Iterable[Verdict]) -> str:
     return text_table(
         ("metric", "baseline", "current", "rule", "judged on", "verdict"),
-        ((v.metric, v.baseline, v.current, f"{v.rule} {v.limit:g}", v.judged, v.verdict.upper() + (f" ({v.note})" if v.note else "")) for v in verdicts),
+        (
+            (v.metric, v.baseline, v.current, f"{v.rule} {v.limit:g}", v.judged, v.verdict.upper() + (f" ({v.note})" if v.note else ""))
+            for v in verdicts
+        ),
     )
 
 
@@ -160,9 +169,15 @@ def judge_paired(
     With a bootstrap, the rule is non-inferiority: the upper confidence bound of the loss must
     be within the tolerance, so a drop that the test set cannot rule out fails.
     """
-    out = [v for v in judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False)]
+    out = [
+        v for v in judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False)
+    ]
     judged = paired.loss if paired.bound is None else paired.bound
-    how = f"loss {paired.loss:.4g}" if paired.bound is None else f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
+    how = (
+        f"loss {paired.loss:.4g}"
+        if paired.bound is None
+        else f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
+    )
     how += f", paired on {paired.rows} rows" + (f", probabilities floored at {floor:g}" if metric == "log_loss" else "")
     for rule in RELATIVE_RULES:
         if rule in rules:

@@ -45,7 +45,10 @@ class SmokeStage(Plugin):
         records = [_jsonable(r) for r in sample.to_dict(orient="records")]
         import httpx
 
-        with _Server(model_dir, float(cfg["startup_timeout"]), ctx, cfg.get("expect_sha256")) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with (
+            _Server(model_dir, float(cfg["startup_timeout"]), ctx, cfg.get("expect_sha256")) as url,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
             result = exercise(client, records, offline, model.metadata.task, cfg)
         result.update(model_version=model.metadata.version, task=model.metadata.task)
         write_json(output_path(ctx, "report"), result)

@@ -97,7 +97,9 @@ def confusion(y_true: Any, y_pred: Any, labels: list[Any]) -> dict[str, Any]:
     return {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
 
 
-def predictions_frame(y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: list[Any], scores: np.ndarray | None = None) -> pd.DataFrame:
+def predictions_frame(
+    y_true: Any, y_pred: Any, proba: np.ndarray | None, labels: list[Any], scores: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per-row truth and prediction for model.gate's bootstrap.
 
     Classes are stored as their index in `labels` (plus the labels themselves for people), so

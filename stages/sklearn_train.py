@@ -234,9 +234,7 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], estimator: Any, opt
         ("numeric", numeric_steps, [n for n in features if kinds[n] in NUMERIC_KINDS]),
         ("categorical", categorical_steps, [n for n in features if kinds[n] in CATEGORICAL_KINDS]),
     ]
-    transformers = [
-        (label, make_pipeline(*steps) if steps else "passthrough", columns) for label, steps, columns in groups if columns
-    ]
+    transformers = [(label, make_pipeline(*steps) if steps else "passthrough", columns) for label, steps, columns in groups if columns]
     return Pipeline([("preprocess", ColumnTransformer(transformers)), (STEP, estimator)])
 
 
@@ -260,9 +258,7 @@ def _searcher(pipeline: Any, search: Mapping[str, Any]) -> Any:
     common = {"cv": search.get("cv", 5), "scoring": search.get("scoring"), "n_jobs": search.get("n_jobs", 1), "error_score": "raise"}
     if search["kind"] == "grid":
         return GridSearchCV(pipeline, space, **common)
-    return RandomizedSearchCV(
-        pipeline, space, n_iter=search.get("n_iter", 10), random_state=search.get("random_state", 0), **common
-    )
+    return RandomizedSearchCV(pipeline, space, n_iter=search.get("n_iter", 10), random_state=search.get("random_state", 0), **common)
 
 
 def _space(value: Any) -> Any:

@@ -34,7 +34,7 @@ stages:
 """
 
 # A third-party plugin, installed the way pip would: a module plus a dist-info with an entry point.
-ACME_MODULE = '''
+ACME_MODULE = """
 from sluice.engine.plugin import Plugin
 
 class ScoreStage(Plugin):
@@ -48,7 +48,7 @@ class ScoreStage(Plugin):
         "properties": {"metric": {"$ref": "#/$defs/metric"}},
         "$defs": {"metric": {"enum": ["auc", "f1"]}},
     }
-'''
+"""
 
 
 def sluice(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,7 +100,9 @@ def test_plugin_schemas_apply_only_to_their_own_stage(tmp_path: Path) -> None:
 def test_every_installed_plugin_is_bound(tmp_path: Path) -> None:
     names = subprocess.run(
         [sys.executable, "-c", "from sluice.engine.registry import Registry; print(*Registry.discover().names())"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     stage = bundle(tmp_path)["$defs"]["stage"]
     bound = [rule["if"]["properties"]["uses"]["const"] for rule in stage["allOf"]]
@@ -130,9 +132,18 @@ def test_output_file(tmp_path: Path) -> None:
 
 def test_bare_references_are_accepted_where_the_plugin_wants_a_value(tmp_path: Path) -> None:
     schema = bundle(tmp_path)
-    doc = {"version": 1, "params": {"share": 0.2}, "stages": {"split": {
-        "uses": "data.split", "with": {"test_size": "${params.share}"},
-        "inputs": {"table": "t.csv"}, "outputs": {"train": "a.csv", "test": "b.csv"}}}}
+    doc = {
+        "version": 1,
+        "params": {"share": 0.2},
+        "stages": {
+            "split": {
+                "uses": "data.split",
+                "with": {"test_size": "${params.share}"},
+                "inputs": {"table": "t.csv"},
+                "outputs": {"train": "a.csv", "test": "b.csv"},
+            }
+        },
+    }
     assert problems(schema, doc) == []
     doc["stages"]["split"]["with"]["test_size"] = "a fifth"  # not a reference: still wrong
     assert [w for w, _ in problems(schema, doc)] == ["stages/split/with/test_size"]

@@ -53,6 +53,7 @@ def _names(items: Iterable[str]) -> str:
 
 # --- text ---------------------------------------------------------------------------------
 
+
 def text_view(view: DagView, *, color: bool = False, width: int = 120) -> str:
     """Levels top to bottom; each line shows fan-in (←) and fan-out (→); matrix instances folded."""
     from rich.console import Console
@@ -106,13 +107,21 @@ def text_view(view: DagView, *, color: bool = False, width: int = 120) -> str:
 
 # --- JSON ---------------------------------------------------------------------------------
 
+
 def json_data(view: DagView) -> dict[str, object]:
     nodes = []
     for n in view.nodes.values():
         node: dict[str, object] = {
-            "id": n.id, "stage": n.stage, "kind": n.kind, "summary": n.summary, "level": n.level,
-            "matrix": dict(n.matrix), "group": n.group, "desc": n.desc,
-            "inputs": dict(n.inputs), "outputs": dict(n.outputs),
+            "id": n.id,
+            "stage": n.stage,
+            "kind": n.kind,
+            "summary": n.summary,
+            "level": n.level,
+            "matrix": dict(n.matrix),
+            "group": n.group,
+            "desc": n.desc,
+            "inputs": dict(n.inputs),
+            "outputs": dict(n.outputs),
         }
         if n.state is not None:
             node["state"] = n.state.value
@@ -128,6 +137,7 @@ def json_view(view: DagView) -> str:
 
 
 # --- DOT ----------------------------------------------------------------------------------
+
 
 def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -47,12 +47,16 @@ def svg(view: DagView, placed: Placed | None = None) -> str:
         pts = placed.routes[(e.upstream, e.downstream)]
         dash = "" if e.artifacts else ' stroke-dasharray="4 3"'
         title = escape(f"{e.upstream} → {e.downstream}" + (f": {', '.join(e.artifacts)}" if e.artifacts else " (needs)"))
-        out.append(f'<g class="edge"><title>{title}</title><path d="{_path(pts)}" fill="none" stroke="#8795a8" '
-                   f'stroke-width="1.3" marker-end="url(#arrow)"{dash}/>')
+        out.append(
+            f'<g class="edge"><title>{title}</title><path d="{_path(pts)}" fill="none" stroke="#8795a8" '
+            f'stroke-width="1.3" marker-end="url(#arrow)"{dash}/>'
+        )
         if labels and e.artifacts:
             (x0, y0), (x1, y1) = pts[0], pts[1]
-            out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{(y0 + y1) / 2 - 4:.1f}" font-size="10" fill="#56657a" '
-                       f'text-anchor="middle">{escape(artifact_label(e))}</text>')
+            out.append(
+                f'<text x="{(x0 + x1) / 2:.1f}" y="{(y0 + y1) / 2 - 4:.1f}" font-size="10" fill="#56657a" '
+                f'text-anchor="middle">{escape(artifact_label(e))}</text>'
+            )
         out.append("</g>")
     for sid, b in placed.boxes.items():
         n = view.nodes[sid]
@@ -133,13 +137,14 @@ def html_page(view: DagView) -> str:
     data = json.dumps(json_data(view), default=str).replace("</", "<\\/")  # cannot close the script tag
     legend = "".join(
         f'<span><i style="background:{PALETTE[s][1]};border-color:{PALETTE[s][0]}"></i>{s.value}</span>'
-        for s in NodeState if any(n.state is s for n in view.nodes.values())
+        for s in NodeState
+        if any(n.state is s for n in view.nodes.values())
     )
     title = escape(f"{view.name}: stage graph")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n<body>'
-        f'<header><h1>{escape(view.name)}</h1><span>{len(view.nodes)} stages · {len(view.edges)} edges · {view.depth} levels</span>'
+        f"<header><h1>{escape(view.name)}</h1><span>{len(view.nodes)} stages · {len(view.edges)} edges · {view.depth} levels</span>"
         f'<span class="legend">{legend}</span></header>\n'
         f'<main><div id="graph">\n{svg(view)}\n</div><aside id="details"><div id="stage-list"></div></aside></main>\n'
         f'<script type="application/json" id="dag-data">{data}</script>\n<script>{_JS}</script>\n</body></html>\n'

@@ -146,12 +146,15 @@ def _order(rows: list[list[Key]], preds: dict[Key, list[Key]], succs: dict[Key, 
                 pos[k] = float(i)
 
 
-def _rows_y(rows: list[list[Key]], preds: dict[Key, list[Key]], succs: dict[Key, list[Key]], group: dict[Key, Hashable]) -> dict[Key, float]:
+def _rows_y(
+    rows: list[list[Key]], preds: dict[Key, list[Key]], succs: dict[Key, list[Key]], group: dict[Key, Hashable]
+) -> dict[Key, float]:
     """Vertical centres: stacked in order, then pulled toward neighbours without overlapping.
 
     Dummy points (edges passing through a column) take almost no room, so a column crossed by
     many long edges does not push the stages apart.
     """
+
     def half(k: Key) -> float:
         return NODE_H / 2 if k[0] == "n" else 0.0
 

@@ -121,9 +121,17 @@ def build(pipeline: Pipeline, status: Sequence[PlanItem] | None = None, layout: 
         if sid in items:
             state, reasons = _state(items[sid], sid in recorded, failed.get(sid))
         nodes[sid] = DagNode(
-            id=sid, stage=st.base, kind=st.kind, summary=summary_of(st), level=levels[sid],
-            matrix=dict(st.matrix), desc=st.desc, inputs=dict(st.inputs), outputs=dict(st.outputs),
-            state=state, reasons=tuple(reasons),
+            id=sid,
+            stage=st.base,
+            kind=st.kind,
+            summary=summary_of(st),
+            level=levels[sid],
+            matrix=dict(st.matrix),
+            desc=st.desc,
+            inputs=dict(st.inputs),
+            outputs=dict(st.outputs),
+            state=state,
+            reasons=tuple(reasons),
         )
     pairs: dict[tuple[str, str], list[str]] = {}
     for e in pipeline.edges:

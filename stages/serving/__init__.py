@@ -42,7 +42,9 @@ def serve(
     uvicorn.Server(server_config(app, host, port)).run()
 
 
-def server_config(app: Any, host: str, port: int, *, keep_alive: int = KEEP_ALIVE_SECONDS, header_timeout: float = HEADER_TIMEOUT_SECONDS) -> Any:
+def server_config(
+    app: Any, host: str, port: int, *, keep_alive: int = KEEP_ALIVE_SECONDS, header_timeout: float = HEADER_TIMEOUT_SECONDS
+) -> Any:
     """The uvicorn settings: one worker and the connection bounds (a `uvicorn.Config`)."""
     import uvicorn
 

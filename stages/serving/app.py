@@ -157,7 +157,12 @@ def create_app(
     async def predict(request: Request) -> JSONResponse:
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
-            return _error(415, ("header", "content-type"), f"expected application/json, got {media_type or 'no content type'!r}", "unsupported_media_type")
+            return _error(
+                415,
+                ("header", "content-type"),
+                f"expected application/json, got {media_type or 'no content type'!r}",
+                "unsupported_media_type",
+            )
         if not admission.enter():
             response = _error(503, ("server",), f"{max_in_flight} requests in flight; retry shortly", "overloaded")
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)

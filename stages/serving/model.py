@@ -123,7 +123,9 @@ def read_verified(model_dir: Path, expected_sha256: str | None = None) -> tuple[
         raise ModelError(f"model file {model_path} is missing") from None
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256.lower():
-        raise ModelIntegrityError(f"refusing to serve {model_path}: sha256 is {actual}, but the expected digest is {expected_sha256.lower()}")
+        raise ModelIntegrityError(
+            f"refusing to serve {model_path}: sha256 is {actual}, but the expected digest is {expected_sha256.lower()}"
+        )
     if actual != metadata.model_hash:
         raise ModelIntegrityError(
             f"refusing to serve {model_path}: sha256 is {actual}, but {METADATA_FILE} records "

@@ -46,7 +46,9 @@ def predict_or_blame(model: LoadedModel, records: Sequence[Mapping[str, Any]], m
     raise RecordErrors(problems)
 
 
-def _bisect(model: LoadedModel, rows: Sequence[Mapping[str, Any]], offset: int, base: dict[str, Any], out: list[dict[str, Any]], limit: int) -> None:
+def _bisect(
+    model: LoadedModel, rows: Sequence[Mapping[str, Any]], offset: int, base: dict[str, Any], out: list[dict[str, Any]], limit: int
+) -> None:
     """Halves the failing block until single records are left: about log2(rows) predictions per bad record."""
     if len(out) >= limit or _answers(model, rows):
         return
@@ -62,9 +64,19 @@ def _blame_fields(model: LoadedModel, row: Mapping[str, Any], index: int, base: 
     """Each field that breaks the model on its own, with every other field neutral; else the whole record."""
     bad = [name for name in row if not _answers(model, [{**base, name: row[name]}])]
     if not bad:
-        return [{"loc": ["body", index], "msg": "the model cannot compute a prediction for this record's values together", "type": "value_error.model"}]
+        return [
+            {
+                "loc": ["body", index],
+                "msg": "the model cannot compute a prediction for this record's values together",
+                "type": "value_error.model",
+            }
+        ]
     return [
-        {"loc": ["body", index, name], "msg": f"feature '{name}': the model cannot compute a prediction for {row[name]!r}", "type": "value_error.model"}
+        {
+            "loc": ["body", index, name],
+            "msg": f"feature '{name}': the model cannot compute a prediction for {row[name]!r}",
+            "type": "value_error.model",
+        }
         for name in bad
     ]
 

@@ -43,8 +43,15 @@ def test_odd_names_are_escaped_and_counted(odd_ws: Workspace) -> None:
         # nothing the Mermaid parser or GitHub's HTML sanitiser would act on is left raw
         assert not set(name + rest[: -len("</small>")]) & set('"<>`|'), label
     names = {unescape(label.partition("<br/>")[0]) for label in nodes.values()}
-    assert names == {"end", "o", 'subgraph[v=say "hi"]', "subgraph[v=<b>x</b>]", "subgraph[v=a#b|c]",
-                     "subgraph[v=back`tick]", "subgraph[v=[x];{y}]"}
+    assert names == {
+        "end",
+        "o",
+        'subgraph[v=say "hi"]',
+        "subgraph[v=<b>x</b>]",
+        "subgraph[v=a#b|c]",
+        "subgraph[v=back`tick]",
+        "subgraph[v=[x];{y}]",
+    }
     ids = {name: nid for nid, label in nodes.items() for name in [unescape(label.partition("<br/>")[0])]}
     assert (ids["end"], ids["o"], "end.txt") in edges
     assert sum(1 for a, b, _ in edges if a == ids["o"]) == 5

@@ -37,8 +37,13 @@ def test_json_status(states_ws: Workspace) -> None:
     data = res.json()
     state = {n["id"]: n["state"] for n in data["nodes"]}
     assert state == {
-        "prepare": "up-to-date", "broken": "failed", "train": "stale", "after_broken": "never-run",
-        "evaluate[fold=0]": "stale", "evaluate[fold=1]": "stale", "evaluate[fold=2]": "stale",
+        "prepare": "up-to-date",
+        "broken": "failed",
+        "train": "stale",
+        "after_broken": "never-run",
+        "evaluate[fold=0]": "stale",
+        "evaluate[fold=1]": "stale",
+        "evaluate[fold=2]": "stale",
     }
     train = next(n for n in data["nodes"] if n["id"] == "train")
     assert train["reasons"][0] == "param model.C changed 1.0 → 0.5"

@@ -102,7 +102,10 @@ def test_rollback_never_switches_to_a_colour_holding_a_failed_image(bg: Workspac
     bg.deploy(NEWER)  # green live, blue keeps GOOD
     with pytest.raises(StageFailed, match="smoke test against bc-blue failed"):
         bg.deploy(WRONG)  # re-fills blue with an image that answers wrongly
-    with pytest.raises(StageFailed, match=f"cannot roll back: the last release that passed its smoke test, {GOOD} .* on bc-blue, is gone: bc-blue now runs {WRONG}") as info:
+    with pytest.raises(
+        StageFailed,
+        match=f"cannot roll back: the last release that passed its smoke test, {GOOD} .* on bc-blue, is gone: bc-blue now runs {WRONG}",
+    ) as info:
         bg.rollback()
     assert "traffic stays on bc-green" in str(info.value)
     assert _live(fake) == "green"
@@ -156,7 +159,14 @@ def test_a_second_deploy_while_one_runs_is_refused(tmp_path: Path, fake: FakeKub
 
 def _stale_lease(fake: FakeKubernetesAPI) -> dict:
     """A Lease whose holder stopped renewing it long ago (a deploy that was killed)."""
-    meta = {"name": "bc-deploy", "namespace": "default", "resourceVersion": "1", "uid": "u-1", "generation": 1, "creationTimestamp": "2020-01-01T00:00:00Z"}
+    meta = {
+        "name": "bc-deploy",
+        "namespace": "default",
+        "resourceVersion": "1",
+        "uid": "u-1",
+        "generation": 1,
+        "creationTimestamp": "2020-01-01T00:00:00Z",
+    }
     stale = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
              "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 60, "renewTime": "2020-01-01T00:00:00.000000Z"}}  # fmt: skip
     fake.objects[("leases", "default", "bc-deploy")] = stale

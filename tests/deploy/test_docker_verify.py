@@ -21,7 +21,9 @@ def no_daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def _build(tmp_path: Path, model: Path, **config: object) -> Path:
-    ctx = make_ctx(tmp_path, {"wheelhouse": False, **config}, {"model": model}, {"image": "image.json", "context": "context"}, pipeline="bc")
+    ctx = make_ctx(
+        tmp_path, {"wheelhouse": False, **config}, {"model": model}, {"image": "image.json", "context": "context"}, pipeline="bc"
+    )
     DockerBuildStage().run(ctx)
     return ctx.outputs["context"]
 

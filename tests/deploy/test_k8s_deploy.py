@@ -75,7 +75,9 @@ class Workspace:
         image_input = {}
         if model_hash:  # as docker.build records it: the image names the model it holds
             record = self.root / "image.json"
-            record.write_text(json.dumps({"reference": image, "image_id": None, "model_hash": model_hash, "model_version": model_hash[:12]}))
+            record.write_text(
+                json.dumps({"reference": image, "image_id": None, "model_hash": model_hash, "model_version": model_hash[:12]})
+            )
             image_input = {"image": record}
         else:
             settings["image"] = image
@@ -119,6 +121,7 @@ def test_second_deploy_switches_to_green_and_keeps_blue(bg: Workspace, fake: Fak
 
 def test_same_image_again_changes_nothing(bg: Workspace, fake: FakeKubernetesAPI) -> None:
     bg.deploy(GOOD)
+
     def writes() -> int:  # the deploy Lease is taken and released every time; nothing else may change
         return sum(1 for method, path in fake.requests if method in ("POST", "PUT") and "/leases" not in path)
 
@@ -193,7 +196,9 @@ def test_rolling_update_and_undo_on_failure(tmp_path: Path, fake: FakeKubernetes
     assert first["revision"] == "1"
     second = ws.deploy(NEWER)
     assert (second["revision"], second["previous_image"]) == ("2", GOOD)
-    with pytest.raises(StageFailed, match=f"rollout of bc-preview failed: .*not ready within 3 s; traffic stays on bc revision 2 \\({NEWER}\\)"):
+    with pytest.raises(
+        StageFailed, match=f"rollout of bc-preview failed: .*not ready within 3 s; traffic stays on bc revision 2 \\({NEWER}\\)"
+    ):
         ws.deploy(BROKEN)
     dep = fake.get("deployments", "default", "bc")
     assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["image"] == NEWER

@@ -13,7 +13,14 @@ from sluice.engine.plugin import StageFailed
 from sluice.stages.k8s_manifests import ManifestsStage, render
 from tests.support.context import make_ctx
 
-IMAGE = {"reference": "sluice/breast-cancer:dev-0123456789ab", "image_id": "sha256:" + "ab" * 32, "model_hash": "0123456789ab" + "0" * 52, "model_version": "0123456789ab", "port": 8000, "tags": []}
+IMAGE = {
+    "reference": "sluice/breast-cancer:dev-0123456789ab",
+    "image_id": "sha256:" + "ab" * 32,
+    "model_hash": "0123456789ab" + "0" * 52,
+    "model_version": "0123456789ab",
+    "port": 8000,
+    "tags": [],
+}
 
 
 def _render(tmp_path: Path, **config: object) -> tuple[dict, list[dict]]:
@@ -43,14 +50,22 @@ def test_rolling_renders_a_preview_service_apart_from_the_live_one(tmp_path: Pat
     live, preview = by_name[("Service", "breast-cancer")], by_name[("Service", "breast-cancer-preview")]
     assert live["spec"]["selector"]["sluice.dev/track"] == "stable" and preview["spec"]["selector"]["sluice.dev/track"] == "preview"
     assert by_name[("Deployment", "breast-cancer-preview")]["spec"]["replicas"] == 1
-    assert {(o["role"], o["kind"]) for o in index["objects"] if o["name"] == "breast-cancer-preview"} == {("preview", "Deployment"), ("preview", "Service")}
+    assert {(o["role"], o["kind"]) for o in index["objects"] if o["name"] == "breast-cancer-preview"} == {
+        ("preview", "Deployment"),
+        ("preview", "Service"),
+    }
 
 
 def test_deployment_is_hardened_and_probed(tmp_path: Path) -> None:
     _, objects = _render(tmp_path, strategy="blue-green")
     dep = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "breast-cancer-green")
     labels = dep["spec"]["template"]["metadata"]["labels"]
-    assert labels == {"app.kubernetes.io/name": "breast-cancer", "app.kubernetes.io/version": "0123456789ab", "app.kubernetes.io/managed-by": "sluice", "sluice.dev/colour": "green"}
+    assert labels == {
+        "app.kubernetes.io/name": "breast-cancer",
+        "app.kubernetes.io/version": "0123456789ab",
+        "app.kubernetes.io/managed-by": "sluice",
+        "sluice.dev/colour": "green",
+    }
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == IMAGE["reference"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -91,4 +106,3 @@ def test_needs_an_image(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, {}, {}, {"manifests": "m"})
     with pytest.raises(StageFailed, match="needs an `image` input"):
         ManifestsStage().run(ctx)
-

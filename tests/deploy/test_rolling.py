@@ -45,7 +45,9 @@ def test_the_candidate_is_smoked_through_a_preview_service_never_the_live_one(ro
 
 def test_a_candidate_that_never_gets_ready_leaves_the_live_deployment_alone(rolling: Workspace, fake: FakeKubernetesAPI) -> None:
     rolling.deploy(GOOD)
-    with pytest.raises(StageFailed, match=f"rollout of bc-preview failed: .*not ready within 3 s; traffic stays on bc revision 1 \\({GOOD}\\)"):
+    with pytest.raises(
+        StageFailed, match=f"rollout of bc-preview failed: .*not ready within 3 s; traffic stays on bc revision 1 \\({GOOD}\\)"
+    ):
         rolling.deploy(BROKEN)
     assert _image(fake) == GOOD
 

@@ -36,8 +36,19 @@ def test_the_engine_imports_no_built_in_stage_module() -> None:
     offenders = []
     for path in sorted((REPO / "engine").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 names = [str(node.args[0].value)]
             offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[:2] == ["sluice", "stages"]]
     assert offenders == []
@@ -51,6 +62,8 @@ def test_serve_is_registered_as_a_command_plugin() -> None:
 
 def test_other_commands_do_not_import_the_serving_package(tmp_path: Path) -> None:
     """A guard for the lazy discovery (it passed before too: api.serve imported lazily)."""
-    code = "import sys; from sluice.engine.cli import main; main(['validate', 'missing.yaml']); print('sluice.stages.serving' in sys.modules)"
+    code = (
+        "import sys; from sluice.engine.cli import main; main(['validate', 'missing.yaml']); print('sluice.stages.serving' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr

@@ -59,23 +59,35 @@ COMMANDS: dict[str, Where | NotHere] = {
     "sluice dag": Where("example"),
     "sluice schema > sluice.schema.json": Where("example"),
     "sluice serve models/model --port 8000": Where("example", server=True),
-    "sluice rollback deploy -f deploy.yaml": NotHere("needs a cluster and a deployed release: tests/deploy/test_cli_deploy.py runs rollback against the fake API server"),
+    "sluice rollback deploy -f deploy.yaml": NotHere(
+        "needs a cluster and a deployed release: tests/deploy/test_cli_deploy.py runs rollback against the fake API server"
+    ),
     "cd pipelines/breast-cancer": Where("repo"),
     "sluice status --set 'train.C_grid=[0.01, 0.1, 1.0]'": Where("example"),
     "sluice validate broken.yaml": NotHere("test_readme_validate_example runs it and compares every line"),
     # docs/dag.md
-    "sluice dag [-f pipeline.yaml] [--format FORMAT] [--status] [-o FILE] [--set k=v] [--params FILE]": NotHere("a usage synopsis, not a command"),
+    "sluice dag [-f pipeline.yaml] [--format FORMAT] [--status] [-o FILE] [--set k=v] [--params FILE]": NotHere(
+        "a usage synopsis, not a command"
+    ),
     # docs/deploy.md
-    "sluice serve pipelines/breast-cancer/models/model --port 8000": NotHere("the same server as the tour's `sluice serve models/model`, from the repository root"),
+    "sluice serve pipelines/breast-cancer/models/model --port 8000": NotHere(
+        "the same server as the tour's `sluice serve models/model`, from the repository root"
+    ),
     "sluice run -f deploy.yaml": NotHere("needs a Docker engine and a cluster: tests/deploy/test_docker_build.py and test_cli_deploy.py"),
     "kind create cluster": NotHere("the real-cluster recipe: no cluster runs here (tests/deploy/test_real_cluster.py)"),
     "cd pipelines/breast-cancer && sluice run && sluice run -f deploy.yaml image && cd -": NotHere("the real-cluster recipe: needs Docker"),
-    "IMAGE=$(python -c 'import json; print(json.load(open(\"pipelines/breast-cancer/deploy/image.json\"))[\"reference\"])')": NotHere("the real-cluster recipe"),
-    "kind load docker-image \"$IMAGE\"": NotHere("the real-cluster recipe"),
-    "KUBECONFIG=~/.kube/config SLUICE_TEST_IMAGE=\"$IMAGE\" \\": NotHere("the real-cluster recipe"),
-    "SLUICE_TEST_MODEL=pipelines/breast-cancer/models/model pytest -m cluster tests/deploy -v": NotHere("the real-cluster recipe (its second line)"),
+    'IMAGE=$(python -c \'import json; print(json.load(open("pipelines/breast-cancer/deploy/image.json"))["reference"])\')': NotHere(
+        "the real-cluster recipe"
+    ),
+    'kind load docker-image "$IMAGE"': NotHere("the real-cluster recipe"),
+    'KUBECONFIG=~/.kube/config SLUICE_TEST_IMAGE="$IMAGE" \\': NotHere("the real-cluster recipe"),
+    "SLUICE_TEST_MODEL=pipelines/breast-cancer/models/model pytest -m cluster tests/deploy -v": NotHere(
+        "the real-cluster recipe (its second line)"
+    ),
     # docs/editor-and-precommit.md
-    "pre-commit try-repo /path/to/sluice sluice-validate --all-files": NotHere("a placeholder path: tests/precommit/test_precommit_hook.py runs try-repo on this checkout"),
+    "pre-commit try-repo /path/to/sluice sluice-validate --all-files": NotHere(
+        "a placeholder path: tests/precommit/test_precommit_hook.py runs try-repo on this checkout"
+    ),
     "python benchmarks/validate_startup.py": NotHere("a benchmark: it prints figures, it is not a test"),
     "sluice schema -o .sluice/schema.json": Where("example"),
 }
@@ -118,7 +130,7 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `sluice` on PATH that is this checkout's, whatever the machine has installed."""
     bin_dir = tmp_path_factory.mktemp("bin")
     exe = bin_dir / "sluice"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} -m sluice \"$@\"\n")
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} -m sluice "$@"\n')
     exe.chmod(0o755)
     pip = bin_dir / "pip"  # the README's install step: already done by CI, so a no-op here
     pip.write_text("#!/bin/sh\nexit 0\n")
@@ -139,7 +151,7 @@ def example_run(tmp_path_factory: pytest.TempPathFactory, shim: Path) -> Path:
 def test_readme_validate_example(tmp_path: Path, shim: Path) -> None:
     """The README's broken spec gives exactly the problems the README prints after it."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index("A mistake in the spec gets"):]
+    section = text[text.index("A mistake in the spec gets") :]
     spec = re.search(r"```yaml\n(.*?)```", section, re.S)
     shown = re.search(r"```\n\$ (sluice validate broken\.yaml)\n(.*?)```", section, re.S)
     assert spec and shown, "the README's validate example is missing"
@@ -186,7 +198,9 @@ def _check_server(command: str, cwd: Path, shim: Path) -> None:
         port = s.getsockname()[1]
     command = command.replace("--port 8000", f"--port {port}")
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -364,9 +364,12 @@ def test_gc_and_verify_flags(ws: Workspace) -> None:
 
 
 def test_gc_refuses_while_a_run_holds_the_workspace(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", "version: 1\nstages:\n  slow:\n    cmd: touch started; sleep 60; echo > ${outputs.o}\n    outputs: {o: o.txt}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "sluice", "run"], cwd=ws.root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ws.write(
+        "pipeline.yaml", "version: 1\nstages:\n  slow:\n    cmd: touch started; sleep 60; echo > ${outputs.o}\n    outputs: {o: o.txt}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "run"], cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         for _ in range(300):
             if (ws.root / "started").exists():

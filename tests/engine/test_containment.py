@@ -26,7 +26,9 @@ def _copy_stage(src: str) -> str:
     return f"version: 1\nstages:\n  x:\n    cmd: cat $(find -L {src} -type f | sort) > ${{outputs.o}}\n    inputs: {{raw: {src}}}\n    outputs: {{o: out.txt}}\n"
 
 
-def test_an_input_under_a_symlink_leaving_the_workspace_is_refused_at_plan_time(ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_an_input_under_a_symlink_leaving_the_workspace_is_refused_at_plan_time(
+    ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (elsewhere / "raw.csv").write_text("secret\n")
     (ws.root / "data").symlink_to(elsewhere)
@@ -34,8 +36,10 @@ def test_an_input_under_a_symlink_leaving_the_workspace_is_refused_at_plan_time(
     for command in ("status", "run"):
         res = ws.sluice(command)
         assert res.code == 2, res.err
-        assert (f"pipeline.yaml:5:19: stages.x.inputs.raw: input 'data/raw.csv' resolves outside the workspace"
-                f" through symlink 'data' -> '{elsewhere}'") in res.err
+        assert (
+            f"pipeline.yaml:5:19: stages.x.inputs.raw: input 'data/raw.csv' resolves outside the workspace"
+            f" through symlink 'data' -> '{elsewhere}'"
+        ) in res.err
     assert not (ws.root / "out.txt").exists()
     assert not list((ws.root / ".sluice").rglob("objects/*/*"))
 
@@ -109,7 +113,10 @@ def test_a_cache_restore_never_writes_through_a_symlink(ws: Workspace, outside: 
 
 @pytest.mark.parametrize("out", ["link/f.txt", "link/d"])
 def test_a_symlink_the_command_itself_creates_is_caught_before_the_commit(ws: Workspace, outside: Path, out: str) -> None:
-    ws.write("pipeline.yaml", _one_output(out, f"ln -s {outside} link && mkdir -p ${{outputs.o}} && rmdir ${{outputs.o}} && echo made > ${{outputs.o}}"))
+    ws.write(
+        "pipeline.yaml",
+        _one_output(out, f"ln -s {outside} link && mkdir -p ${{outputs.o}} && rmdir ${{outputs.o}} && echo made > ${{outputs.o}}"),
+    )
     before = _snapshot(outside)
     stage = ws.sluice("run", "--json").json()["stages"]["a"]
     assert stage["outcome"] == "failed"
@@ -147,14 +154,20 @@ def test_an_output_that_is_a_symlink_is_refused(ws: Workspace, outside: Path, ta
 
 def test_a_plugin_state_folder_behind_a_symlink_is_refused(ws: Workspace, outside: Path) -> None:
     ws.write("in.txt", "x\n")
-    ws.write("pipeline.yaml", "version: 1\nstages:\n  copy:\n    uses: util.copy\n    with: {pairs: {src: dst}}\n"
-             "    inputs: {src: in.txt}\n    outputs: {dst: out.txt}\n")
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nstages:\n  copy:\n    uses: util.copy\n    with: {pairs: {src: dst}}\n"
+        "    inputs: {src: in.txt}\n    outputs: {dst: out.txt}\n",
+    )
     (ws.root / ".sluice" / "state").mkdir(parents=True)
     (ws.root / ".sluice" / "state" / "copy").symlink_to(outside)
     before = _snapshot(outside)
     stage = ws.sluice("run", "--json").json()["stages"]["copy"]
     assert stage["outcome"] == "failed"
-    assert stage["error"] == f"state folder '.sluice/state/copy' resolves outside the workspace through symlink '.sluice/state/copy' -> '{outside}'"
+    assert (
+        stage["error"]
+        == f"state folder '.sluice/state/copy' resolves outside the workspace through symlink '.sluice/state/copy' -> '{outside}'"
+    )
     assert _snapshot(outside) == before and (ws.root / ".sluice" / "state" / "copy").is_symlink()
 
 

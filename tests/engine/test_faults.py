@@ -28,8 +28,12 @@ stages:
 
 def _start(ws: Workspace) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "sluice", "run", "--jobs", "2"], cwd=ws.root, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-m", "sluice", "run", "--jobs", "2"],
+        cwd=ws.root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -88,7 +92,10 @@ def _objects(ws: Workspace) -> list[Path]:
 
 
 def test_corrupt_cache_object_is_detected_and_recomputed(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n")
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n",
+    )
     ws.run_json()
     ws.run_json("--set", "n=2")
     for obj in _objects(ws):  # damage every object in the store
@@ -101,7 +108,10 @@ def test_corrupt_cache_object_is_detected_and_recomputed(ws: Workspace) -> None:
 
 
 def test_deleted_cache_object_is_not_trusted(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n")
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nparams: {n: 1}\nstages:\n  s:\n    cmd: echo n=${params.n} > ${outputs.o}\n    outputs: {o: out.txt}\n",
+    )
     ws.run_json()
     ws.run_json("--set", "n=2")
     for obj in _objects(ws):
@@ -130,7 +140,10 @@ def test_plugin_state_is_kept_only_when_the_stage_succeeds(ws: Workspace) -> Non
     (ws.root / "a.txt").unlink()
     (ws.root / "a.txt").mkdir()  # copying a directory onto the file output path now fails mid-way
     (ws.root / "a.txt" / "x").write_text("x")
-    ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    with: {pairs: {a: nope}}\n    inputs: {a: a.txt}\n    outputs: {a: b.txt}\n")
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nstages:\n  c:\n    uses: util.copy\n    with: {pairs: {a: nope}}\n    inputs: {a: a.txt}\n    outputs: {a: b.txt}\n",
+    )
     assert ws.run_json() == {"c": "failed"}
     assert (state / "accepted.json").read_text() == '{"accuracy": 0.9}\n'
 
@@ -144,8 +157,11 @@ def _latest_run(ws: Workspace) -> dict:
 def test_ctrl_c_with_output_piped_exits_130_and_records_the_run(ws: Workspace) -> None:
     ws.write("pipeline.yaml", SLOW)
     engine = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "run", "--jobs", "2"], cwd=ws.root,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0,
+        [sys.executable, "-m", "sluice", "run", "--jobs", "2"],
+        cwd=ws.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        process_group=0,
     )
     # `sluice run | cat` at a terminal: Ctrl-C reaches the whole pipeline, so cat is gone too.
     cat = subprocess.Popen(["cat"], stdin=engine.stdout, stdout=subprocess.DEVNULL, process_group=engine.pid)

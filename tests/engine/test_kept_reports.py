@@ -98,13 +98,16 @@ def test_after_a_success_a_failure_keeps_this_runs_report_and_the_lock_does_not_
 
 
 def test_a_failing_cmd_stage_keeps_nothing(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           check:
             cmd: "echo passed=false > ${outputs.report}; exit 1"
             outputs: {report: reports/check.json}
-        """)
+        """,
+    )
     res = ws.sluice("run", "--json")
     assert res.code == 1
     assert res.json()["stages"]["check"].get("kept", []) == []
@@ -142,13 +145,16 @@ def test_a_failing_gate_keeps_its_verdicts_and_accepts_nothing(ws: Workspace) ->
 
 
 def test_a_stage_missing_an_output_moves_none_of_them(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           two:
             cmd: echo a > ${outputs.a}
             outputs: {a: out/a.txt, b: out/b.txt}
-        """)
+        """,
+    )
     res = ws.sluice("run")
     assert res.code == 1
     assert "did not write its output out/b.txt" in res.out
@@ -156,14 +162,17 @@ def test_a_stage_missing_an_output_moves_none_of_them(ws: Workspace) -> None:
 
 
 def test_a_retry_does_not_count_what_the_failed_attempt_left_at_the_final_path(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           flaky:
             cmd: "if [ -f tried ]; then exit 0; fi; touch tried; echo stale > out.txt; exit 1"
             outputs: {o: out.txt}
             retries: 1
-        """)
+        """,
+    )
     res = ws.sluice("run")
     assert res.code == 1, res.out
     assert "did not write its output out.txt" in res.out

@@ -74,8 +74,12 @@ def test_input_change_reruns_the_chain(ws: Workspace) -> None:
 def test_cmd_and_config_changes_are_named(ws: Workspace) -> None:
     setup(ws)
     ws.run_json()
-    ws.write("pipeline.yaml", PIPELINE.replace("echo seed", "echo the seed").replace(
-        'outputs: {m: reports/model-copy.txt}', 'outputs: {m: reports/model-copy.txt}\n    with: {pairs: {m: m}}'))
+    ws.write(
+        "pipeline.yaml",
+        PIPELINE.replace("echo seed", "echo the seed").replace(
+            "outputs: {m: reports/model-copy.txt}", "outputs: {m: reports/model-copy.txt}\n    with: {pairs: {m: m}}"
+        ),
+    )
     status = ws.sluice("status").out
     assert "other: will run: command changed" in status
     assert "evaluate: will run: config (with:) changed" in status
@@ -119,7 +123,9 @@ def test_force_and_dry_run(ws: Workspace) -> None:
 
 
 def test_matrix_needs_and_cache_false(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         params: {folds: [0, 1, 2]}
         stages:
@@ -135,7 +141,8 @@ def test_matrix_needs_and_cache_false(ws: Workspace) -> None:
             cmd: date +%s%N >> ${outputs.log}
             outputs: {log: always.log}
             cache: false
-        """)
+        """,
+    )
     first = ws.run_json()
     assert sorted(first) == sorted(["base", "always"] + [f"report[fold={f},model={m}]" for f in (0, 1, 2) for m in ("lr", "svm")])
     assert ws.read("reports/svm-2.txt") == "fold 2 of svm\n"
@@ -146,7 +153,9 @@ def test_matrix_needs_and_cache_false(ws: Workspace) -> None:
 
 def test_parallel_jobs_overlap(ws: Workspace) -> None:
     # Two independent stages that each wait for the other's marker can only finish if run at once.
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           a:
@@ -155,12 +164,15 @@ def test_parallel_jobs_overlap(ws: Workspace) -> None:
           b:
             cmd: touch b.started; for i in $(seq 100); do [ -e a.started ] && break; sleep 0.1; done; [ -e a.started ] && echo ok > ${outputs.o}
             outputs: {o: b.txt}
-        """)
+        """,
+    )
     assert ws.run_json("--jobs", "2") == {"a": "ran", "b": "ran"}
 
 
 def test_failed_stage_stops_dependents_but_not_other_branches(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           bad:
@@ -173,7 +185,8 @@ def test_failed_stage_stops_dependents_but_not_other_branches(ws: Workspace) -> 
           independent:
             cmd: echo fine > ${outputs.o}
             outputs: {o: fine.txt}
-        """)
+        """,
+    )
     res = ws.sluice("run", "--jobs", "1")
     assert res.code == 1
     assert "bad failed" in res.out and "boom: no such column" in res.out
@@ -186,34 +199,43 @@ def test_failed_stage_stops_dependents_but_not_other_branches(ws: Workspace) -> 
 
 
 def test_retries_then_success(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           flaky:
             cmd: if [ -e tried ]; then echo ok > ${outputs.o}; else touch tried; exit 1; fi
             outputs: {o: out.txt}
             retries: 1
-        """)
+        """,
+    )
     data = ws.sluice("run", "--json").json()["stages"]["flaky"]
     assert data["outcome"] == "ran" and data["attempts"] == 2
 
 
 def test_timeout(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           slow: {cmd: sleep 30, timeout: 0.5s}
-        """)
+        """,
+    )
     data = ws.sluice("run", "--json").json()["stages"]["slow"]
     assert data["outcome"] == "failed" and "timed out after 0.5s" in data["error"]
 
 
 def test_stage_that_forgets_an_output_fails(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           lazy: {cmd: "true", outputs: {o: never.txt}}
-        """)
+        """,
+    )
     data = ws.sluice("run", "--json").json()["stages"]["lazy"]
     assert data["outcome"] == "failed" and "did not write its output never.txt" in data["error"]
     assert "lazy" not in ws.read("sluice.lock")

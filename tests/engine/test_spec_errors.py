@@ -13,28 +13,54 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "empty file": ("", ["pipeline.yaml:1:1: the file is empty"]),
     "not a mapping": ("- just\n- a list\n", ["pipeline.yaml:1:1: expected a mapping with 'version' and 'stages', got list"]),
     "deep nesting": ("version: 1\nx: " + "[" * 50_000 + "]" * 50_000 + "\n", ["nested more than 100 levels deep"]),
-    "boolean stage name": ("version: 1\nstages:\n  yes:\n    cmd: x\n", ["pipeline.yaml:3:3: key 'yes' is read by YAML as a boolean; quote it"]),
+    "boolean stage name": (
+        "version: 1\nstages:\n  yes:\n    cmd: x\n",
+        ["pipeline.yaml:3:3: key 'yes' is read by YAML as a boolean; quote it"],
+    ),
     "numeric stage name": ("version: 1\nstages:\n  1.5:\n    cmd: x\n", ["pipeline.yaml:3:3: key '1.5' is read by YAML as a number"]),
     "unknown keys": (
         "version: 1\nstagez: {}\nstages:\n  a:\n    cmd: x\n    ouputs: {o: a}\n",
-        ["pipeline.yaml:2:1: stagez: unknown key 'stagez' (did you mean 'stages'?)",
-         "pipeline.yaml:6:5: stages.a.ouputs: unknown key 'ouputs' (did you mean 'outputs'?)"],
+        [
+            "pipeline.yaml:2:1: stagez: unknown key 'stagez' (did you mean 'stages'?)",
+            "pipeline.yaml:6:5: stages.a.ouputs: unknown key 'ouputs' (did you mean 'outputs'?)",
+        ],
     ),
-    "wrong type": ("version: 1\nstages:\n  a:\n    cmd: x\n    retries: many\n", ["pipeline.yaml:5:14: stages.a.retries: expected an integer, got string 'many'"]),
-    "cmd and uses": ("version: 1\nstages:\n  a:\n    cmd: x\n    uses: util.copy\n", ["stages.a: needs exactly one of 'cmd' or 'uses', has both"]),
-    "unknown plugin": ("version: 1\nstages:\n  a:\n    uses: util.cpy\n", ["pipeline.yaml:4:11: stages.a.uses: unknown stage plugin 'util.cpy' (did you mean 'util.copy'?)"]),
-    "bad plugin config": ("version: 1\nstages:\n  a:\n    uses: util.copy\n    with: {pair: {}}\n", ["pipeline.yaml:5:12: stages.a.with.pair: unknown key 'pair' (did you mean 'pairs'?)"]),
+    "wrong type": (
+        "version: 1\nstages:\n  a:\n    cmd: x\n    retries: many\n",
+        ["pipeline.yaml:5:14: stages.a.retries: expected an integer, got string 'many'"],
+    ),
+    "cmd and uses": (
+        "version: 1\nstages:\n  a:\n    cmd: x\n    uses: util.copy\n",
+        ["stages.a: needs exactly one of 'cmd' or 'uses', has both"],
+    ),
+    "unknown plugin": (
+        "version: 1\nstages:\n  a:\n    uses: util.cpy\n",
+        ["pipeline.yaml:4:11: stages.a.uses: unknown stage plugin 'util.cpy' (did you mean 'util.copy'?)"],
+    ),
+    "bad plugin config": (
+        "version: 1\nstages:\n  a:\n    uses: util.copy\n    with: {pair: {}}\n",
+        ["pipeline.yaml:5:12: stages.a.with.pair: unknown key 'pair' (did you mean 'pairs'?)"],
+    ),
     "cycle": (
         "version: 1\nstages:\n  a: {cmd: x, needs: [c]}\n  b: {cmd: x, needs: [a]}\n  c: {cmd: x, needs: [b]}\n",
         ["dependency cycle: ", "a → b → c → a"],
     ),
-    "missing need": ("version: 1\nstages:\n" + OK_STAGE + "  b: {cmd: x, needs: [aa]}\n", ["pipeline.yaml:6:23: stages.b.needs[0]: no stage named 'aa' (did you mean 'a'?)"]),
+    "missing need": (
+        "version: 1\nstages:\n" + OK_STAGE + "  b: {cmd: x, needs: [aa]}\n",
+        ["pipeline.yaml:6:23: stages.b.needs[0]: no stage named 'aa' (did you mean 'a'?)"],
+    ),
     "missing reference": (
         "version: 1\nstages:\n" + OK_STAGE + "  b:\n    cmd: x\n    inputs: {i: '${stages.a.outputs.oo}'}\n",
         ["pipeline.yaml:8:17: stages.b.inputs.i: stage 'a' has no output 'oo' (did you mean 'o'?)"],
     ),
-    "duplicate outputs": ("version: 1\nstages:\n" + OK_STAGE + "  b: {cmd: x, outputs: {o: ./a.txt}}\n", ["stages.b.outputs.o: output 'a.txt' is also written by stage 'a'"]),
-    "overlapping outputs": ("version: 1\nstages:\n  a: {cmd: x, outputs: {o: out}}\n  b: {cmd: x, outputs: {o: out/x.csv}}\n", ["output 'out/x.csv' overlaps output 'out' of stage 'a'"]),
+    "duplicate outputs": (
+        "version: 1\nstages:\n" + OK_STAGE + "  b: {cmd: x, outputs: {o: ./a.txt}}\n",
+        ["stages.b.outputs.o: output 'a.txt' is also written by stage 'a'"],
+    ),
+    "overlapping outputs": (
+        "version: 1\nstages:\n  a: {cmd: x, outputs: {o: out}}\n  b: {cmd: x, outputs: {o: out/x.csv}}\n",
+        ["output 'out/x.csv' overlaps output 'out' of stage 'a'"],
+    ),
     "output escapes": (
         "version: 1\nstages:\n  a: {cmd: x, outputs: {up: ../x, abs: /etc/x}}\n",
         ["stages.a.outputs.up: output '../x' is outside the workspace", "stages.a.outputs.abs: output '/etc/x' is outside the workspace"],
@@ -43,7 +69,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "version: 1\nparams: {model: {C: 1}}\nstages:\n  a: {cmd: 'echo ${params.model.c}'}\n",
         ["pipeline.yaml:4:12: stages.a.cmd: 'params.model.c' is not defined (params.model has no 'c') (did you mean 'C'?)"],
     ),
-    "python tag": ("version: 1\nstages:\n  a: {cmd: !!python/object:os.system x}\n", ["pipeline.yaml:3:12: YAML tag !!python/object:os.system is not allowed"]),
+    "python tag": (
+        "version: 1\nstages:\n  a: {cmd: !!python/object:os.system x}\n",
+        ["pipeline.yaml:3:12: YAML tag !!python/object:os.system is not allowed"],
+    ),
     "alias bomb": (
         "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
         "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
@@ -101,10 +130,16 @@ def test_validate_json_and_many_files(ws: Workspace) -> None:
     res = ws.sluice("validate", "good.yaml", "bad.yaml", "--json")
     data = res.json()
     assert res.code == 2 and not data["ok"]
-    assert data["problems"] == [{
-        "file": "bad.yaml", "line": 3, "col": 23, "path": "stages.a.needs[0]",
-        "message": "no stage named 'b'", "hint": None,
-    }]
+    assert data["problems"] == [
+        {
+            "file": "bad.yaml",
+            "line": 3,
+            "col": 23,
+            "path": "stages.a.needs[0]",
+            "message": "no stage named 'b'",
+            "hint": None,
+        }
+    ]
     assert ws.sluice("validate", "good.yaml").code == 0
 
 

@@ -83,8 +83,13 @@ def test_an_old_cache_without_ctime_is_rebuilt(tmp_path: Path, clock: list[int])
     f.write_text("one\n")
     st = f.stat()
     with sqlite3.connect(tmp_path / "h.db") as db:  # the schema before ctime was keyed on
-        db.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, digest TEXT, hashed_ns INTEGER)")
-        db.execute("INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?)", ("in.txt", st.st_size, st.st_mtime_ns, st.st_ino, "0" * 64, time.time_ns() + HOUR_NS))
+        db.execute(
+            "CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, digest TEXT, hashed_ns INTEGER)"
+        )
+        db.execute(
+            "INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?)",
+            ("in.txt", st.st_size, st.st_mtime_ns, st.st_ino, "0" * 64, time.time_ns() + HOUR_NS),
+        )
     db.close()
     clock[0] = 10
     cache = HashCache(tmp_path / "h.db", tmp_path)
@@ -113,8 +118,10 @@ def _lie_in_the_stat_cache(ws: Workspace, rel: str, digest: str) -> None:
     timestamps cannot be trusted, say): only a re-read finds the truth."""
     st = (ws.root / rel).stat()
     with sqlite3.connect(ws.root / ".sluice" / "hashes.db") as db:
-        db.execute("UPDATE hashes SET size=?, mtime_ns=?, ctime_ns=?, inode=?, digest=?, hashed_ns=? WHERE path=?",
-                   (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest, time.time_ns() + HOUR_NS, rel))
+        db.execute(
+            "UPDATE hashes SET size=?, mtime_ns=?, ctime_ns=?, inode=?, digest=?, hashed_ns=? WHERE path=?",
+            (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest, time.time_ns() + HOUR_NS, rel),
+        )
         assert db.total_changes == 1
     db.close()
 

@@ -102,18 +102,26 @@ def test_malformed_lock_shape_is_a_clean_error(ws: Workspace, body: str) -> None
 
 
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.floats(allow_nan=False))
-_junk = st.recursive(_scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3), max_leaves=12)
+_junk = st.recursive(
+    _scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3), max_leaves=12
+)
 _entry_keys = st.sampled_from(["fingerprint", "inputs", "outputs", "params", "matrix", "cmd", "path", "hash", "s", "o"])
 _entry = st.recursive(_scalar, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_entry_keys, kids, max_size=4), max_leaves=16)
 
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(top=st.dictionaries(st.sampled_from(["version", "hash", "stages", "pipelines", "v1"]), _junk, max_size=3),
-       stages=st.dictionaries(st.sampled_from(["s", "t"]), _entry, max_size=2), version=st.sampled_from([1, 2, 3, "1", None]))
+@given(
+    top=st.dictionaries(st.sampled_from(["version", "hash", "stages", "pipelines", "v1"]), _junk, max_size=3),
+    stages=st.dictionaries(st.sampled_from(["s", "t"]), _entry, max_size=2),
+    version=st.sampled_from([1, 2, 3, "1", None]),
+)
 def test_junk_locks_never_raise_a_traceback(tmp_path: Path, top: dict, stages: dict, version: object) -> None:
     (tmp_path / "pipeline.yaml").write_text(ONE)
-    for body in (top, {"version": version, "hash": "blake3", "stages": stages},
-                 {"version": version, "pipelines": {"pipeline.yaml": {"stages": stages}}, "v1": {"stages": stages}}):
+    for body in (
+        top,
+        {"version": version, "hash": "blake3", "stages": stages},
+        {"version": version, "pipelines": {"pipeline.yaml": {"stages": stages}}, "v1": {"stages": stages}},
+    ):
         (tmp_path / "sluice.lock").write_text(yaml.safe_dump(body))
         loaded = api.load(tmp_path / "pipeline.yaml")
         try:
@@ -125,7 +133,9 @@ def test_junk_locks_never_raise_a_traceback(tmp_path: Path, top: dict, stages: d
 # ---- item 16: each pipeline file in a folder has its own section of sluice.lock
 
 TRAIN = "version: 1\nstages:\n  train:\n    cmd: echo model > ${outputs.m}\n    outputs: {m: model.txt}\n"
-DEPLOY = "version: 1\nstages:\n  deploy:\n    cmd: cat ${inputs.m} > ${outputs.d}\n    inputs: {m: model.txt}\n    outputs: {d: deployed.txt}\n"
+DEPLOY = (
+    "version: 1\nstages:\n  deploy:\n    cmd: cat ${inputs.m} > ${outputs.d}\n    inputs: {m: model.txt}\n    outputs: {d: deployed.txt}\n"
+)
 
 
 def _up_to_date(ws: Workspace, file: str) -> bool:
@@ -242,14 +252,21 @@ def test_refused_run_changes_nothing(ws: Workspace, breakage: str) -> None:
         ws.write("pipeline.yaml", TWO.replace("outputs: {o: b.txt}", "outputs: {o: a.txt}"))
     elif breakage == "missing input":
         ws.write("in.txt", "2\n")
-        ws.write("pipeline.yaml", TWO + "  c:\n    cmd: cat ${inputs.i} > ${outputs.o}\n    inputs: {i: nope.txt}\n    outputs: {o: c.txt}\n")
+        ws.write(
+            "pipeline.yaml", TWO + "  c:\n    cmd: cat ${inputs.i} > ${outputs.o}\n    inputs: {i: nope.txt}\n    outputs: {o: c.txt}\n"
+        )
     elif breakage == "unknown stage":
         args = ("nope",)
     else:
         ws.write("train.csv", "x,y\n1,0\n2,1\n")
-        ws.write("pipeline.yaml", TWO + (
-            "  t:\n    uses: sklearn.train\n    with: {estimator: sklearn.linear_model.LogisticRegression, params: {Cc: 1}, target: y}\n"
-            "    inputs: {train: train.csv}\n    outputs: {model: model}\n"))
+        ws.write(
+            "pipeline.yaml",
+            TWO
+            + (
+                "  t:\n    uses: sklearn.train\n    with: {estimator: sklearn.linear_model.LogisticRegression, params: {Cc: 1}, target: y}\n"
+                "    inputs: {train: train.csv}\n    outputs: {model: model}\n"
+            ),
+        )
     before = _tree(ws.root)
     res = ws.sluice("run", *args)
     assert res.code == 2, res.out + res.err
@@ -291,8 +308,9 @@ def _run_with_file_size_limit(ws: Workspace, limit: int) -> tuple[int, str]:
     def limit_writes() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "sluice", "run"], cwd=ws.root, capture_output=True, text=True,
-                          timeout=120, preexec_fn=limit_writes)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice", "run"], cwd=ws.root, capture_output=True, text=True, timeout=120, preexec_fn=limit_writes
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -20,7 +20,7 @@ from sluice.engine.interpolate import interpolate
 from sluice.engine.resolve import resolve
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
-scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
+scalars = st.one_of(st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
 
 
 @given(value=st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(names, scalars, max_size=3)))
@@ -114,7 +114,9 @@ def test_ten_thousand_stage_chain_compiles_without_recursion() -> None:
     assert list(pipeline.stages)[-1] == "s9999"
 
 
-@pytest.mark.parametrize("path,expected", [("a/./b/../c", "a/c"), ("../x", None), ("/etc/x", None), (".", None), ("a/../../b", None), ("~/x", None)])
+@pytest.mark.parametrize(
+    "path,expected", [("a/./b/../c", "a/c"), ("../x", None), ("/etc/x", None), (".", None), ("a/../../b", None), ("~/x", None)]
+)
 def test_normalize(path: str, expected: str | None) -> None:
     assert normalize(path) == expected
 
@@ -188,8 +190,33 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
 
 # The phases in import order. A subpackage (`dag`) takes one place in it, and its own modules
 # have an order of their own in SUBPACKAGES.
-ORDER = ["errors", "limits", "model", "durable", "paths", "fingerprint", "plugin", "load", "registry", "validate", "interpolate", "shell", "resolve", "compile",
-         "cache", "state", "maintenance", "plan", "stage_runner", "watchdog", "guard", "execute", "report", "dag", "schema_bundle"]
+ORDER = [
+    "errors",
+    "limits",
+    "model",
+    "durable",
+    "paths",
+    "fingerprint",
+    "plugin",
+    "load",
+    "registry",
+    "validate",
+    "interpolate",
+    "shell",
+    "resolve",
+    "compile",
+    "cache",
+    "state",
+    "maintenance",
+    "plan",
+    "stage_runner",
+    "watchdog",
+    "guard",
+    "execute",
+    "report",
+    "dag",
+    "schema_bundle",
+]
 SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"]}
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
@@ -252,8 +279,16 @@ def test_nothing_imports_the_old_top_level_names() -> None:
     for folder in ("engine", "stages", "schemas", "sluice", "tests", "benchmarks"):
         for path in sorted((root / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-                offenders += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] in {"engine", "stages", "schemas"}]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and not node.level
+                    else []
+                )
+                offenders += [
+                    f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] in {"engine", "stages", "schemas"}
+                ]
     assert not offenders
 
 

@@ -41,10 +41,14 @@ def test_agree_on_the_error_corpus() -> None:
     assert checked >= 10
 
 
-keys = st.sampled_from(["cmd", "uses", "with", "inputs", "outputs", "needs", "params", "matrix", "env",
-                        "retries", "timeout", "cache", "desc", "bogus"])
+keys = st.sampled_from(
+    ["cmd", "uses", "with", "inputs", "outputs", "needs", "params", "matrix", "env", "retries", "timeout", "cache", "desc", "bogus"]
+)
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["x", "util.copy", "10m", "1h30m", "5 minutes", "${params.x}", "a b", ""]),
     st.lists(st.sampled_from(["a", "b", 1, True]), max_size=3),
     st.dictionaries(st.sampled_from(["o", "a b", "x", "1"]), st.sampled_from(["p.txt", 1, "", ["l"]]), max_size=2),
@@ -52,8 +56,10 @@ values = st.one_of(
 
 
 @settings(max_examples=400, deadline=None)
-@given(stages=st.dictionaries(st.sampled_from(["a", "b-c", "_d", "1e", "bad name"]), st.dictionaries(keys, values, max_size=5), max_size=3),
-       version=st.sampled_from([1, 2, "1"]))
+@given(
+    stages=st.dictionaries(st.sampled_from(["a", "b-c", "_d", "1e", "bad name"]), st.dictionaries(keys, values, max_size=5), max_size=3),
+    version=st.sampled_from([1, 2, "1"]),
+)
 def test_agree_on_random_specs(stages: dict[str, Any], version: Any) -> None:
     data = {"version": version, "stages": stages}
     assert _fast_valid(data) == SLOW.is_valid(data)

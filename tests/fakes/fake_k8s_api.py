@@ -273,7 +273,11 @@ class FakeKubernetesAPI:
                 availableReplicas=ready,
                 unavailableReplicas=0 if new_ready else want,
                 conditions=[
-                    {"type": "Available", "status": "True" if ready >= want else "False", "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable"},
+                    {
+                        "type": "Available",
+                        "status": "True" if ready >= want else "False",
+                        "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable",
+                    },
                     {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" if new_ready else "ReplicaSetUpdated"},
                 ],
             )

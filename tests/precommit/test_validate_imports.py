@@ -29,7 +29,9 @@ def _validate(cwd: Path, *files: str) -> tuple[int, set[str]]:
 def _plugin_names() -> list[str]:
     out = subprocess.run(
         [sys.executable, "-c", "from sluice.engine.registry import Registry; print('\\n'.join(Registry.discover().names()))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.split()
 
@@ -57,7 +59,9 @@ def test_validate_skips_graph_and_console_libraries(tmp_path: Path) -> None:
 
 
 def test_invalid_spec_also_stays_light(tmp_path: Path) -> None:
-    (tmp_path / "pipeline.yaml").write_text("version: 1\nstages:\n  a:\n    cmd: echo\n    needs: [b]\n  b:\n    cmd: echo\n    needs: [a]\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "version: 1\nstages:\n  a:\n    cmd: echo\n    needs: [b]\n  b:\n    cmd: echo\n    needs: [a]\n"
+    )
     code, modules = _validate(tmp_path, "pipeline.yaml")
     assert code == 2
     assert sorted(modules & set(HEAVY + AVOIDABLE)) == []

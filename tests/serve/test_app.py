@@ -83,7 +83,10 @@ def test_metrics_count_requests_classes_and_version(server: str, model_dir: Path
     assert f'sluice_http_requests_total{{endpoint="/predict",method="POST",model_version="{version}",status="200"}}' in text
     assert f'sluice_http_request_duration_seconds_bucket{{endpoint="/predict",le="0.1",model_version="{version}"}}' in text
     assert 'sluice_predictions_total{class="' in text
-    assert f'sluice_model_info{{estimator="sklearn.linear_model.LogisticRegression",model_version="{version}",task="classification"}} 1.0' in text
+    assert (
+        f'sluice_model_info{{estimator="sklearn.linear_model.LogisticRegression",model_version="{version}",task="classification"}} 1.0'
+        in text
+    )
 
 
 def test_tampered_model_is_refused(model_dir: Path, tmp_path: Path) -> None:
@@ -107,7 +110,9 @@ def test_serve_command_exits_nonzero_on_tampered_model(model_dir: Path, tmp_path
     meta = json.loads((bad / "metadata.json").read_text())
     meta["model_hash"]["value"] = "0" * 64
     (bad / "metadata.json").write_text(json.dumps(meta))
-    proc = subprocess.run([sys.executable, "-m", "sluice.stages.serving", str(bad), "--port", "1"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice.stages.serving", str(bad), "--port", "1"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "refusing to serve" in proc.stderr
 

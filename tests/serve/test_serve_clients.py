@@ -47,7 +47,9 @@ def test_a_body_of_empty_records_gets_a_small_422(server: str) -> None:
 def loaded_server(model_dir: Path) -> Iterator[str]:
     """`python -m sluice.stages.serving` in its own process: the clients' threads must not share its GIL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sluice.stages.serving", str(model_dir), "--port", str(port), "--max-in-flight", "2"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.stages.serving", str(model_dir), "--port", str(port), "--max-in-flight", "2"], stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

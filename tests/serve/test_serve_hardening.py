@@ -46,14 +46,23 @@ def test_server_refuses_to_start_on_a_digest_mismatch(model_dir: Path, tmp_path:
     victim = _copy(model_dir, tmp_path)
     genuine = _claimed(model_dir)
     _retrain_in_place(victim, tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "sluice.stages.serving", str(victim), "--expect-sha256", genuine], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice.stages.serving", str(victim), "--expect-sha256", genuine],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert f"but the expected digest is {genuine}" in proc.stderr
 
 
 @pytest.mark.parametrize(
     ("model_file", "fragment"),
-    [("/etc/passwd", "must be a file name inside the model directory"), ("../model.joblib", "must be a file name inside the model directory"), ("link.joblib", "leads outside the model directory")],
+    [
+        ("/etc/passwd", "must be a file name inside the model directory"),
+        ("../model.joblib", "must be a file name inside the model directory"),
+        ("link.joblib", "leads outside the model directory"),
+    ],
     ids=["absolute", "dot-dot", "symlink-out"],
 )
 def test_model_file_is_confined_to_the_model_directory(model_dir: Path, tmp_path: Path, model_file: str, fragment: str) -> None:

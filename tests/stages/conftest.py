@@ -84,6 +84,11 @@ def cancer_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train, test = train_test_split(frame, test_size=0.3, random_state=0, stratify=frame["target"])
     train.to_csv(root / "train.csv", index=False)
     test.to_csv(root / "test.csv", index=False)
-    config = {"estimator": "sklearn.linear_model.LogisticRegression", "target": "target", "params": {"max_iter": 5000}, "preprocessing": {"scale": True}}
+    config = {
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "target": "target",
+        "params": {"max_iter": 5000},
+        "preprocessing": {"scale": True},
+    }
     model = StageHarness(root).run(TrainStage(), config, {"train": root / "train.csv"}, {"model": "model"})["model"]
     return {"model": model, "train": root / "train.csv", "test": root / "test.csv"}

@@ -18,7 +18,9 @@ DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "gate", "benchmark", "smoke"}
 def _run(workspace: Path, *args: str) -> dict[str, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "sluice", "run", "-f", str(workspace / "pipeline.yaml"), "--json", *args],
-        capture_output=True, text=True, cwd=workspace,
+        capture_output=True,
+        text=True,
+        cwd=workspace,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {name: stage["outcome"] for name, stage in json.loads(proc.stdout)["stages"].items()}

@@ -28,7 +28,9 @@ def _compare(reference: pd.DataFrame, current: pd.DataFrame, **config):  # type:
 def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(7)
     reference = pd.DataFrame({"x": rng.normal(size=400), "y": rng.exponential(size=400), "c": rng.choice(list("abc"), 400)})
-    current = pd.DataFrame({"x": rng.normal(0.8, 1, 300), "y": rng.exponential(size=300), "c": rng.choice(list("abcd"), 300, p=[0.1, 0.2, 0.3, 0.4])})
+    current = pd.DataFrame(
+        {"x": rng.normal(0.8, 1, 300), "y": rng.exponential(size=300), "c": rng.choice(list("abcd"), 300, p=[0.1, 0.2, 0.3, 0.4])}
+    )
     return reference, current
 
 
@@ -148,7 +150,9 @@ def test_subsampling_is_deterministic_and_capped():
 
 def test_stage_fails_on_drift_with_a_table_and_report(harness, write_csv, tables):
     reference, current = tables
-    ctx = harness.context({}, {"reference": write_csv(reference, "ref.csv"), "current": write_csv(current, "cur.csv")}, {"report": "drift.json"})
+    ctx = harness.context(
+        {}, {"reference": write_csv(reference, "ref.csv"), "current": write_csv(current, "cur.csv")}, {"report": "drift.json"}
+    )
     with pytest.raises(StageFailed, match="2 of 3 columns drifted") as failure:
         PLUGIN.run(ctx)
     assert "x" in failure.value.details and "chi2" in failure.value.details
@@ -206,7 +210,9 @@ def test_type_change_between_tables_fails_cleanly(tables):
 
 def test_empty_current_table_fails_cleanly(harness, write_csv, tables):
     reference, _ = tables
-    ctx = harness.context({}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(reference.iloc[:0], "c.csv")}, {"report": "d.json"})
+    ctx = harness.context(
+        {}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(reference.iloc[:0], "c.csv")}, {"report": "d.json"}
+    )
     with pytest.raises(StageFailed, match="current table .* has no rows"):
         PLUGIN.run(ctx)
 
@@ -292,7 +298,9 @@ def test_effect_is_wasserstein_over_the_reference_spread_robust_under_outliers()
     rng = np.random.default_rng(8)
     a, b = rng.normal(size=3_000), rng.normal(0.3, 1, 3_000)
     result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
-    assert result.effect == pytest.approx(stats.wasserstein_distance(a, b) / np.std(a), rel=1e-12) and result.effect_kind == "wasserstein/std"
+    assert (
+        result.effect == pytest.approx(stats.wasserstein_distance(a, b) / np.std(a), rel=1e-12) and result.effect_kind == "wasserstein/std"
+    )
     # a few huge values make the std meaningless: the spread is then IQR / 1.349
     a[:5] = 1e6
     result = _compare(pd.DataFrame({"x": a}), pd.DataFrame({"x": b}))["x"]
@@ -319,7 +327,11 @@ def test_per_column_options_for_a_column_the_tables_lack_are_named():
 
 def test_the_old_ks_floor_is_accepted_and_reported_as_unused(harness, write_csv, tables):
     reference, current = tables
-    ctx = harness.context({"min_effect": {"ks": 0.1, "cramers_v": 0.1}}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(current, "c.csv")}, {"report": "d.json"})
+    ctx = harness.context(
+        {"min_effect": {"ks": 0.1, "cramers_v": 0.1}},
+        {"reference": write_csv(reference, "r.csv"), "current": write_csv(current, "c.csv")},
+        {"report": "d.json"},
+    )
     with pytest.raises(StageFailed):
         PLUGIN.run(ctx)
     report = json.loads(ctx.outputs["report"].read_text())
@@ -368,14 +380,18 @@ def test_missing_rate_tests_join_the_multiple_testing_correction():
     bonferroni = _compare(reference, current, correction="bonferroni")
     assert bonferroni["x"].missing.p_value_adjusted == min(raw["x"].missing.p_value * 3, 1.0)
     assert bonferroni["y"].p_value_adjusted == min(raw["y"].p_value * 3, 1.0)
-    table = np.array([[np.isnan(reference["x"]).sum(), reference["x"].notna().sum()], [np.isnan(current["x"]).sum(), current["x"].notna().sum()]])
+    table = np.array(
+        [[np.isnan(reference["x"]).sum(), reference["x"].notna().sum()], [np.isnan(current["x"]).sum(), current["x"].notna().sum()]]
+    )
     assert raw["x"].missing.p_value == stats.chi2_contingency(table, correction=False).pvalue
 
 
 def test_categories_unseen_in_the_reference_drift_past_their_floor():
     rng = np.random.default_rng(14)
     reference = pd.DataFrame({"c": rng.choice(list("abcdefghij"), 5_000)})
-    current = pd.DataFrame({"c": np.where(rng.random(5_000) < 0.08, rng.choice(["new1", "new2"], 5_000), rng.choice(list("abcdefghij"), 5_000))})
+    current = pd.DataFrame(
+        {"c": np.where(rng.random(5_000) < 0.08, rng.choice(["new1", "new2"], 5_000), rng.choice(list("abcdefghij"), 5_000))}
+    )
     result = _compare(reference, current)["c"]
     assert result.drifted and "unseen" in result.reasons
     assert result.unseen.share == pytest.approx(0.08, abs=0.015) and result.unseen.categories == ("new1", "new2")

@@ -39,7 +39,13 @@ def test_happy_path_writes_a_passing_report(harness, write_csv, people):
     report = json.loads(out["report"].read_text())
     assert report["passed"] is True
     assert report["rows"] == 4
-    assert {(r["column"], r["rule"]) for r in report["rules"]} == {(None, "rows"), ("id", "dtype"), ("id", "unique"), ("id", "regex"), ("score", "min")}
+    assert {(r["column"], r["rule"]) for r in report["rules"]} == {
+        (None, "rows"),
+        ("id", "dtype"),
+        ("id", "unique"),
+        ("id", "regex"),
+        ("score", "min"),
+    }
 
 
 @pytest.mark.parametrize(

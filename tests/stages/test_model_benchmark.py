@@ -20,7 +20,9 @@ GENEROUS = 1e9
 
 
 def _run(harness, cancer_model, config, table=None):  # type: ignore[no-untyped-def]
-    ctx = harness.context({**FAST, **config}, {"model": cancer_model["model"], "table": table or cancer_model["test"]}, {"report": "bench.json"})
+    ctx = harness.context(
+        {**FAST, **config}, {"model": cancer_model["model"], "table": table or cancer_model["test"]}, {"report": "bench.json"}
+    )
     assert not config_problems(PLUGIN, ctx.config)
     try:
         PLUGIN.run(ctx)

@@ -194,14 +194,21 @@ def test_malformed_metrics_file(harness, files, tmp_path):
 def test_predictions_without_the_needed_columns(harness, files, tmp_path):
     pd.DataFrame({"a": [1]}).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(StageFailed, match="needs y_true and y_pred"):
-        PLUGIN.run(harness.context({"rules": {"accuracy": {"min": 0}}, "bootstrap": {}}, {**files, "predictions": tmp_path / "p.csv"}, {"report": "r.json"}))
+        PLUGIN.run(
+            harness.context(
+                {"rules": {"accuracy": {"min": 0}}, "bootstrap": {}}, {**files, "predictions": tmp_path / "p.csv"}, {"report": "r.json"}
+            )
+        )
 
 
 @pytest.mark.parametrize(
     ("metrics", "reason"),
     [
         ({"accuracy": 1.0, "roc_auc": None, "undefined": {"roc_auc": "only one class in y_true (1)"}}, "only one class in y_true (1)"),
-        ({"accuracy": 1.0, "roc_auc": float("nan")}, "not a number in the metrics file"),  # a metrics file from before undefined metrics were null
+        (
+            {"accuracy": 1.0, "roc_auc": float("nan")},
+            "not a number in the metrics file",
+        ),  # a metrics file from before undefined metrics were null
     ],
 )
 def test_an_undefined_metric_fails_its_rules_with_the_reason(harness, tmp_path, metrics, reason):

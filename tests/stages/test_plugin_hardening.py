@@ -38,7 +38,9 @@ HOSTILE_IMAGES = ["python:3.11-slim\nRUN touch /pwned", "python:3.11-slim\n", "p
 
 @pytest.mark.parametrize("image", HOSTILE_IMAGES)
 def test_docker_build_base_image_must_be_an_image_reference(ws: Workspace, image: str) -> None:
-    _assert_rejected_at(ws, _spec("docker.build", "base_image", image), "stages.s.with.base_image", '"', "image reference|control character")
+    _assert_rejected_at(
+        ws, _spec("docker.build", "base_image", image), "stages.s.with.base_image", '"', "image reference|control character"
+    )
 
 
 @pytest.mark.parametrize("image", ["python:3.11-slim\nRUN id", "nginx\n"])
@@ -69,11 +71,13 @@ def test_extra_requirements_must_be_pep508_specifiers(ws: Workspace, line: str) 
     res = ws.sluice("validate")
     assert res.code == 2, res.out + res.err
     col = text.splitlines()[5].index(json.dumps(line)) + 1
-    assert re.search(rf"pipeline\.yaml:6:{col}: stages\.s\.with\.extra_requirements\[1\]: .*(PEP 508|requirement|control character)", res.out), res.out
+    assert re.search(
+        rf"pipeline\.yaml:6:{col}: stages\.s\.with\.extra_requirements\[1\]: .*(PEP 508|requirement|control character)", res.out
+    ), res.out
     assert "xgboost" not in res.out.split("extra_requirements[1]")[0].splitlines()[-1]
 
 
-@pytest.mark.parametrize("good", ["scikit-learn==1.5.2", "xgboost[scikit-learn]>=2,<3", "tomli; python_version < \"3.11\"", "Requests~=2.31"])
+@pytest.mark.parametrize("good", ["scikit-learn==1.5.2", "xgboost[scikit-learn]>=2,<3", 'tomli; python_version < "3.11"', "Requests~=2.31"])
 def test_extra_requirements_accepts_pep508(ws: Workspace, good: str) -> None:
     ws.write("pipeline.yaml", _spec("docker.build", "extra_requirements", [good]))
     res = ws.sluice("validate")
@@ -253,7 +257,9 @@ def test_run_rechecks_the_estimator_before_importing(harness, tmp_path, monkeypa
 
 def test_split_with_a_misnamed_input_fails_validate_with_both_problems(ws: Workspace) -> None:
     ws.write("t.csv", "a,b\n1,2\n3,4\n5,6\n7,8\n")
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           split:
@@ -261,7 +267,8 @@ def test_split_with_a_misnamed_input_fails_validate_with_both_problems(ws: Works
             inputs:
               data: t.csv
             outputs: {train: a.csv, test: b.csv}
-        """)
+        """,
+    )
     res = ws.sluice("validate")
     assert res.code == 2, res.out + res.err
     assert "pipeline.yaml:6:7: stages.split.inputs.data: data.split reads no input 'data' (did you mean 'table'?)" in res.out
@@ -271,14 +278,17 @@ def test_split_with_a_misnamed_input_fails_validate_with_both_problems(ws: Works
 
 
 def test_unknown_and_missing_outputs_are_reported(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           split:
             uses: data.split
             inputs: {table: t.csv}
             outputs: {train: a.csv, tset: b.csv}
-        """)
+        """,
+    )
     res = ws.sluice("validate")
     assert res.code == 2, res.out + res.err
     assert "pipeline.yaml:6:29: stages.split.outputs.tset: data.split writes no output 'tset' (did you mean 'test'?)" in res.out
@@ -286,7 +296,9 @@ def test_unknown_and_missing_outputs_are_reported(ws: Workspace) -> None:
 
 
 def test_optional_ports_and_a_sole_output_of_any_name_pass(ws: Workspace) -> None:
-    ws.write("pipeline.yaml", """\
+    ws.write(
+        "pipeline.yaml",
+        """\
         version: 1
         stages:
           validate:
@@ -300,7 +312,8 @@ def test_optional_ports_and_a_sole_output_of_any_name_pass(ws: Workspace) -> Non
           missing_input_section:
             uses: model.benchmark
             outputs: {report: r.json}
-        """)
+        """,
+    )
     res = ws.sluice("validate")
     assert res.code == 2, res.out + res.err
     assert res.out.count("needs input") == 2, res.out
@@ -338,13 +351,15 @@ def test_registry_checks_the_declaration_shape() -> None:
 
 def test_a_third_party_plugin_without_declarations_accepts_any_names(ws: Workspace) -> None:
     ws.write("t.txt", "x")
-    ws.write("pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    inputs: {anything: t.txt}\n    outputs: {anything: u.txt}\n")
+    ws.write(
+        "pipeline.yaml", "version: 1\nstages:\n  c:\n    uses: util.copy\n    inputs: {anything: t.txt}\n    outputs: {anything: u.txt}\n"
+    )
     assert ws.sluice("validate").code == 0
 
 
 # ---- item 11 (plugin part): a plugin that crashes fails its stage with one paragraph, no traceback
 
-CRASHING = '''\
+CRASHING = """\
 import os
 from sluice.engine.plugin import Plugin, Port
 
@@ -360,7 +375,7 @@ class Boom(Plugin):
 
     def run(self, ctx):
         raise ValueError("the threshold must be positive,\\nnot -1")
-'''
+"""
 
 
 def _third_party(ws: Workspace) -> dict[str, str]:
@@ -392,6 +407,8 @@ def test_a_plugin_that_fails_to_import_in_the_stage_process_fails_cleanly(ws: Wo
     assert res.code == 1, res.out + res.err
     text = res.out + res.err
     assert "Traceback" not in text, text
-    match = re.search(r"crash failed: plugin 'acme\.boom' failed to import \(acme_boom:Boom\): no module named 'acme_native'; traceback in (\S+)", text)
+    match = re.search(
+        r"crash failed: plugin 'acme\.boom' failed to import \(acme_boom:Boom\): no module named 'acme_native'; traceback in (\S+)", text
+    )
     assert match, text
     assert "ImportError" in (ws.root / match.group(1)).read_text()

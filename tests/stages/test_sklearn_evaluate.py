@@ -57,7 +57,12 @@ def test_multiclass_roc_auc_is_one_vs_rest(tmp_path):
     frame.iloc[::2].to_csv(tmp_path / "train.csv", index=False)
     frame.iloc[1::2].to_csv(tmp_path / "test.csv", index=False)
     harness = StageHarness(tmp_path)
-    model_dir = harness.run(TrainStage(), {"estimator": "sklearn.tree.DecisionTreeClassifier", "target": "target", "params": {"max_depth": 2, "random_state": 0}}, {"train": tmp_path / "train.csv"}, {"model": "model"})["model"]
+    model_dir = harness.run(
+        TrainStage(),
+        {"estimator": "sklearn.tree.DecisionTreeClassifier", "target": "target", "params": {"max_depth": 2, "random_state": 0}},
+        {"train": tmp_path / "train.csv"},
+        {"model": "model"},
+    )["model"]
     scores = json.loads(_evaluate(harness, model_dir, tmp_path / "test.csv", outputs={"metrics": "m.json"})["metrics"].read_text())
     model, test = joblib.load(model_dir / "model.joblib"), frame.iloc[1::2]
     proba = model.predict_proba(test.drop(columns="target"))
@@ -70,7 +75,9 @@ def test_regression_figures_equal_sklearn(tmp_path):
     frame.iloc[:300].to_csv(tmp_path / "train.csv", index=False)
     frame.iloc[300:].to_parquet(tmp_path / "test.parquet", index=False)
     harness = StageHarness(tmp_path)
-    model_dir = harness.run(TrainStage(), {"estimator": "sklearn.linear_model.Ridge", "target": "target"}, {"train": tmp_path / "train.csv"}, {"model": "model"})["model"]
+    model_dir = harness.run(
+        TrainStage(), {"estimator": "sklearn.linear_model.Ridge", "target": "target"}, {"train": tmp_path / "train.csv"}, {"model": "model"}
+    )["model"]
     scores = json.loads(_evaluate(harness, model_dir, tmp_path / "test.parquet", outputs={"metrics": "m.json"})["metrics"].read_text())
     test = frame.iloc[300:]
     pred = joblib.load(model_dir / "model.joblib").predict(test.drop(columns="target"))
@@ -88,7 +95,9 @@ def test_metrics_option_selects(harness, cancer_model):
 
 def test_regression_metric_on_a_classifier_fails(harness, cancer_model):
     with pytest.raises(StageFailed, match="rmse do not apply to this classification model"):
-        PLUGIN.run(harness.context({"metrics": ["rmse"]}, {"model": cancer_model["model"], "test": cancer_model["test"]}, {"metrics": "m.json"}))
+        PLUGIN.run(
+            harness.context({"metrics": ["rmse"]}, {"model": cancer_model["model"], "test": cancer_model["test"]}, {"metrics": "m.json"})
+        )
 
 
 def test_bad_config():
@@ -183,8 +192,12 @@ def test_predictions_carry_a_row_key_that_follows_the_row(harness, cancer_model,
     test = pd.concat([test, test.iloc[:2]])  # duplicate rows still get distinct keys
     test.to_csv(tmp_path / "a.csv", index=False)
     test.iloc[::-1].to_csv(tmp_path / "b.csv", index=False)
-    a = pd.read_csv(_evaluate(harness, cancer_model["model"], tmp_path / "a.csv", outputs={"metrics": "ma.json", "predictions": "a.csv"})["predictions"])
-    b = pd.read_csv(_evaluate(harness, cancer_model["model"], tmp_path / "b.csv", outputs={"metrics": "mb.json", "predictions": "b.csv"})["predictions"])
+    a = pd.read_csv(
+        _evaluate(harness, cancer_model["model"], tmp_path / "a.csv", outputs={"metrics": "ma.json", "predictions": "a.csv"})["predictions"]
+    )
+    b = pd.read_csv(
+        _evaluate(harness, cancer_model["model"], tmp_path / "b.csv", outputs={"metrics": "mb.json", "predictions": "b.csv"})["predictions"]
+    )
     assert a["row_key"].is_unique and set(a["row_key"]) == set(b["row_key"])
     merged = a.merge(b, on="row_key")
     assert len(merged) == len(a) and np.allclose(merged["proba_1_x"], merged["proba_1_y"], rtol=1e-9)

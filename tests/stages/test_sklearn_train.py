@@ -35,8 +35,19 @@ def test_model_directory_follows_the_contract(harness, write_csv, cancer):
     out, meta, source = _train(harness, write_csv, cancer, estimator=LOGREG, target="target", params={"max_iter": 500})
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.joblib"]
     assert set(meta) == {
-        "format", "estimator", "task", "target", "features", "classes", "model_file", "model_hash",
-        "data_hash", "library_versions", "params", "best_params", "cv_score",
+        "format",
+        "estimator",
+        "task",
+        "target",
+        "features",
+        "classes",
+        "model_file",
+        "model_hash",
+        "data_hash",
+        "library_versions",
+        "params",
+        "best_params",
+        "cv_score",
     }
     assert (meta["format"], meta["estimator"], meta["task"], meta["target"]) == (1, LOGREG, "classification", "target")
     assert meta["features"] == [{"name": c, "dtype": "float64"} for c in cancer.columns[:4]]
@@ -143,7 +154,9 @@ def test_null_target_fails_cleanly(harness, write_csv, cancer):
 
 def test_text_target_for_a_regressor_fails_cleanly(harness, write_csv, cancer):
     with pytest.raises(StageFailed, match="training failed"):
-        PLUGIN.run(harness.context({"estimator": "sklearn.linear_model.Ridge", "target": "target"}, {"train": write_csv(cancer)}, {"model": "m"}))
+        PLUGIN.run(
+            harness.context({"estimator": "sklearn.linear_model.Ridge", "target": "target"}, {"train": write_csv(cancer)}, {"model": "m"})
+        )
 
 
 def test_empty_table(harness, write_csv, cancer):
