@@ -8,7 +8,7 @@ Both run as their own process under uvicorn with h11, and are measured by the sa
 The bare app parses with `request.json()`, builds a DataFrame and predicts inside its `async def`
 handler: no validation, no limits, no metrics, which is what the ratio prices.
 
-    python benchmarks/serve_bench.py [--quick] [--model DIR] [--clients 6]
+    python benchmarks/serve_bench.py [--quick] [--rounds 3] [--model DIR] [--clients 6]
 
 Without `--model`, a scaler + logistic regression on sklearn's breast-cancer data is trained into
 a temporary directory (`tests/support/models.py`, the model the serving tests use).
@@ -116,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a model directory written by sklearn.train")
     parser.add_argument("--quick", action="store_true", help="fewer requests (~20 s in all)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds per server")
     parser.add_argument("--clients", type=int, default=6, help="threads sending 8,000-row batches during the probe test")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -131,20 +132,29 @@ def main() -> None:
     row = {f.name: 1.0 for f in meta.features}
     (work / "bare.py").write_text(BARE_APP)
     single, batches, seconds = (100, 10, 3.0) if args.quick else (1000, 50, 8.0)
-    results: dict[str, dict[str, float]] = {}
+    commands = {}
     for name in ("sluice", "bare FastAPI"):
         port = free_port()
         if name == "sluice":
-            command = [sys.executable, "-m", "sluice.stages.serving", str(args.model), "--port", str(port)]
+            commands[name] = (port, [sys.executable, "-m", "sluice.stages.serving", str(args.model), "--port", str(port)])
         else:
             names = "\t".join(f.name for f in meta.features)
-            command = [sys.executable, str(work / "bare.py"), str(args.model / meta.model_file), str(port), names]
-        proc = start(command, port)
-        try:
-            results[name] = measure(f"http://127.0.0.1:{port}", row, single, batches, args.clients, seconds)
-        finally:
+            commands[name] = (port, [sys.executable, str(work / "bare.py"), str(args.model / meta.model_file), str(port), names])
+    # Both servers run at once and are measured in alternating rounds, so a busy machine's noise
+    # lands on both sides of each ratio; the figures are medians over the rounds.
+    procs = {name: start(command, port) for name, (port, command) in commands.items()}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
+    try:
+        for r in range(args.rounds):
+            order = list(commands) if r % 2 == 0 else list(reversed(commands))
+            for name in order:
+                rounds[name].append(measure(f"http://127.0.0.1:{commands[name][0]}", row, single, batches, args.clients, seconds))
+    finally:
+        for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=30)
+    results = {name: {key: statistics.median(m[key] for m in ms) for key in ms[0]} for name, ms in rounds.items()}
+    print(f"medians of {args.rounds} alternating rounds")
     print(f"{'':28}{'sluice':>12}{'bare FastAPI':>14}{'ratio':>8}")
     for key in results["sluice"]:
         ours, bare = results["sluice"][key], results["bare FastAPI"][key]

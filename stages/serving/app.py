@@ -14,7 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .model import MAX_PROBLEMS, LoadedModel, RecordErrors, load_model, parse_json, validate_records
+from .model import LoadedModel, load_model
+from .records import MAX_PROBLEMS, RecordErrors, parse_json, validate_records
 from .predict import neutral_record, nullable_features, predict_or_blame
 
 log = logging.getLogger("sluice.serving")
@@ -55,6 +56,49 @@ class _Metrics:
         )
         info = Gauge("sluice_model_info", "The model being served", ["model_version", "estimator", "task"], registry=self.registry)
         info.labels(version, estimator, task).set(1)
+
+
+_ENDPOINTS = frozenset({"/predict", "/health", "/ready", "/metrics"})
+
+
+class _Observe:
+    """Counts and times every request, and turns a fault of ours into a generic 500.
+
+    Plain ASGI on purpose: `@app.middleware("http")` re-streams every request body through a
+    queue, which cost more than validating a 1,000-row batch (benchmarks/serve_bench.py).
+    """
+
+    def __init__(self, app: Any, metrics: _Metrics, version: str):
+        self.app, self.metrics, self.version = app, metrics, version
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def observed(message: dict[str, Any]) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        except Exception:  # a fault of ours: logged in full, counted, and only a generic answer to the client
+            log.exception("%s %s failed", scope["method"], endpoint)
+            status = 500
+            if not started:
+                response = _error(500, ("server",), "internal server error; the server log has the details", "server_error")
+                await response(scope, receive, send)
+        finally:
+            if status >= 500:
+                self.metrics.server_errors.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint, self.version).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(endpoint, scope["method"], str(status), self.version).inc()
 
 
 class _Admission:
@@ -108,20 +152,7 @@ def create_app(
 
     app = FastAPI(title="Sluice model server", version=meta.version, lifespan=lifespan)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        endpoint = request.url.path if request.url.path in {"/predict", "/health", "/ready", "/metrics"} else "other"
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # a fault of ours: logged in full, counted, and only a generic answer to the client
-            log.exception("%s %s failed", request.method, endpoint)
-            response = _error(500, ("server",), "internal server error; the server log has the details", "server_error")
-        if response.status_code >= 500:
-            metrics.server_errors.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint, meta.version).observe(time.perf_counter() - start)
-        metrics.requests.labels(endpoint, request.method, str(response.status_code), meta.version).inc()
-        return response
+    app.add_middleware(_Observe, metrics=metrics, version=meta.version)
 
     @app.get("/health")
     def health() -> dict[str, str]:

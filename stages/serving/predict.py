@@ -12,7 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .model import Feature, LoadedModel, RecordErrors
+from .model import Feature, LoadedModel
+from .records import RecordErrors
 
 _NEUTRAL = {"bool": False, "integer": 0, "number": 0.0}
 

@@ -97,7 +97,9 @@ def test_health_answers_quickly_while_predict_is_saturated(loaded_server: str) -
         stop.set()
         for w in workers:
             w.join()
-    assert max(probes) < 0.5, sorted(probes)[-5:]
+    # The manifests' probes time out at 2 s; with prediction on the event loop they took longer.
+    # The margin is for a machine shared with other work (CI runners are).
+    assert max(probes) < 1.5, sorted(probes)[-5:]
     assert set(statuses) <= {200, 503}, statuses
     assert 200 in statuses and 503 in statuses, statuses
     assert all(ra == "1" for s, ra in zip(statuses, retry_after, strict=True) if s == 503)
@@ -218,12 +220,13 @@ def test_deep_nesting_is_422(server: str) -> None:
 
 
 def test_float32_features_are_range_checked() -> None:
-    from sluice.stages.serving.model import Feature, RecordErrors, validate_records
+    from sluice.stages.serving.model import Feature
+    from sluice.stages.serving.records import RecordErrors, validate_records
 
     with pytest.raises(RecordErrors) as caught:
         validate_records([{"x": 1e39}], (Feature("x", "float32"),), 10)
     assert caught.value.errors == [{"loc": ["body", 0, "x"], "msg": "feature 'x' is out of range for float32", "type": "value_error.range"}]
-    assert validate_records([{"x": 3e38}], (Feature("x", "float32"),), 10) == [{"x": 3e38}]
+    assert list(validate_records([{"x": 3e38}], (Feature("x", "float32"),), 10)) == [{"x": 3e38}]
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
