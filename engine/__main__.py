@@ -1,4 +1,4 @@
-"""`python -m sluice` is the `sluice` command."""
+"""`python -m sluice.engine` is the `sluice` command, as `python -m sluice` is."""
 
 import sys
 

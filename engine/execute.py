@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -376,9 +377,13 @@ class Executor:
             return _Attempt(False, f"cannot start the stage: {exc}")
         guard.started(stage.id, proc.pid)
         try:
-            return self._watch(stage, proc, stdin, result_file, log)
+            attempt = self._watch(stage, proc, stdin, result_file, log)
         finally:
             guard.ended(stage.id, proc.pid)
+        if stage.cmd is not None and not (attempt.ok or attempt.interrupted or attempt.timed_out):
+            log.flush()
+            attempt.details = python_hint(Path(log.name), env.get("PATH", os.defpath))
+        return attempt
 
     def _watch(self, stage: StageSpec, proc: subprocess.Popen[bytes], stdin: bytes | None, result_file: Path, log: Any) -> _Attempt:
         if stdin is not None and proc.stdin is not None:
@@ -491,6 +496,40 @@ class _ExitWatch:
                 return None
         select.select([self.fd], [], [], seconds)
         return self.proc.poll()
+
+
+_MISSING_MODULE = re.compile(r"\bModuleNotFoundError: No module named '([^']+)'")
+_HINT_TAIL = 20  # lines of the log searched, as many as a failure prints
+
+
+def python_hint(log_file: Path, path_var: str) -> str:
+    """For a cmd that died of ModuleNotFoundError: which `python` its PATH finds, and which one sluice runs on.
+
+    A pipx install puts sluice in a private environment, so the `python` a cmd finds on PATH lacks
+    what was installed beside sluice; the bare ImportError does not say that.
+    """
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16 * 1024))
+            tail = f.read().decode(errors="replace").splitlines()[-_HINT_TAIL:]
+    except OSError:
+        return ""
+    missing = _MISSING_MODULE.findall("\n".join(tail))
+    if not missing:
+        return ""
+    found = shutil.which("python", path=path_var)
+    on_path = f"`python` on this stage's PATH is {found}" if found else "There is no `python` on this stage's PATH"
+    if found and Path(found).parent == Path(sys.executable).parent:
+        why = "Both are in one environment, and it lacks the module."
+    else:
+        why = "A cmd stage runs the interpreter its PATH finds, which may lack packages installed beside sluice (with pipx, for one)."
+    return (
+        f"hint: the command could not import {missing[-1]!r}. {on_path}; sluice itself runs on {sys.executable}.\n{why}\n"
+        "Install the missing package into the environment that runs the command, or name the interpreter in the cmd:"
+        " an absolute path, or ${params.python} with params: {python: /path/to/bin/python}"
+        ' (docs/spec.md, "Which python a cmd runs").'
+    )
 
 
 def _remove(path: Path) -> None:

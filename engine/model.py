@@ -99,7 +99,7 @@ class StageResult:
     attempts: int = 0
     log_path: str = ""
     error: str = ""  # for FAILED: the message; the log tail is read from log_path
-    details: str = ""  # a plugin's StageFailed details (e.g. a table of violations)
+    details: str = ""  # a plugin's StageFailed details (e.g. a table of violations), or the engine's hint on a failed cmd
     kept: tuple[str, ...] = ()  # for FAILED: report outputs left in place to read (never cached or locked)
 
 
