@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sluice.engine import schema_check
 from sluice.engine.errors import did_you_mean
 from sluice.engine.plugin import Plugin, Port
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP = "sluice.stages"
 _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # as the pipeline schema allows
@@ -32,15 +36,21 @@ class ConfigChecks:
 
 @dataclass(frozen=True)
 class Registry:
-    """Entry points by plugin name; a plugin's module is imported only when first asked for."""
+    """Entry points by plugin name, read when first needed (a pipeline of `cmd` stages never
+    imports importlib.metadata); a plugin's module is imported only when first asked for."""
 
-    entries: dict[str, EntryPoint]
     _loaded: dict[str, type[Plugin]] = field(default_factory=dict, repr=False, compare=False)
     _checks: dict[str, ConfigChecks] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def discover(cls) -> Registry:
-        return cls({ep.name: ep for ep in entry_points(group=GROUP)})
+        return cls()
+
+    @cached_property
+    def entries(self) -> dict[str, EntryPoint]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=GROUP)}
 
     def names(self) -> list[str]:
         return sorted(self.entries)

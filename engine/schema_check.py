@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_ENV = "SLUICE_SCHEMA_CACHE"  # a folder for the compiled checks, or "off"
-_FORMAT = "1"  # bump when what is stored, or how it is generated, changes
+_FORMAT = "2"  # bump when what is stored, or how it is generated, changes
 
 # Keywords that draft 7 (all fastjsonschema reads) and 2020-12 (what jsonschema applies) read
 # alike. A schema with any other keyword, or a `$ref` beside a keyword that applies (draft 7
@@ -91,6 +91,10 @@ class Invalid(ValueError):
 
     def __init__(self, message: str = "", value: Any = None, name: Any = None, definition: Any = None, rule: Any = None) -> None:
         super().__init__(message)
+
+
+class _NoDecimal:
+    """Stands in for decimal.Decimal in the code's type checks (sparing its import): no value of a spec is one."""
 
 
 def accept_references(node: Any, value: bool = False) -> Any:
@@ -266,6 +270,8 @@ def _generate(schema: dict[str, Any]) -> Any:
     # The stand-in exceptions come in through the globals; without this line the code still
     # works, it just imports fastjsonschema when loaded.
     source = source.replace("from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n", "", 1)
+    if "Decimal(" not in source:  # only `isinstance(x, (int, float, Decimal))`: parsed YAML holds no Decimal
+        source = source.replace("from decimal import Decimal\n", "", 1)
     return compile(source, "<sluice schema check>", "exec")
 
 
@@ -274,6 +280,7 @@ def _load(code: Any) -> Check:
         "__name__": "sluice_schema_check",
         "JsonSchemaValueException": Invalid,
         "JsonSchemaValuesException": Invalid,
+        "Decimal": _NoDecimal,
     }
     exec(code, namespace)  # noqa: S102 - code this module generated from a schema
     check: Check = namespace["validate"]
