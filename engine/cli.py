@@ -114,11 +114,11 @@ def _plugin_commands(sub: Any, argv: Sequence[str]) -> None:
     """Subcommands from the `sluice.commands` entry points (name -> callable adding its subparser and
     setting `run`). Only the one asked for is imported, so `sluice run` never loads the server; all
     are, for help or a command nobody claims (argparse then lists them)."""
-    from importlib.metadata import entry_points
-
     wanted = next((a for a in argv if not a.startswith("-")), None)
     if wanted in sub.choices:
         return
+    from importlib.metadata import entry_points
+
     found = {ep.name: ep for ep in entry_points(group=COMMAND_GROUP) if ep.name not in sub.choices}  # no shadowing built-ins
     for name, ep in sorted(found.items()):
         if wanted not in found or name == wanted:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from functools import cached_property
+from typing import TYPE_CHECKING
 
+from sluice.engine import schema_check
 from sluice.engine.errors import did_you_mean
 from sluice.engine.plugin import Plugin, Port
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP = "sluice.stages"
 _PORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # as the pipeline schema allows
@@ -22,15 +27,30 @@ class PluginLoadError(Exception):
 
 
 @dataclass(frozen=True)
-class Registry:
-    """Entry points by plugin name; a plugin's module is imported only when first asked for."""
+class ConfigChecks:
+    """A plugin's compiled "valid?" checks of its `with:` block; None where only jsonschema can tell."""
 
-    entries: dict[str, EntryPoint]
+    resolved: schema_check.Check | None  # after `${…}` resolution
+    written: schema_check.Check | None  # as written, where a bare `${…}` may stand for any value
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Entry points by plugin name, read when first needed (a pipeline of `cmd` stages never
+    imports importlib.metadata); a plugin's module is imported only when first asked for."""
+
     _loaded: dict[str, type[Plugin]] = field(default_factory=dict, repr=False, compare=False)
+    _checks: dict[str, ConfigChecks] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def discover(cls) -> Registry:
-        return cls({ep.name: ep for ep in entry_points(group=GROUP)})
+        return cls()
+
+    @cached_property
+    def entries(self) -> dict[str, EntryPoint]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=GROUP)}
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -45,15 +65,24 @@ class Registry:
             cls = ep.load()
         except Exception as exc:  # a broken third-party module must not crash validation
             raise PluginLoadError(f"plugin '{name}' failed to import ({ep.value}): {exc}") from exc
-        _check_contract(name, cls)
+        resolved = _check_contract(name, cls)
+        schema = cls.config_schema
+        # An `if` may pick its branch by a value that is still a `${…}`: jsonschema judges those.
+        written = None if schema_check.has_conditions(schema) else schema_check.compiled(schema_check.with_references(schema))
+        self._checks[name] = ConfigChecks(resolved.check, written if resolved.check else None)
         self._loaded[name] = cls
         return cls
 
     def instance(self, name: str) -> Plugin:
         return self.load(name)()
 
+    def checks(self, name: str) -> ConfigChecks:
+        self.load(name)
+        return self._checks[name]
 
-def _check_contract(name: str, cls: object) -> None:
+
+def _check_contract(name: str, cls: object) -> schema_check.Entry:
+    """Raises PluginLoadError if `cls` breaks the contract; its schema's record if it keeps it."""
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
         raise PluginLoadError(f"plugin '{name}' is not a subclass of engine.plugin.Plugin")
     if getattr(cls, "name", None) != name:
@@ -63,13 +92,18 @@ def _check_contract(name: str, cls: object) -> None:
         raise PluginLoadError(f"plugin '{name}' has no version string")
     for kind in ("inputs", "outputs"):
         _check_ports(name, kind, getattr(cls, kind, None))
+    schema = cls.config_schema  # type: ignore[attr-defined]
+    known = schema_check.lookup(schema)  # stored only after passing the check below
+    if known is not None:
+        return known
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
     try:
-        Draft202012Validator.check_schema(cls.config_schema)
+        Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise PluginLoadError(f"plugin '{name}' has an invalid config schema: {exc.message}") from exc
+    return schema_check.store(schema)
 
 
 def _check_ports(name: str, kind: str, ports: object) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -90,18 +91,36 @@ def print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
         stream.write(f"{p}\n")
 
 
+_PLAIN = re.compile(r"[ -9;-Z\\\]^_a-~]*")  # printable ASCII but `:` and `[`: rich would print it unchanged
+
+
 @dataclass
 class ConsoleReporter:
     """Prints a line as each stage starts and ends; skipped stages only with `verbose`."""
 
     workspace: Path
     verbose: bool = False
-    console: Any = field(default_factory=_console)
+    console: Any = None  # a rich Console, made when a line needs one
+
+    def _print(self, text: str) -> None:
+        """`text` in rich markup. A line without markup or emoji codes (a no-op run's summary) is
+        written as it is, so a run that prints nothing else never imports rich."""
+        if self.console is None and _PLAIN.fullmatch(text):
+            out = PipeSafe(sys.stdout)
+            out.write(text + "\n")
+            out.flush()
+            return
+        self._rich().print(text)
+
+    def _rich(self) -> Any:
+        if self.console is None:
+            self.console = _console()
+        return self.console
 
     def stage_started(self, item: PlanItem) -> None:
         verb = "restoring" if item.decision is Decision.RESTORE else "running"
         why = f" [dim]({'; '.join(item.reasons)})[/]" if item.reasons else ""
-        self.console.print(f"[bold]▶[/] {_esc(item.stage)} {verb}{why}")
+        self._print(f"[bold]▶[/] {_esc(item.stage)} {verb}{why}")
 
     def stage_finished(self, result: StageResult) -> None:
         if result.outcome is Outcome.SKIPPED and not self.verbose:
@@ -114,7 +133,7 @@ class ConsoleReporter:
             Outcome.FAILED: f"failed: {result.error}",
             Outcome.NOT_RUN: "not run: " + "; ".join(result.reasons),
         }[result.outcome]
-        self.console.print(f"[{style}]{mark}[/] {_esc(result.stage)} {_esc(text)}")
+        self._print(f"[{style}]{mark}[/] {_esc(result.stage)} {_esc(text)}")
 
     def summary(self, summary: RunSummary) -> None:
         counts = Counter(r.outcome for r in summary.results)
@@ -129,20 +148,20 @@ class ConsoleReporter:
             parts.append(f"{counts[Outcome.NOT_RUN]} not run")
         head = "[yellow]interrupted[/]: " if summary.interrupted else ""
         for r in summary.failed:
-            self.console.rule(f"[bold red]{_esc(r.stage)} failed")
-            self.console.print(_esc(r.error))
+            self._rich().rule(f"[bold red]{_esc(r.stage)} failed")
+            self._print(_esc(r.error))
             if r.details:
-                self.console.print(_esc(r.details))
+                self._print(_esc(r.details))
             for path in r.kept:
-                self.console.print(f"  report kept: {_esc(path)}")
+                self._print(f"  report kept: {_esc(path)}")
             tail = log_tail(self.workspace, r.log_path)
             if tail:
-                self.console.print(f"[dim]last lines of {r.log_path}:[/]")
-                self.console.print(_esc(tail))
-        self.console.print(f"{head}{', '.join(parts)} in {summary.seconds:.2f}s")
+                self._print(f"[dim]last lines of {r.log_path}:[/]")
+                self._print(_esc(tail))
+        self._print(f"{head}{', '.join(parts)} in {summary.seconds:.2f}s")
 
     def stage_note(self, stage: str, message: str) -> None:
-        self.console.print(f"[yellow]{_esc(message)}[/]")
+        self._print(f"[yellow]{_esc(message)}[/]")
 
 
 @dataclass

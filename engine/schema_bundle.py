@@ -15,6 +15,7 @@ from typing import Any
 
 from sluice import schemas
 from sluice.engine.registry import PluginLoadError, Registry
+from sluice.engine.schema_check import REFERENCE, REFERENCE_DEF, accept_references
 
 BUNDLE_ID = "https://sluice.dev/schemas/pipeline.bundle.schema.json"
 
@@ -46,44 +47,6 @@ def relocate(node: Any, base: str) -> Any:
         else:
             out[key] = relocate(value, base)
     return out
-
-
-REFERENCE_DEF = "reference"
-REFERENCE = {
-    "type": "string",
-    "pattern": r"^\s*\$\{[^{}]+\}\s*$",
-    "description": "A ${…} reference: replaced by its value (with its type) before the plugin's schema checks it.",
-}
-_VALUE_MAPS = ("properties", "patternProperties")
-_VALUE_NODES = ("items", "additionalProperties", "contains")
-_BRANCHES = ("anyOf", "oneOf", "allOf", "not", "if", "then", "else", "$defs", "definitions")
-
-
-def accept_references(node: Any, value: bool = False) -> Any:
-    """A copy of a `with:` schema in which every value may also be a bare `${…}`.
-
-    `sluice validate` checks a plugin's config after resolving references, so the editor must
-    not flag `test_size: "${params.test_size}"` where the plugin wants a number.
-    """
-    if isinstance(node, list):
-        return [accept_references(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, sub in node.items():
-        if key in _VALUE_MAPS and isinstance(sub, dict):
-            out[key] = {name: accept_references(s, value=True) for name, s in sub.items()}
-        elif key in _VALUE_NODES and isinstance(sub, dict):
-            out[key] = accept_references(sub, value=True)
-        elif key == "prefixItems" and isinstance(sub, list):
-            out[key] = [accept_references(s, value=True) for s in sub]
-        elif key in _BRANCHES:
-            out[key] = (
-                accept_references(sub) if key not in ("$defs", "definitions") else {name: accept_references(s) for name, s in sub.items()}
-            )
-        else:
-            out[key] = sub
-    return {"anyOf": [out, {"$ref": f"#/$defs/{REFERENCE_DEF}"}]} if value else out
 
 
 def _embedded(schema: Mapping[str, Any], pointer: str) -> dict[str, Any]:

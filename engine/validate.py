@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sluice import schemas
+from sluice.engine import schema_check
 from sluice.engine.errors import ConfigProblem, KeyPath, Problem, did_you_mean
 from sluice.engine.load import Document
 from sluice.engine.model import StageSpec
 from sluice.engine.registry import PluginLoadError, Registry
-
-# Compiling the schema costs ~50 ms, which pays off only on large specs.
-FAST_PATH_MIN_STAGES = 300
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -48,30 +46,21 @@ def _validator(schema: Mapping[str, Any]) -> Any:
     return Draft202012Validator(schema)
 
 
-def _fast_check(schema: Mapping[str, Any]) -> Callable[[Any], Any]:
-    """The schema compiled to Python by fastjsonschema: ~6x faster than jsonschema on big specs.
-
-    It only answers "valid or not"; every message still comes from jsonschema. The schema keeps
-    to keywords that draft 7 and 2020-12 read alike, and tests/engine/test_validators_agree.py
-    checks the two verdicts match.
-    """
-    import fastjsonschema
-
-    return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
-
-
 def schema_problems(
-    doc: Document, schema: Mapping[str, Any], data: Any, prefix: KeyPath = (), skip_references: bool = False
+    doc: Document,
+    schema: Mapping[str, Any],
+    data: Any,
+    prefix: KeyPath = (),
+    skip_references: bool = False,
+    check: schema_check.Check | None = None,
 ) -> list[Problem]:
-    """Every schema violation in `data`, mapped to source positions under `prefix`."""
-    if isinstance(data, dict) and len(data.get("stages") or ()) >= FAST_PATH_MIN_STAGES:
-        import fastjsonschema
+    """Every schema violation in `data`, mapped to source positions under `prefix`.
 
-        try:
-            _fast_check(schema)(data)
-            return []
-        except fastjsonschema.JsonSchemaException:
-            pass  # invalid: let jsonschema find and describe every problem
+    `check`, the schema compiled (engine.schema_check), answers "valid?" without importing
+    jsonschema; only an invalid `data` pays for jsonschema, which finds and words every problem.
+    """
+    if check is not None and schema_check.valid(check, data):
+        return []
     problems: list[Problem] = []
     for error in _validator(schema).iter_errors(data):
         if skip_references and _references_only(error):
@@ -158,7 +147,8 @@ def _short(value: Any) -> str:
 
 def validate_document(doc: Document, registry: Registry) -> list[Problem]:
     """Schema problems of the whole file, and `uses:` names that are no installed plugin."""
-    problems = schema_problems(doc, schemas.load("pipeline"), doc.data)
+    pipeline = schemas.load("pipeline")
+    problems = schema_problems(doc, pipeline, doc.data, check=schema_check.compiled(pipeline))
     stages = doc.data.get("stages") if isinstance(doc.data, dict) else None
     if not isinstance(stages, dict):
         return problems
@@ -175,7 +165,8 @@ def validate_document(doc: Document, registry: Registry) -> list[Problem]:
                 # As written, in the same pass as the schema, so every problem shows at once;
                 # a bare `${…}` is skipped here and judged by its value after resolution.
                 prefix: KeyPath = ("stages", str(name), "with")
-                problems.extend(schema_problems(doc, plugin.config_schema, config, prefix, skip_references=True))
+                written = registry.checks(stage["uses"]).written
+                problems.extend(schema_problems(doc, plugin.config_schema, config, prefix, skip_references=True, check=written))
             ports = [stage.get(kind) or {} for kind in ("inputs", "outputs")]
             if all(isinstance(p, dict) for p in ports):  # else the schema has said so
                 # A port's own name (inputs.data) points at the key; a missing port at the mapping.
@@ -218,7 +209,8 @@ def config_problems(doc: Document, registry: Registry, stages: Iterable[StageSpe
         prefix: KeyPath = ("stages", stage.base, "with")
         # Unchanged by resolution: the schema pass in validate_document has already judged it.
         resolved = stage.config != stage.source.get("with", {})
-        found = schema_problems(doc, plugin.config_schema, stage.config, prefix) if resolved else []
+        check = registry.checks(stage.uses).resolved
+        found = schema_problems(doc, plugin.config_schema, stage.config, prefix, check=check) if resolved else []
         if not found:
             found = [located(doc, prefix, cp) for cp in plugin.check(stage.config)]
         for p in found:

@@ -58,3 +58,9 @@ class Workspace:
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _schema_check_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Compiled schema checks go to a folder of this session's, not the user's cache (engine.schema_check)."""
+    os.environ.setdefault("SLUICE_SCHEMA_CACHE", str(tmp_path_factory.mktemp("schema-checks")))

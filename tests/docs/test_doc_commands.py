@@ -88,7 +88,7 @@ COMMANDS: dict[str, Where | NotHere] = {
     "pre-commit try-repo /path/to/sluice sluice-validate --all-files": NotHere(
         "a placeholder path: tests/precommit/test_precommit_hook.py runs try-repo on this checkout"
     ),
-    "python benchmarks/validate_startup.py": NotHere("a benchmark: it prints figures, it is not a test"),
+    "python benchmarks/startup.py": NotHere("a benchmark: it prints figures, it is not a test"),
     "sluice schema -o .sluice/schema.json": Where("example"),
 }
 

@@ -199,6 +199,7 @@ ORDER = [
     "fingerprint",
     "plugin",
     "load",
+    "schema_check",
     "registry",
     "validate",
     "interpolate",
