@@ -22,6 +22,7 @@ ALWAYS = "${{ !cancelled() }}"
 RUN_JSON = "sluice-run.json"
 # Credentials each URL scheme's fsspec backend reads from the environment, passed from secrets.
 CREDENTIALS = {"s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+SIGNING_KEY = "SLUICE_REMOTE_KEY"  # signs run entries pushed to a `require_signed` remote and verifies those pulled
 
 
 class GitHubActions:
@@ -95,7 +96,8 @@ def _remote(info: ExportInfo, run: list[str], tail: str) -> list[dict[str, Any]]
     assert info.remote is not None
     remote = ["--remote", info.remote.name]
     scheme = info.remote.url.split("://", 1)[0] if "://" in info.remote.url else "file"
-    env = {name: f"${{{{ secrets.{name} }}}}" for name in CREDENTIALS.get(scheme, ())}
+    names = (*CREDENTIALS.get(scheme, ()), *((SIGNING_KEY,) if info.remote.require_signed else ()))
+    env = {name: f"${{{{ secrets.{name} }}}}" for name in names}
     read_only = {"name": "Run the pipeline, the remote read-only", "id": "run", "run": shlex.join([*run, *remote, "--read-only"]) + tail}
     if info.remote.read_only:  # marked read-only in the config: no event pushes
         return [{**read_only, **({"env": env} if env else {})}]

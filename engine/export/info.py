@@ -11,12 +11,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sluice.engine.compile import Pipeline
-from sluice.engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
+from sluice.engine.errors import Location, Problem, SpecError, did_you_mean
 from sluice.engine.export.protocol import ExportInfo, Options, Remote
 from sluice.engine.limits import Limits
 from sluice.engine.load import load_file
 
-# The committed remotes config beside the pipeline (written by `sluice remote add`).
+# The committed remotes config beside the pipeline, written by `sluice remote add`
+# (engine/remote/config.py on the remote branch; once both land, read it through that module).
 REMOTES_FILE = "sluice.remotes.yaml"
 DEPENDENCY_FILES = ("requirements.txt", "pyproject.toml", "setup.py", "setup.cfg")
 
@@ -67,8 +68,9 @@ def _install(found: tuple[str, ...]) -> str:
 def read_remotes(path: Path, display: str) -> tuple[Mapping[str, Remote], str | None]:
     """The configured remotes by name, and the default one's name; none when the file is absent.
 
-    The file, `remotes: {NAME: {url: URL, read_only: BOOL}}` with an optional `default: NAME`,
-    is untrusted input: read through the guarded loader, every problem located.
+    Of the file (`version: 1`, `default: NAME`, `remotes: {NAME: {url: URL, read_only: BOOL,
+    require_signed: BOOL, ...}}`) only what the workflow depends on is read; it is untrusted
+    input: read through the guarded loader, every problem located.
     """
     if not path.is_file():
         return {}, None
@@ -82,11 +84,12 @@ def read_remotes(path: Path, display: str) -> tuple[Mapping[str, Remote], str | 
     for name, body in table.items():
         where = ("remotes", name)
         url = body.get("url") if isinstance(body, dict) else None
-        read_only = body.get("read_only", False) if isinstance(body, dict) else False
-        if not isinstance(url, str) or not isinstance(read_only, bool):
-            problems.append(Problem(doc.location(where), "expected {url: URL} with an optional read_only: true|false", where))
+        flags = [body.get(f, False) if isinstance(body, dict) else False for f in ("read_only", "require_signed")]
+        if not isinstance(url, str) or not all(isinstance(f, bool) for f in flags):
+            message = "expected {url: URL} with optional read_only and require_signed: true|false"
+            problems.append(Problem(doc.location(where), message, where))
             continue
-        remotes[str(name)] = Remote(str(name), url, read_only)
+        remotes[str(name)] = Remote(str(name), url, *flags)
     default = data.get("default")
     if default is not None and default not in remotes:
         problems.append(
@@ -107,5 +110,6 @@ def choose_remote(config: tuple[Mapping[str, Remote], str | None], wanted: str |
     if default is not None:
         return remotes[default]
     if len(remotes) > 1:
-        raise SluiceError(f"several remotes are configured ({', '.join(sorted(remotes))}) and none is the default: name one with --remote")
+        message = f"several remotes are configured ({', '.join(sorted(remotes))}) and none is the default: name one with --remote"
+        raise SpecError([Problem(Location("command line"), message)])
     return next(iter(remotes.values()), None)

@@ -20,6 +20,7 @@ class Remote:
     name: str
     url: str
     read_only: bool = False  # marked so in the config: CI never pushes, on any event
+    require_signed: bool = False  # run entries carry an HMAC: CI needs the key (SLUICE_REMOTE_KEY) to read and to push
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def _lint(path: Path) -> None:
 
 REMOTES = {
     "none": None,
-    "s3": "remotes:\n  team: {url: 's3://ml-cache/sluice'}\n",
+    "s3": "version: 1\nremotes:\n  team: {url: 's3://ml-cache/sluice', endpoint_url: 'http://127.0.0.1:8333'}\n",
+    "signed": "version: 1\ndefault: b\nremotes:\n  a: {url: 'file:///a'}\n  b: {url: 'gs://b/c', require_signed: true}\n",
     "read-only": "remotes:\n  mirror: {url: 'file:///mnt/cache', read_only: true}\n",
 }
 
@@ -117,6 +118,14 @@ def test_with_a_remote_pull_requests_run_read_only_and_pushes_write(repo: Worksp
     }
 
 
+def test_a_signed_remote_gets_its_key_from_secrets(repo: Workspace) -> None:
+    repo.write("ml/sluice.remotes.yaml", REMOTES["signed"])
+    wf = _export(repo)
+    runs = [s for s in _steps(wf) if "sluice run" in s.get("run", "")]
+    assert len(runs) == 2 and all("--remote b" in s["run"] for s in runs)  # the default one
+    assert all(s["env"] == {"SLUICE_REMOTE_KEY": "${{ secrets.SLUICE_REMOTE_KEY }}"} for s in runs)
+
+
 def test_a_read_only_remote_is_never_pushed_to(repo: Workspace) -> None:
     repo.write("ml/sluice.remotes.yaml", REMOTES["read-only"])
     wf = _export(repo)
@@ -127,7 +136,7 @@ def test_a_read_only_remote_is_never_pushed_to(repo: Workspace) -> None:
 def test_several_remotes_need_a_default_or_a_choice(repo: Workspace) -> None:
     repo.write("ml/sluice.remotes.yaml", "remotes:\n  a: {url: 'file:///a'}\n  b: {url: 'file:///b'}\n")
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml")
-    assert res.code == 1 and "several remotes are configured (a, b)" in res.err and "--remote" in res.err
+    assert res.code == 2 and "several remotes are configured (a, b)" in res.err and "--remote" in res.err
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml", "--remote", "c")
     assert res.code == 2 and "no remote named 'c' is configured" in res.err
     wf = _export(repo, "--remote", "b")
@@ -139,7 +148,7 @@ def test_a_bad_remotes_file_is_located(repo: Workspace) -> None:
     repo.write("ml/sluice.remotes.yaml", "remotes:\n  team: {url: 5}\n")
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml")
     assert res.code == 2
-    assert "ml/sluice.remotes.yaml:2:9: remotes.team: expected {url: URL}" in res.err
+    assert "ml/sluice.remotes.yaml:2:9: remotes.team: expected {url: URL} with optional read_only" in res.err
 
 
 def test_a_path_github_would_evaluate_is_refused(repo: Workspace) -> None:
