@@ -122,7 +122,7 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 
 
 def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> Planner:
-    from sluice.engine.cache import Store
+    from sluice.engine.cache import Store, links_from_env
     from sluice.engine.fingerprint import HashCache
     from sluice.engine.limits import Limits
     from sluice.engine.plan import Planner
@@ -143,7 +143,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, re
         ),
         # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
-        store=Store(loaded.layout.cache_dir),
+        store=Store(loaded.layout.cache_dir, links=links_from_env()),
         locate=loaded.doc.location,
         force=force,
         selected=_targets(loaded, targets),

@@ -277,3 +277,17 @@ def test_the_markdown_summary_is_a_table_of_the_run(repo: Workspace) -> None:
     assert "| prepare | ✓ ran |" in text
     assert "| check | ✗ failed |" in text and "validation rule(s) failed |" in text
     assert "| summary | ✓ ran |" in text
+
+
+# ---- this repository's own workflow and its page
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_this_repository_workflow_is_current_and_docs_show_it() -> None:
+    res = Workspace(REPO).sluice("export", "--check")
+    assert res.code == 0, res.err  # stale: run the command in its header at the repository root
+    assert "1 generated file up to date" in res.out
+    page = (REPO / "docs/ci.md").read_text()
+    shown = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert shown == (REPO / WORKFLOW).read_text()
