@@ -24,6 +24,8 @@ from sluice.engine.validate import broken_stages, config_problems, located, vali
 # the pre-commit hook, must start fast.
 if TYPE_CHECKING:
     from sluice.engine.execute import Reporter
+    from sluice.engine.export.catalog import Invocation
+    from sluice.engine.export.protocol import Options
     from sluice.engine.maintenance import GcReport, VerifyReport
     from sluice.engine.plan import Plan, Planner
 
@@ -120,7 +122,7 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 
 
 def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> Planner:
-    from sluice.engine.cache import Store
+    from sluice.engine.cache import Store, links_from_env
     from sluice.engine.fingerprint import HashCache
     from sluice.engine.limits import Limits
     from sluice.engine.plan import Planner
@@ -141,7 +143,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, re
         ),
         # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
-        store=Store(loaded.layout.cache_dir),
+        store=Store(loaded.layout.cache_dir, links=links_from_env()),
         locate=loaded.doc.location,
         force=force,
         selected=_targets(loaded, targets),
@@ -202,9 +204,7 @@ def run(
             plan=plan,
             jobs=jobs or os.cpu_count() or 1,
             lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
-            keep_on_failure={
-                sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs) for sid, st in loaded.pipeline.stages.items() if st.uses
-            },
+            keep_on_failure=kept_reports(loaded),
         )
         restore_handlers = install_stop_handlers(executor.stop)
         try:
@@ -224,6 +224,11 @@ def run(
                 pass  # only a cache of digests (a full disk, say): the next run hashes again
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
+
+
+def kept_reports(loaded: Loaded) -> dict[str, frozenset[str]]:
+    """Each plugin stage's report outputs (by output name): kept when it fails, uploaded by CI exports."""
+    return {sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs) for sid, st in loaded.pipeline.stages.items() if st.uses}
 
 
 def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
@@ -282,3 +287,59 @@ def gc(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: floa
         return collect(layout, Store(layout.cache_dir), keep_days, dry_run=True)
     with workspace_lock(layout):  # a run here could be about to name what gc would take
         return collect(layout, Store(layout.cache_dir), keep_days)
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    command: str  # what regenerates it, run at the repository root
+    current: bool  # the file on disk already holds exactly this document
+
+
+def _render(target: str, file: Path, output: Path | None, options: Options, root: Path | None = None) -> tuple[Path, str, str]:
+    """(where the document goes, its text, the command that regenerates it)."""
+    from sluice.engine.export.catalog import exporter
+    from sluice.engine.export.info import gather, repo_root
+
+    exp = exporter(target)
+    loaded = load(file)
+    root = root or repo_root(loaded.pipeline.spec.workspace)
+    path = output if output is not None else root / exp.default_output
+    kept = kept_reports(loaded)
+    reports = [loaded.pipeline.stages[sid].outputs[name] for sid, names in kept.items() for name in names]
+    info = gather(target, loaded.pipeline, reports, path, options, root)
+    return path, exp.render(info), info.command
+
+
+def export(target: str, file: Path = DEFAULT_FILE, output: Path | None = None, options: Options | None = None) -> Exported:
+    """`sluice export TARGET`: write the document (untouched when it is already current)."""
+    from sluice.engine.export.catalog import write
+    from sluice.engine.export.protocol import Options
+
+    path, text, command = _render(target, file, output, options or Options())
+    return Exported(path, command, current=not write(path, text))
+
+
+def export_check(
+    target: str | None, file: Path = DEFAULT_FILE, output: Path | None = None, options: Options | None = None
+) -> list[Exported]:
+    """`sluice export --check`: each generated file compared with what its command renders now.
+
+    With a target, the one file that command writes; without, every file under the repository
+    root (found from the current folder) whose header names the command that made it.
+    """
+    from sluice.engine.export.catalog import generated_files, is_current
+    from sluice.engine.export.info import repo_root
+    from sluice.engine.export.protocol import Options
+
+    if target is not None:
+        path, text, command = _render(target, file, output, options or Options())
+        return [Exported(path, command, is_current(path, text))]
+    root = repo_root(Path.cwd())
+    found: list[tuple[Path, Invocation]] = list(generated_files(root))
+    checked = []
+    for path, inv in found:
+        # The header's paths are relative to the root; the file it names is the file it writes.
+        _, text, command = _render(inv.target, root / inv.file, path, inv.options, root)
+        checked.append(Exported(path, command, is_current(path, text)))
+    return checked

@@ -8,24 +8,36 @@
 An entry is trusted only when every object it names is present and re-hashes to its name:
 a corrupt object is deleted and the next candidate is tried, or the stage runs. Every write
 goes through a temp file, fsync and rename, so a crash leaves a temp file, never half an object.
+
+Files go into the store and back out as reflinks where the filesystem can (btrfs, XFS): the
+bytes are shared until either side is written, so a big model is not stored twice. The clone
+is re-hashed like a copy. Hard links are never used: they share the inode, so an in-place edit
+of a restored output would rewrite the cached object every other checkout restores from.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import blake3
 
 from sluice.engine.durable import Flusher, Pending, atomic_file
-from sluice.engine.errors import SluiceError
+from sluice.engine.errors import Location, Problem, SluiceError, SpecError
 from sluice.engine.fingerprint import Digest, canonical, hash_bytes
 
 _CHUNK = 1 << 20
+LINK_ENV = "SLUICE_LINK"
+_FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int); fcntl.FICLONE from Python 3.12
+# What a filesystem (or a pair of them) says when it cannot clone: not an error, a reason to copy.
+_NO_CLONE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EBADF}
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)  # what RunEntry.load raises
 
 
@@ -35,6 +47,35 @@ class CacheWriteError(SluiceError):
 
 class _Changed(Exception):
     """A file's bytes no longer match the digest taken of it moments before."""
+
+
+class Link(Enum):
+    """How a file is put into the store and taken back out (`SLUICE_LINK`, tried in order)."""
+
+    REFLINK = "reflink"  # a copy-on-write clone (FICLONE): no bytes written, edits to either side stay apart
+    COPY = "copy"  # the bytes copied while they are hashed
+
+
+DEFAULT_LINKS = (Link.REFLINK, Link.COPY)
+
+
+def links_from_env(env: Mapping[str, str] | None = None) -> tuple[Link, ...]:
+    """`SLUICE_LINK=reflink,copy` (the default), `copy`, or `reflink` (never copy: a file that
+    cannot be cloned fails to restore, and its stage runs, saying why)."""
+    raw = (os.environ if env is None else env).get(LINK_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_LINKS
+    known = {m.value: m for m in Link}
+    chosen: list[Link] = []
+    for word in (w.strip() for w in raw.split(",")):
+        if word in ("hardlink", "symlink"):
+            why = "a restored output would share the cached object, so an in-place edit would corrupt the cache"
+            raise SpecError([Problem(Location(f"${LINK_ENV}"), f"'{word}' is not offered: {why}", hint="reflink,copy")])
+        if word not in known:
+            raise SpecError([Problem(Location(f"${LINK_ENV}"), f"unknown mode {word!r}; expected reflink or copy, e.g. reflink,copy")])
+        if known[word] not in chosen:
+            chosen.append(known[word])
+    return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -80,6 +121,7 @@ class RunEntry:
 class Store:
     root: Path
     flusher: Flusher = field(default_factory=Flusher, compare=False, repr=False)
+    links: tuple[Link, ...] = DEFAULT_LINKS
 
     def object_path(self, digest: str) -> Path:
         return self.root / "objects" / digest[:2] / digest[2:]
@@ -118,7 +160,7 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         own: Pending = [] if batch is None else batch
         with open(src, "rb") as f, atomic_file(target, tmp_dir=self._tmp_dir(), mode=0o444, defer=own) as out:
-            if _copy_hashing(f, out) != digest:
+            if _transfer(f, out, self.links) != digest:
                 raise _Changed(src)
         if batch is None:
             self.flusher.submit(own, f"cache object {target}")
@@ -168,7 +210,7 @@ class Store:
         except OSError:  # vanished, or unreadable: either way not restorable
             return False
         with src, open(dest, "wb") as out:
-            actual = _copy_hashing(src, out)
+            actual = _transfer(src, out, self.links)
         if actual != digest:
             _discard(obj)  # corrupt or short: never offer it again
             _discard(dest)
@@ -218,12 +260,42 @@ class Store:
         return next((e for e in self.candidates(fingerprint) if all(self.has(d) for _, d in e.outputs.values())), None)
 
 
-def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:
-    """Copy `src` to `out`, returning the BLAKE3 digest of exactly the bytes copied."""
+def _transfer(src: BinaryIO, out: BinaryIO, links: tuple[Link, ...]) -> str:
+    """Give `out` the bytes of `src` by the first mode that works; the BLAKE3 digest of what `out` holds.
+
+    A clone is hashed by reading it back: what is verified is the new file, never the source.
+    """
+    for mode in links:
+        if mode is Link.COPY:
+            return _copy_hashing(src, out)
+        if reflink(src, out):
+            with open(out.name, "rb") as back:
+                return _copy_hashing(back, None)
+    raise OSError(errno.EOPNOTSUPP, f"{LINK_ENV}={','.join(m.value for m in links)}, and this filesystem cannot reflink", out.name)
+
+
+def reflink(src: BinaryIO, out: BinaryIO) -> bool:
+    """Make `out` a copy-on-write clone of `src` (Linux FICLONE); False where that is not possible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import fcntl
+
+    try:
+        fcntl.ioctl(out.fileno(), _FICLONE, src.fileno())
+    except OSError as exc:
+        if exc.errno in _NO_CLONE:
+            return False
+        raise
+    return True
+
+
+def _copy_hashing(src: BinaryIO, out: BinaryIO | None) -> str:
+    """Copy `src` to `out` (None: only read), returning the BLAKE3 digest of exactly the bytes copied."""
     h = blake3.blake3()
     while chunk := src.read(_CHUNK):
         h.update(chunk)
-        out.write(chunk)
+        if out is not None:
+            out.write(chunk)
     return h.hexdigest()
 
 

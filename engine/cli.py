@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sluice import __version__
-from sluice.engine.errors import Problem, SluiceError, SpecError
+from sluice.engine.errors import Location, Problem, SluiceError, SpecError
 
 COMMAND_GROUP = "sluice.commands"  # entry points: name -> callable(subparsers) adding a command that sets `run`
 
@@ -64,6 +64,9 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print what would run, and why; run nothing")
     r.add_argument("--json", action="store_true", help="print a JSON summary instead of progress")
     r.add_argument("-v", "--verbose", action="store_true", help="also list skipped stages")
+    r.add_argument(
+        "--markdown-summary", type=Path, metavar="PATH", help="append the run summary to PATH as a Markdown table (CI job summaries)"
+    )
 
     s = sub.add_parser("status", help="list stale stages and why")
     s.add_argument("stages", nargs="*")
@@ -106,6 +109,22 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache",
     )
     g.add_argument("--dry-run", action="store_true", help="print what would be removed and how many bytes; remove nothing")
+
+    ex = sub.add_parser("export", help="generate a CI workflow that runs the pipeline with a cache (github-actions)")
+    ex.add_argument("target", nargs="?", help="what to generate: github-actions")
+    ex.add_argument("-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file (default: ./pipeline.yaml)")
+    ex.add_argument("-o", "--output", type=Path, help="where to write (default: .github/workflows/sluice.yml at the repository root)")
+    ex.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the file is stale (no target: every generated file in the repository)",
+    )
+    ex.add_argument("--install", metavar="CMD", help="the install command (default: from requirements.txt or pyproject.toml)")
+    ex.add_argument("--python", metavar="VERSION", help="Python version for CI (default: 3.11)")
+    ex.add_argument(
+        "--branch", dest="branches", action="append", metavar="NAME", help="pushes to this branch run it (repeatable; default: main)"
+    )
+    ex.add_argument("--remote", metavar="NAME", help="which configured remote CI uses (default: the default or only one)")
     _plugin_commands(sub, argv or [])
     return ap
 
@@ -204,6 +223,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("cache", "gc"):
         return _maintenance(args)
 
+    if args.command == "export":
+        return _export(args)
+
     loaded = api.load(args.file, args.sets, args.params, args.cache_dir)
     if args.command == "status":
         from sluice.engine.report import print_status
@@ -255,7 +277,7 @@ def _emit(data: str | bytes, output: Path | None) -> None:
 
 def _run(loaded: Loaded, args: argparse.Namespace) -> int:
     from sluice.engine import api
-    from sluice.engine.report import ConsoleReporter, PipeSafe, QuietReporter, print_status, summary_json
+    from sluice.engine.report import ConsoleReporter, PipeSafe, QuietReporter, append_markdown_summary, print_status, summary_json
 
     if args.dry_run:
         print_status(api.status(loaded, args.stages, args.force, args.rehash), args.json, sys.stdout)
@@ -270,9 +292,32 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
         console = ConsoleReporter(workspace, verbose=args.verbose)
         summary = api.run(loaded, console, args.stages, args.jobs, args.force, args.rehash)
         console.summary(summary)
+    if args.markdown_summary is not None:
+        append_markdown_summary(args.markdown_summary, summary)
     if summary.interrupted:
         return 130
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sluice.engine import api
+    from sluice.engine.export.protocol import Options
+
+    if args.target is None and not args.check:
+        raise SpecError([Problem(Location("command line"), "name what to export, e.g. `sluice export github-actions`")])
+    options = Options(args.install, args.python or Options.python, tuple(args.branches) if args.branches else Options.branches, args.remote)
+    if not args.check:
+        done = api.export(args.target, args.file, args.output, options)
+        print(f"{api.display_path(done.path)} {'is up to date' if done.current else 'written'}")
+        return EXIT_OK
+    checked = api.export_check(args.target, args.file, args.output, options)
+    stale = [c for c in checked if not c.current]
+    for c in stale:
+        what = "is stale" if c.path.exists() else "does not exist"
+        sys.stderr.write(f"{api.display_path(c.path)}: {what}; regenerate it with: {c.command}\n")
+    if not stale:
+        print(f"{_n(len(checked), 'generated file')} up to date" if checked else "no generated files found")
+    return EXIT_FAILED if stale else EXIT_OK
 
 
 def _maintenance(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from sluice.engine.errors import Problem, format_key_path
+from sluice.engine.errors import Problem, SluiceError, format_key_path
 from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
 from sluice.engine.state import result_record
 
@@ -195,6 +195,37 @@ def summary_json(summary: RunSummary, workspace: Path) -> str:
         },
         indent=2,
     )
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    """The run as a Markdown table: one row per stage, what happened and why."""
+    counts = Counter(r.outcome for r in summary.results)
+    head = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
+    state = "interrupted" if summary.interrupted else "failed" if summary.failed else "passed"
+    lines = [
+        f"### sluice run {state}: {head or 'no stages'} in {summary.seconds:.2f}s",
+        "",
+        "| stage | outcome | seconds | why |",
+        "|---|---|---:|---|",
+    ]
+    for r in summary.results:
+        why = r.error if r.outcome is Outcome.FAILED else "; ".join(r.reasons)
+        lines.append(f"| {_cell(r.stage)} | {_MARK[r.outcome][0]} {r.outcome.value} | {r.seconds:.2f} | {_cell(why)} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def _cell(text: str) -> str:
+    # A pipe ends the cell and a newline the row: both would break the table.
+    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def append_markdown_summary(path: Path, summary: RunSummary) -> None:
+    """Append to a job-summary file (GitHub's $GITHUB_STEP_SUMMARY collects what each step appends)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(summary_markdown(summary))
+    except OSError as exc:
+        raise SluiceError(f"cannot write the summary to {path}: {exc.strerror or exc}") from None
 
 
 def print_status(items: Sequence[PlanItem], as_json: bool, stream: TextIO) -> None:

@@ -90,6 +90,11 @@ COMMANDS: dict[str, Where | NotHere] = {
     ),
     "python benchmarks/startup.py": NotHere("a benchmark: it prints figures, it is not a test"),
     "sluice schema -o .sluice/schema.json": Where("example"),
+    # docs/ci.md
+    "sluice export github-actions -f pipelines/breast-cancer/pipeline.yaml --install 'python -m pip install \".[ml,serve]\"'": Where(
+        "repo"
+    ),
+    "sluice export --check": Where("repo"),
 }
 
 

@@ -216,9 +216,10 @@ ORDER = [
     "execute",
     "report",
     "dag",
+    "export",
     "schema_bundle",
 ]
-SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"]}
+SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"], "export": ["protocol", "github", "info", "catalog"]}
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
 ENGINE = Path(__file__).resolve().parents[2] / "engine"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,9 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def _try_repo(repo: Path, home: Path, *files: str) -> subprocess.CompletedProcess[str]:
+def _try_repo(repo: Path, home: Path, *files: str, hook: str = "sluice-validate") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PRE_COMMIT_HOME": str(home), "NO_COLOR": "1"}
-    args = ["pre-commit", "try-repo", str(CHECKOUT), "sluice-validate", "--color", "never"]
+    args = ["pre-commit", "try-repo", str(CHECKOUT), hook, "--color", "never"]
     args += ["--files", *files] if files else ["--all-files"]
     return subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
 
@@ -96,3 +97,24 @@ def test_all_files_checks_only_matching_names(repo: Path, pre_commit_home: Path)
     assert "bad/pipeline.yaml:6:5:" in out.stdout
     assert "good/pipeline.yaml" not in out.stdout  # valid files print nothing per file
     assert "notes.yaml" not in out.stdout
+
+
+def test_export_check_fails_while_the_workflow_is_stale(repo: Path, pre_commit_home: Path) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "sluice", "export", "github-actions", "-f", "good/pipeline.yaml"],
+        check=False,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    _git(repo, "add", ".")
+    out = _try_repo(repo, pre_commit_home, hook="sluice-export-check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sluice export --check" in out.stdout and "Passed" in out.stdout
+    (repo / "good" / "pipeline.yaml").write_text(GOOD.replace("data/copy.csv", "data/copied.csv").replace("cp ", "cp -p "))
+    (repo / "requirements.txt").write_text("pandas\n")  # the install step now reads requirements.txt
+    _git(repo, "add", ".")
+    out = _try_repo(repo, pre_commit_home, hook="sluice-export-check")
+    assert out.returncode != 0
+    assert ".github/workflows/sluice.yml: is stale; regenerate it with: sluice export github-actions -f good/pipeline.yaml" in out.stdout

@@ -1,0 +1,1 @@
+"""`sluice export`: CI definitions generated from a pipeline, one exporter per CI system."""
