@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -218,10 +219,8 @@ def run(
                 recorded.write(layout.lock_file, layout.lock_shadow)
             else:
                 p.lock.keep_parse(layout.lock_shadow)
-            try:
+            with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
                 p.hashes.save()
-            except (OSError, sqlite3.Error):
-                pass  # only a cache of digests (a full disk, say): the next run hashes again
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
 

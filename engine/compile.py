@@ -149,10 +149,7 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
     for sid, st in stages.items():
         for name, path in st.inputs.items():
             at = ("stages", st.base, "inputs", name)
-            if path in producer:
-                up = producer[path][0]
-            else:
-                up = next((producer[a][0] for a in _ancestors(path) if a in producer), "")
+            up = producer[path][0] if path in producer else next((producer[a][0] for a in _ancestors(path) if a in producer), "")
             if up:
                 if up == sid:
                     problem(at, f"input '{path}' is this stage's own output")
@@ -174,7 +171,7 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
         upstream[e.downstream][e.upstream] = None
     if problems:
         raise SpecError(problems)
-    sorter = TopologicalSorter({sid: ups for sid, ups in upstream.items()})
+    sorter = TopologicalSorter(dict(upstream))
     try:
         order = list(sorter.static_order())
     except CycleError as exc:

@@ -169,9 +169,7 @@ def judge_paired(
     With a bootstrap, the rule is non-inferiority: the upper confidence bound of the loss must
     be within the tolerance, so a drop that the test set cannot rule out fails.
     """
-    out = [
-        v for v in judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False)
-    ]
+    out = list(judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False))
     judged = paired.loss if paired.bound is None else paired.bound
     how = (
         f"loss {paired.loss:.4g}"
