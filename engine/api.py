@@ -8,13 +8,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sluice.engine.compile import Pipeline, compile_spec
 from sluice.engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
 from sluice.engine.load import Document, load_file
 from sluice.engine.model import Decision, PlanItem, RunSummary
-from sluice.engine.plugin import StageContext
+from sluice.engine.plugin import Plugin, StageContext
 from sluice.engine.registry import Registry
 from sluice.engine.resolve import apply_overrides, resolve
 from sluice.engine.shell import raw_notes
@@ -225,7 +225,7 @@ def run(
     return summary
 
 
-def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
+def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Plugin, StageContext]:
     """The plugin and a context at the final output paths, for commands that act on a past run."""
     stages = loaded.pipeline.stages
     matches = [sid for sid, st in stages.items() if sid == stage_id or st.base == stage_id]

@@ -42,10 +42,10 @@ class Pipeline:
         return {k: tuple(v) for k, v in down.items()}
 
     @cached_property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> nx.DiGraph[str]:
         import networkx as nx
 
-        g = nx.DiGraph(name=self.spec.name)
+        g: nx.DiGraph[str] = nx.DiGraph(name=self.spec.name)
         for sid, stage in self.stages.items():
             g.add_node(sid, stage=stage)
         for e in self.edges:
@@ -125,9 +125,9 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
                         "on case-insensitive or normalising filesystems (macOS, Windows)",
                     )
                 continue
-            other = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
-            if other is not None:
-                problem(at, f"output '{norm}' overlaps output '{other}' of stage '{producer[other][0]}'")
+            overlap = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
+            if overlap is not None:
+                problem(at, f"output '{norm}' overlaps output '{overlap}' of stage '{producer[overlap][0]}'")
                 continue
             producer[norm] = (st.id, name)
             folded[key] = norm

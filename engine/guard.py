@@ -135,8 +135,9 @@ def leftovers(folder: Path, own_run: str) -> list[Leftover]:
                 open_stages.setdefault(stage, {}).update(rec)
         for stage, rec in open_stages.items():
             pgid = rec.get("pgid") if isinstance(rec.get("pgid"), int) else None
-            started = rec.get("started") if isinstance(rec.get("started"), (int, float)) else 0.0
-            found.append(Leftover(run_id, str(stage), float(started), pgid, run_processes(run_id, str(stage))))
+            started = rec.get("started")
+            started = float(started) if isinstance(started, (int, float)) else 0.0
+            found.append(Leftover(run_id, str(stage), started, pgid, run_processes(run_id, str(stage))))
     return found
 
 

@@ -119,13 +119,13 @@ class _Abort(Exception):
 
 @dataclass
 class _Frame:
-    container: dict | list
+    container: dict[Any, Any] | list[Any]
     path: KeyPath
     anchor: str | None
     size: int = 1
     key: Any = None  # pending mapping key (mappings only)
     have_key: bool = False
-    merges: list = field(default_factory=list)
+    merges: list[dict[Any, Any]] = field(default_factory=list)
 
 
 class _Builder:
@@ -165,7 +165,7 @@ class _Builder:
             self.stack.append(_Frame({} if is_map else [], path or (), ev.anchor))
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             frame = self.stack.pop()
-            if frame.merges:
+            if frame.merges and isinstance(frame.container, dict):  # merges only ever wait on a mapping
                 for merged in frame.merges:
                     for k, v in merged.items():
                         frame.container.setdefault(k, v)

@@ -225,8 +225,8 @@ def resolve(
         raise SpecError(r.problems)
     expanded: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]] = {}
     for name, axes in all_axes.items():
-        insts = r.expand(name, data["stages"][name], axes) if axes is not None else []
-        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in insts]
+        combos = r.expand(name, data["stages"][name], axes) if axes is not None else []
+        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in combos]
 
     ids = {sid: (name, combo) for name, insts in expanded.items() for sid, _, combo, _ in insts}
     outputs_by_id = {sid: f.get("outputs", {}) for insts in expanded.values() for sid, f, _, _ in insts}
@@ -281,7 +281,7 @@ def _second_pass(
     for key, value in (fields.get("inputs") or {}).items():
         path = (*base, "inputs", key)
         try:
-            inputs[key] = interpolate(value, lambda e, k=key: stage_ref(e, k))
+            inputs[key] = interpolate(value, functools.partial(stage_ref, input_name=key))
         except _Skipped:  # from a stage already reported as invalid: known, but not compiled
             inputs[key] = str(value)
             skipped.add(key)

@@ -59,7 +59,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
     ).encode()
 
 
-def context_from_payload(payload: dict, log: logging.Logger) -> StageContext:
+def context_from_payload(payload: dict[str, Any], log: logging.Logger) -> StageContext:
     return StageContext(
         stage=payload["stage"],
         config=payload["config"],

@@ -347,7 +347,8 @@ def write_run_record(layout: Layout, summary: RunSummary, pipeline_file: str) ->
 
 def read_last_run(layout: Layout) -> dict[str, Any] | None:
     try:
-        return json.loads((layout.runs / "latest.json").read_text())
+        record: dict[str, Any] = json.loads((layout.runs / "latest.json").read_text())
+        return record
     except (OSError, ValueError):
         return None
 

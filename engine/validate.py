@@ -121,7 +121,7 @@ def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
     if keyword == "type":
         wanted = error.validator_value
         wanted = wanted if isinstance(wanted, list) else [wanted]
-        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        names = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
         yield Problem(loc, f"expected {names}, got {_json_type(instance)} {_short(instance)}", path)
         return
     if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
