@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+from tests.support.checkout import CHECKOUT, copy_checkout
 
 pytestmark = pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit is not installed (pip install pre-commit)")
 
@@ -51,20 +51,8 @@ def _git(repo: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout's files as a new repository: tracked and untracked ones, symlinks kept as symlinks."""
-    root = tmp_path_factory.mktemp("own") / "sluice"
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=CHECKOUT, capture_output=True, check=True
-    ).stdout
-    for rel in sorted({r for r in listed.decode().split("\0") if r}):
-        src, dest = CHECKOUT / rel, root / rel
-        if not src.is_symlink() and not src.exists():
-            continue  # deleted in the working tree, not yet in the index
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            dest.symlink_to(os.readlink(src))
-        else:
-            shutil.copy2(src, dest)
+    """This checkout's files as a new repository."""
+    root = copy_checkout(tmp_path_factory.mktemp("own") / "sluice")
     if (CHECKOUT / ".mypy_cache").is_dir():  # a warm start (CI runs mypy first); mypy re-checks what changed
         shutil.copytree(CHECKOUT / ".mypy_cache", root / ".mypy_cache", symlinks=True)
     _git(root, "init", "-q")
