@@ -64,9 +64,8 @@ def main() -> int:
         ws = Path(tmp)
         (ws / "pipeline.yaml").write_text(pipeline(args.stages))
         timed([*sluice, "validate"], ws)  # warm caches
-        print(
-            f"{args.stages} stages ({'Graphviz ' + subprocess.run(['dot', '-V'], capture_output=True, text=True).stderr.strip() if shutil.which('dot') else 'no Graphviz'})"
-        )
+        dot = subprocess.run(["dot", "-V"], capture_output=True, text=True, check=False).stderr.strip() if shutil.which("dot") else ""
+        print(f"{args.stages} stages ({'Graphviz ' + dot if dot else 'no Graphviz'})")
         for fmt in ("text", "json", "mermaid", "dot", "html", "svg"):
             if fmt == "svg" and not shutil.which("dot"):
                 print("svg        skipped: Graphviz `dot` is not installed (apt-get install graphviz)")

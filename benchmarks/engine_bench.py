@@ -73,7 +73,7 @@ def steps(shape: str, n: int) -> list[Step]:
         return out
     fans = [Step(f"f{i}", ("src.txt",), f"out/f{i}.txt", lambda ins, o, i=i: fan_cmd(i, ins[0], o)) for i in range(n)]
     join = Step("join", tuple(s.output for s in fans), "out/join.txt", lambda ins, o: join_cmd(ins, o))
-    return fans + [join]
+    return [*fans, join]
 
 
 def sluice_yaml(shape: str, n: int) -> str:
@@ -86,7 +86,7 @@ def sluice_yaml(shape: str, n: int) -> str:
         cmd = st.make_cmd([f"${{inputs.{nm}}}" for nm in names], "${outputs.o}")
         lines.append(f"  {st.name}:")
         lines.append(f"    cmd: {json.dumps(cmd)}")
-        lines.append("    inputs: {" + ", ".join(f'{nm}: "{r}"' for nm, r in zip(names, refs)) + "}")
+        lines.append("    inputs: {" + ", ".join(f'{nm}: "{r}"' for nm, r in zip(names, refs, strict=True)) + "}")
         lines.append(f"    outputs: {{o: {st.output}}}")
         produced[st.output] = st.name
     return "\n".join(lines) + "\n"
@@ -150,7 +150,7 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, tim
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         return Timed(time.perf_counter() - t0, -999, "", f"timed out after {exc.timeout:g}s")
     seconds = time.perf_counter() - t0
@@ -312,6 +312,7 @@ def install_tool(cache: Path, tool: str, timeout: float) -> str:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return f"pip install {tool} took longer than {timeout:.0f}s"
@@ -463,7 +464,7 @@ def bench_wide(sluice: list[str], sizes: Sequence[int], inputs: int) -> list[Big
         with tempfile.TemporaryDirectory(prefix="sluice-bench-wide-") as tmp:
             ws = Path(tmp)
             (ws / "pipeline.yaml").write_text(text)
-            t = best_of(3, lambda: timed([*sluice, "validate", "pipeline.yaml"], ws, env, timeout=600))
+            t = best_of(3, lambda ws=ws: timed([*sluice, "validate", "pipeline.yaml"], ws, env, timeout=600))
             rows.append(_verdict(BigRow(what, t.seconds), t, None, f"cpu {t.cpu:.3f} s; {len(text) / 1e6:.1f} MB spec"))
             print(f"  {what}: {fmt_s(t.seconds if t.ok else None)} s (cpu {t.cpu:.3f} s)", flush=True)
     return rows
@@ -575,9 +576,9 @@ def fmt_ms(x: float | None) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sluice.engine.compile import Pipeline, compile_spec
 from sluice.engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
 from sluice.engine.load import Document, load_file
 from sluice.engine.model import Decision, PlanItem, RunSummary
-from sluice.engine.plugin import StageContext
+from sluice.engine.plugin import Plugin, StageContext
 from sluice.engine.registry import Registry
 from sluice.engine.resolve import apply_overrides, resolve
 from sluice.engine.shell import raw_notes
@@ -218,10 +219,8 @@ def run(
                 recorded.write(layout.lock_file, layout.lock_shadow)
             else:
                 p.lock.keep_parse(layout.lock_shadow)
-            try:
+            with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
                 p.hashes.save()
-            except (OSError, sqlite3.Error):
-                pass  # only a cache of digests (a full disk, say): the next run hashes again
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
 
@@ -231,7 +230,7 @@ def kept_reports(loaded: Loaded) -> dict[str, frozenset[str]]:
     return {sid: loaded.registry.load(st.uses).kept_on_failure(st.outputs) for sid, st in loaded.pipeline.stages.items() if st.uses}
 
 
-def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Any, StageContext]:
+def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Plugin, StageContext]:
     """The plugin and a context at the final output paths, for commands that act on a past run."""
     stages = loaded.pipeline.stages
     matches = [sid for sid, st in stages.items() if sid == stage_id or st.base == stage_id]

@@ -17,6 +17,7 @@ of a restored output would rewrite the cached object every other checkout restor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -206,7 +207,7 @@ class Store:
         self.flusher.settle(obj)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            src = open(obj, "rb")
+            src = open(obj, "rb")  # noqa: SIM115  (opened apart from `with` so only a failed open means "not restorable")
         except OSError:  # vanished, or unreadable: either way not restorable
             return False
         with src, open(dest, "wb") as out:
@@ -300,14 +301,10 @@ def _copy_hashing(src: BinaryIO, out: BinaryIO | None) -> str:
 
 
 def _touch(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # another user's object in a shared cache: gc may then take it sooner, never wrongly
         os.utime(path)
-    except OSError:
-        pass  # another user's object in a shared cache: gc may then take it sooner, never wrongly
 
 
 def _discard(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache: verification still refuses the object every time
         path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only cache: verification still refuses the object every time

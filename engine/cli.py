@@ -337,7 +337,8 @@ def _maintenance(args: argparse.Namespace) -> int:
             if report.bad and report.action == "quarantined":
                 tail += f" in {report.quarantine} (`sluice gc` empties it)"
             print(
-                f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
+                f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), "
+                f"{_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
             )
         return EXIT_FAILED if report.bad else EXIT_OK
     gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)

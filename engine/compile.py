@@ -42,10 +42,10 @@ class Pipeline:
         return {k: tuple(v) for k, v in down.items()}
 
     @cached_property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> nx.DiGraph[str]:
         import networkx as nx
 
-        g = nx.DiGraph(name=self.spec.name)
+        g: nx.DiGraph[str] = nx.DiGraph(name=self.spec.name)
         for sid, stage in self.stages.items():
             g.add_node(sid, stage=stage)
         for e in self.edges:
@@ -125,9 +125,9 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
                         "on case-insensitive or normalising filesystems (macOS, Windows)",
                     )
                 continue
-            other = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
-            if other is not None:
-                problem(at, f"output '{norm}' overlaps output '{other}' of stage '{producer[other][0]}'")
+            overlap = next((folded[a] for a in _ancestors(key) if a in folded), None) or folded_under.get(key)
+            if overlap is not None:
+                problem(at, f"output '{norm}' overlaps output '{overlap}' of stage '{producer[overlap][0]}'")
                 continue
             producer[norm] = (st.id, name)
             folded[key] = norm
@@ -149,10 +149,7 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
     for sid, st in stages.items():
         for name, path in st.inputs.items():
             at = ("stages", st.base, "inputs", name)
-            if path in producer:
-                up = producer[path][0]
-            else:
-                up = next((producer[a][0] for a in _ancestors(path) if a in producer), "")
+            up = producer[path][0] if path in producer else next((producer[a][0] for a in _ancestors(path) if a in producer), "")
             if up:
                 if up == sid:
                     problem(at, f"input '{path}' is this stage's own output")
@@ -174,7 +171,7 @@ def compile_spec(spec: Spec, locate: Callable[[KeyPath], Location]) -> Pipeline:
         upstream[e.downstream][e.upstream] = None
     if problems:
         raise SpecError(problems)
-    sorter = TopologicalSorter({sid: ups for sid, ups in upstream.items()})
+    sorter = TopologicalSorter(dict(upstream))
     try:
         order = list(sorter.static_order())
     except CycleError as exc:

@@ -8,6 +8,7 @@ across the threads of one process without any shared counter.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -148,10 +149,8 @@ def atomic_write(path: Path, data: bytes, *, sync: bool = True, tmp_dir: Path | 
 
 
 def _unlink(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only or vanished folder: nothing more we can do
         path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only or vanished folder: nothing more we can do
 
 
 def writer_alive(name: str) -> bool | None:

@@ -139,7 +139,7 @@ class Executor:
                         attempt = _Attempt(False, f"cannot write{where}: {exc.strerror or exc}")
                     if item.decision is Decision.RESTORE and not attempt.ok and not attempt.interrupted:
                         # A corrupt or vanished cache object: run the stage instead.
-                        why = item.reasons + (f"{attempt.error}; running instead",)
+                        why = (*item.reasons, f"{attempt.error}; running instead")
                         item = PlanItem(sid, Decision.RUN, why, item.fingerprint)
                         futures[pool.submit(self._execute, stages[sid])] = (sid, item, None, comps, t0)
                         continue
@@ -575,7 +575,8 @@ def stop_leftovers(layout: Layout, run_id: str, reporter: Reporter) -> None:
             pids = ", ".join(map(str, left.pids))
             reporter.stage_note(
                 left.stage,
-                f"sluice: stage {left.stage} of run {left.run_id} (started {when}, the run died) was still running (pid {pids}); stopping it first",
+                f"sluice: stage {left.stage} of run {left.run_id} (started {when}, the run died) "
+                f"was still running (pid {pids}); stopping it first",
             )
             terminate(left.pids, grace=KILL_GRACE)
     forget_leftovers(layout.running, run_id)

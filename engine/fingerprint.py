@@ -209,7 +209,7 @@ def walk_files(root: Path, within: str | None = None, name: str = "") -> Iterato
     out: list[tuple[str, os.stat_result]] = []
     while stack:
         rel, real, above = stack.pop()
-        chain = above + (real,)
+        chain = (*above, real)
         with os.scandir(root / rel if rel else root) as it:
             for entry in it:
                 sub = f"{rel}/{entry.name}" if rel else entry.name

@@ -7,6 +7,7 @@ process still carrying that run's SLUICE_RUN_ID and the stage's SLUICE_STAGE bef
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,17 +73,13 @@ class RunGuard:
 
     def _send(self, line: bytes) -> None:
         if self._proc is not None and self._proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.write(self._proc.stdin.fileno(), line)
-            except (OSError, ValueError):
-                pass
 
     def _log(self, record: dict[str, object]) -> None:
         if self._journal is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(self._journal, (json.dumps(record) + "\n").encode())
-            except OSError:
-                pass
 
     def starting(self, stage: str) -> None:
         self._open()
@@ -101,17 +98,13 @@ class RunGuard:
         """The run is over: the watchdog leaves without killing anything, the journal goes."""
         if self._proc is not None and self._proc.stdin is not None:
             self._send(b"done\n")
-            try:
+            with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-            except OSError:
-                pass
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.folder / f"{self.run_id}.jsonl")
-            except OSError:
-                pass
 
 
 def leftovers(folder: Path, own_run: str) -> list[Leftover]:
@@ -142,8 +135,9 @@ def leftovers(folder: Path, own_run: str) -> list[Leftover]:
                 open_stages.setdefault(stage, {}).update(rec)
         for stage, rec in open_stages.items():
             pgid = rec.get("pgid") if isinstance(rec.get("pgid"), int) else None
-            started = rec.get("started") if isinstance(rec.get("started"), (int, float)) else 0.0
-            found.append(Leftover(run_id, str(stage), float(started), pgid, run_processes(run_id, str(stage))))
+            started = rec.get("started")
+            started = float(started) if isinstance(started, (int, float)) else 0.0
+            found.append(Leftover(run_id, str(stage), started, pgid, run_processes(run_id, str(stage))))
     return found
 
 

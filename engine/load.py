@@ -119,13 +119,13 @@ class _Abort(Exception):
 
 @dataclass
 class _Frame:
-    container: dict | list
+    container: dict[Any, Any] | list[Any]
     path: KeyPath
     anchor: str | None
     size: int = 1
     key: Any = None  # pending mapping key (mappings only)
     have_key: bool = False
-    merges: list = field(default_factory=list)
+    merges: list[dict[Any, Any]] = field(default_factory=list)
 
 
 class _Builder:
@@ -165,7 +165,7 @@ class _Builder:
             self.stack.append(_Frame({} if is_map else [], path or (), ev.anchor))
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             frame = self.stack.pop()
-            if frame.merges:
+            if frame.merges and isinstance(frame.container, dict):  # merges only ever wait on a mapping
                 for merged in frame.merges:
                     for k, v in merged.items():
                         frame.container.setdefault(k, v)
@@ -185,9 +185,9 @@ class _Builder:
             return ()
         top = self.stack[-1]
         if isinstance(top.container, list):
-            return top.path + (len(top.container),)
+            return (*top.path, len(top.container))
         if top.have_key:
-            return top.path + (top.key,)
+            return (*top.path, top.key)
         return None  # a complex (non-scalar) mapping key: rejected when it completes
 
     def _value(self, value: Any, size: int, ev: Any, placed: bool = False) -> None:
@@ -205,13 +205,13 @@ class _Builder:
         mark = ev.start_mark
         if isinstance(top.container, list):
             if not placed:
-                self.positions[top.path + (len(top.container),)] = (mark.line + 1, mark.column + 1)
+                self.positions[(*top.path, len(top.container))] = (mark.line + 1, mark.column + 1)
             top.container.append(value)
             return
         if not top.have_key:
             self._key(top, value, ev)
             return
-        path = top.path + (top.key,)
+        path = (*top.path, top.key)
         if not placed:
             self.positions[path] = (mark.line + 1, mark.column + 1)
         if top.key == "<<" and top.key not in top.container:
@@ -232,11 +232,11 @@ class _Builder:
             kind = {bool: "a boolean", type(None): "null", int: "a number", float: "a number"}.get(type(key), "a non-string")
             self._fail(mark, f"key '{shown}' is read by YAML as {kind}; quote it: \"{shown}\"")
         if key in top.container:
-            first = self.key_positions.get(top.path + (key,))
+            first = self.key_positions.get((*top.path, key))
             where = f" (first at line {first[0]})" if first else ""
             self._fail(mark, f"duplicate key '{key}'{where}")
         top.key, top.have_key = key, True
-        self.key_positions[top.path + (key,)] = (mark.line + 1, mark.column + 1)
+        self.key_positions[(*top.path, key)] = (mark.line + 1, mark.column + 1)
 
     def _check_tag(self, ev: Any, expected: str) -> None:
         tag = ev.tag

@@ -7,6 +7,7 @@ elsewhere, and a run entry younger than `--keep-days` may be another checkout's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -234,7 +235,5 @@ def _size(path: Path) -> int:
 def _prune_empty(*roots: Path) -> None:
     for root in roots:
         for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            try:
+            with contextlib.suppress(OSError):  # not empty
                 folder.rmdir()
-            except OSError:
-                pass  # not empty

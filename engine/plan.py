@@ -123,7 +123,7 @@ class Planner:
                     running.add(sid)
                 elif entry is not None:
                     plan.restore_from[sid] = entry
-                    restored.update({path: d for path, d in entry.outputs.values()})
+                    restored.update(entry.outputs.values())
         if missing:
             raise SpecError(missing)
         return plan
@@ -186,8 +186,8 @@ class Planner:
         if entry is None:
             return PlanItem(sid, Decision.RUN, tuple(changes), fp), None, comps
         if self._outputs_match(entry):
-            return PlanItem(sid, Decision.SKIP, tuple(changes + ["outputs already match the cache"]), fp), entry, comps
-        return PlanItem(sid, Decision.RESTORE, tuple(changes + ["outputs found in cache"]), fp), entry, comps
+            return PlanItem(sid, Decision.SKIP, (*changes, "outputs already match the cache"), fp), entry, comps
+        return PlanItem(sid, Decision.RESTORE, (*changes, "outputs found in cache"), fp), entry, comps
 
     def _damaged_outputs(self, stage: StageSpec, recorded: Mapping[str, Any]) -> list[str]:
         outs = recorded.get("outputs") or {}

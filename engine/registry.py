@@ -62,7 +62,7 @@ class Registry:
         if ep is None:
             raise PluginLoadError(f"unknown stage plugin '{name}'", did_you_mean(name, self.entries))
         try:
-            cls = ep.load()
+            cls: type[Plugin] = ep.load()  # _check_contract below makes it so
         except Exception as exc:  # a broken third-party module must not crash validation
             raise PluginLoadError(f"plugin '{name}' failed to import ({ep.value}): {exc}") from exc
         resolved = _check_contract(name, cls)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from sluice.engine.errors import Problem, SluiceError, format_key_path
 from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
@@ -29,7 +29,8 @@ _MARK = {
 def _console(stream: TextIO | None = None) -> Any:
     from rich.console import Console
 
-    return Console(file=PipeSafe(stream or sys.stdout), highlight=False, soft_wrap=True)
+    # PipeSafe is a TextIO by delegation (__getattr__), which a type checker cannot see.
+    return Console(file=cast(TextIO, PipeSafe(stream or sys.stdout)), highlight=False, soft_wrap=True)
 
 
 class PipeSafe:

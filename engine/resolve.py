@@ -9,6 +9,7 @@ which points it at the stage's staging area. `$${` is a literal `${`.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import re
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sluice.engine.errors import KeyPath, Location, Problem, SpecError, did_you_mean
-from sluice.engine.limits import DEFAULT, Limits
 from sluice.engine.interpolate import NUL as _NUL
 from sluice.engine.interpolate import Undefined as _Undefined
 from sluice.engine.interpolate import interpolate, lookup_dotted, render_scalar
+from sluice.engine.limits import DEFAULT, Limits
 from sluice.engine.load import Document, load_file, load_text, over_limit
 from sluice.engine.model import Spec, StageSpec
 from sluice.engine.shell import RAW, splice_cmd
@@ -45,9 +46,9 @@ def _walk(value: Any, fn: Callable[[str, KeyPath], Any], path: KeyPath) -> Any:
     if isinstance(value, str):
         return fn(value, path)
     if isinstance(value, dict):
-        return {k: _walk(v, fn, path + (k,)) for k, v in value.items()}
+        return {k: _walk(v, fn, (*path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_walk(v, fn, path + (i,)) for i, v in enumerate(value)]
+        return [_walk(v, fn, (*path, i)) for i, v in enumerate(value)]
     return value
 
 
@@ -152,11 +153,11 @@ class _Resolver:
         """One (fields, matrix values, params used) per matrix combination, first pass applied."""
         out = []
         for combo_values in itertools.product(*axes.values()) if axes else [()]:
-            combo = dict(zip(axes, combo_values))
+            combo = dict(zip(axes, combo_values, strict=True))
             used: dict[str, Any] = {}
             # `cmd` is resolved in one pass later, where each value is quoted for its place.
             fields = {k: v for k, v in raw.items() if k not in ("matrix", "cmd")}
-            fields = _walk(fields, lambda s, p: self.first_pass(s, p, combo, used), ("stages", name))
+            fields = _walk(fields, functools.partial(self.first_pass, combo=combo, used=used), ("stages", name))
             if "cmd" in raw:
                 fields["cmd"] = raw["cmd"]
             out.append((fields, combo, used))
@@ -224,8 +225,8 @@ def resolve(
         raise SpecError(r.problems)
     expanded: dict[str, list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]] = {}
     for name, axes in all_axes.items():
-        insts = r.expand(name, data["stages"][name], axes) if axes is not None else []
-        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in insts]
+        combos = r.expand(name, data["stages"][name], axes) if axes is not None else []
+        expanded[name] = [(matrix_id(name, combo), f, combo, used) for f, combo, used in combos]
 
     ids = {sid: (name, combo) for name, insts in expanded.items() for sid, _, combo, _ in insts}
     outputs_by_id = {sid: f.get("outputs", {}) for insts in expanded.values() for sid, f, _, _ in insts}
@@ -278,9 +279,9 @@ def _second_pass(
         return outs[out]
 
     for key, value in (fields.get("inputs") or {}).items():
-        path = base + ("inputs", key)
+        path = (*base, "inputs", key)
         try:
-            inputs[key] = interpolate(value, lambda e, k=key: stage_ref(e, k))
+            inputs[key] = interpolate(value, functools.partial(stage_ref, input_name=key))
         except _Skipped:  # from a stage already reported as invalid: known, but not compiled
             inputs[key] = str(value)
             skipped.add(key)
@@ -325,15 +326,15 @@ def _second_pass(
                 raise _Undefined(_NUL)
             cmd = splice_cmd(fields["cmd"], cmd_lookup, ("outputs.",), r.limits.string_bytes)
         except _Undefined as exc:
-            r.problem(base + ("cmd",), str(exc), exc.hint)
+            r.problem((*base, "cmd"), str(exc), exc.hint)
             cmd = fields["cmd"]
-    config = io_pass(fields.get("with") or {}, base + ("with",))
-    env = {k: render_scalar(v) for k, v in io_pass(fields.get("env") or {}, base + ("env",)).items()}
+    config = io_pass(fields.get("with") or {}, (*base, "with"))
+    env = {k: render_scalar(v) for k, v in io_pass(fields.get("env") or {}, (*base, "env")).items()}
     # A NUL cannot reach a process (argv, environment, file names): say so now, not at run time.
     for field, table in (("inputs", inputs), ("outputs", outputs), ("env", env)):
         for key, text in table.items():
-            if "\0" in text and base + (field, key) not in r.bad_paths:
-                r.problem(base + (field, key), _NUL)
+            if "\0" in text and (*base, field, key) not in r.bad_paths:
+                r.problem((*base, field, key), _NUL)
 
     needs: list[str] = []
     for i, need in enumerate(fields.get("needs") or []):
@@ -342,12 +343,12 @@ def _second_pass(
         elif need in ids:
             needs.append(need)
         elif need.split("[", 1)[0] not in r.skip:
-            r.problem(base + ("needs", i), f"no stage named '{need}'", did_you_mean(need, r.names))
+            r.problem((*base, "needs", i), f"no stage named '{need}'", did_you_mean(need, r.names))
     for dotted in fields.get("params") or []:
         try:
             used[dotted] = lookup_dotted(r.params, dotted, "params")
         except _Undefined as exc:
-            r.problem(base + ("params",), str(exc), exc.hint)
+            r.problem((*base, "params"), str(exc), exc.hint)
 
     return StageSpec(
         id=sid,

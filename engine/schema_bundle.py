@@ -52,7 +52,8 @@ def relocate(node: Any, base: str) -> Any:
 def _embedded(schema: Mapping[str, Any], pointer: str) -> dict[str, Any]:
     # `$schema` is only allowed at a resource root, and an `$id` would rebase the refs we rewrote.
     body = {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
-    return accept_references(relocate(body, pointer))
+    embedded: dict[str, Any] = accept_references(relocate(body, pointer))
+    return embedded
 
 
 def build(registry: Registry) -> Bundle:

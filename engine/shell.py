@@ -8,6 +8,7 @@ one way to splice a value as shell text; `sluice validate` notes every use.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +43,7 @@ def quote_for(value: Any, ctx: str) -> str:
     text = render_scalar(value)
     if ctx == _D:
         return text.translate(_DQ_SPECIAL)
-    if ctx == _S or ctx == _A:
+    if ctx in (_S, _A):
         return "'" + shlex.quote(text) + ctx  # close, the quoted value, reopen
     return text.translate(_HEREDOC_SPECIAL) if ctx == _H else text
 
@@ -76,10 +77,8 @@ def raw_uses(cmd: str) -> list[str]:
             found.append(expr)
         return ""
 
-    try:
+    with contextlib.suppress(Undefined):  # reported by resolution
         _CmdLexer(cmd, note, ()).run()
-    except Undefined:
-        pass  # reported by resolution
     return found
 
 

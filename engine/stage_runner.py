@@ -59,7 +59,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
     ).encode()
 
 
-def context_from_payload(payload: dict, log: logging.Logger) -> StageContext:
+def context_from_payload(payload: dict[str, Any], log: logging.Logger) -> StageContext:
     return StageContext(
         stage=payload["stage"],
         config=payload["config"],
@@ -90,7 +90,7 @@ def main() -> int:
         plugin.run(context_from_payload(payload, log))
     except StageFailed as exc:
         return _fail(result_file, str(exc), exc.details)
-    except Exception as exc:  # a bug in the plugin: one paragraph on the console, the traceback in a file
+    except Exception as exc:  # noqa: BLE001  (a bug in the plugin: one paragraph on the console, the traceback in a file)
         return _fail(result_file, _crash_message(payload, f"{uses} raised {type(exc).__name__}: {exc}"))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -259,10 +260,8 @@ def _document(data: Any) -> _Document:
 def _write_shadow(shadow: Path, key: tuple[int, int, int], doc: _Document) -> None:
     """`found`: the layout on disk, so a version-1 lock read from the shadow is still rewritten."""
     body = {"key": list(key), "found": doc.version, **doc.body()}
-    try:
+    with contextlib.suppress(OSError, SluiceError):  # only a cache: the next run parses the YAML again
         atomic_write(shadow, json.dumps(body, separators=(",", ":")).encode(), sync=False)
-    except (OSError, SluiceError):
-        pass  # only a cache: the next run parses the YAML again
 
 
 _RECOVER = "restore it from git or delete it"
@@ -348,7 +347,8 @@ def write_run_record(layout: Layout, summary: RunSummary, pipeline_file: str) ->
 
 def read_last_run(layout: Layout) -> dict[str, Any] | None:
     try:
-        return json.loads((layout.runs / "latest.json").read_text())
+        record: dict[str, Any] = json.loads((layout.runs / "latest.json").read_text())
+        return record
     except (OSError, ValueError):
         return None
 

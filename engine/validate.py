@@ -97,8 +97,8 @@ def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
         for key in instance:
             if key in known or patterns:
                 continue
-            where = doc.location(path + (key,), key=True)
-            yield Problem(where, f"unknown key '{key}'", path + (key,), did_you_mean(key, known))
+            where = doc.location((*path, key), key=True)
+            yield Problem(where, f"unknown key '{key}'", (*path, key), did_you_mean(key, known))
         return
     if keyword == "required" and "then" in error.absolute_schema_path and schema.get("description"):
         yield Problem(loc, schema["description"], path)
@@ -110,13 +110,13 @@ def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
     if keyword == "type":
         wanted = error.validator_value
         wanted = wanted if isinstance(wanted, list) else [wanted]
-        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        names = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
         yield Problem(loc, f"expected {names}, got {_json_type(instance)} {_short(instance)}", path)
         return
     if "propertyNames" in error.absolute_schema_path and isinstance(instance, str):
         # jsonschema reports a bad key against its parent mapping; point at the key itself
         desc = schema.get("description") or f"must match {schema.get('pattern', 'the schema')}"
-        yield Problem(doc.location(path + (instance,), key=True), f"invalid name '{instance}': {desc}", path + (instance,))
+        yield Problem(doc.location((*path, instance), key=True), f"invalid name '{instance}': {desc}", (*path, instance))
         return
     if keyword == "oneOf" and all("required" in s for s in error.validator_value):
         keys = [s["required"][0] for s in error.validator_value]

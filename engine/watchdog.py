@@ -15,6 +15,7 @@ stages that are still alive (by SLUICE_RUN_ID, never by a PID alone) and stop th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -78,15 +79,11 @@ def terminate(pids: Iterable[int] = (), groups: Iterable[int] = (), grace: float
 
 def _signal(pids: set[int], groups: set[int], sig: signal.Signals) -> None:
     for g in groups:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(g, sig)
-        except OSError:
-            pass
     for p in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(p, sig)
-        except OSError:
-            pass
 
 
 def group_alive(pgid: int) -> bool:

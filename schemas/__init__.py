@@ -13,4 +13,5 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 @cache
 def load(name: str) -> dict[str, Any]:
     """`load("pipeline")` or `load("stages/util.copy")`: the parsed schema file."""
-    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    return schema

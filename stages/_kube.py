@@ -171,7 +171,8 @@ class Kube:
         except ApiException as exc:
             error = Conflict if exc.status == 409 else StageFailed
             raise error(
-                f"{'updating' if verb == 'replace' else 'creating'} {obj['kind']} {obj['metadata']['name']} failed: {exc.status} {exc.reason}",
+                f"{'updating' if verb == 'replace' else 'creating'} {obj['kind']} {obj['metadata']['name']} "
+                f"failed: {exc.status} {exc.reason}",
                 str(exc.body)[:2000],
             ) from exc
 

@@ -55,10 +55,7 @@ def read_table(path: Path, what: str, *, allow_empty: bool = False) -> pd.DataFr
     if not path.exists():
         raise StageFailed(f"{what} table {path} does not exist")
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES or path.is_dir():
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES or path.is_dir() else pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise StageFailed(f"{what} table {path} is empty (no header, no rows)") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:

@@ -222,7 +222,7 @@ def download_wheels(wheels: Path, requirements: Path, python: str, ctx: StageCon
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "--only-binary=:all:",
            "--python-version", python, "-r", str(requirements)]  # fmt: skip
     ctx.log.info("downloading wheels for Python %s on the host", python)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL:])
         raise StageFailed("pip download for the wheelhouse failed", tail)

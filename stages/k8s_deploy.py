@@ -64,8 +64,16 @@ class DeployStage(Plugin):
         deploy = _blue_green if bundle.strategy == "blue-green" else _rolling
         with _lease(kube, bundle.namespace, bundle.app, cfg) as lease:
             record = deploy(kube, bundle, cfg, ctx, lease)
-        record.update(gate=gate, image=bundle.image, cluster=kube.host, namespace=bundle.namespace, app=bundle.app,
-                      strategy=bundle.strategy, deployed_at=_now(), lease={"name": lease.where, "holder": lease.holder, "took_over_from": lease.took_over_from})  # fmt: skip
+        record.update(
+            gate=gate,
+            image=bundle.image,
+            cluster=kube.host,
+            namespace=bundle.namespace,
+            app=bundle.app,
+            strategy=bundle.strategy,
+            deployed_at=_now(),
+            lease={"name": lease.where, "holder": lease.holder, "took_over_from": lease.took_over_from},
+        )
         write_json(output_path(ctx, "record"), record)
         _append_history(ctx, {"action": "deploy", **record})
         ctx.log.info("%s", record["summary"])
@@ -150,8 +158,13 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
         if current and selects and current["metadata"].get("annotations", {}).get(SPEC_HASH) == spec_hash(desired):
             kube.wait_ready(ns, f"{app}-{live}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
             previous = _other(live)
-            return {"live_colour": live, "previous_colour": previous if kube.read("Deployment", ns, f"{app}-{previous}") else None,
-                    "changed": {}, "revision": _revision(current), "summary": f"{app}-{live} already serves this image; nothing to do"}  # fmt: skip
+            return {
+                "live_colour": live,
+                "previous_colour": previous if kube.read("Deployment", ns, f"{app}-{previous}") else None,
+                "changed": {},
+                "revision": _revision(current),
+                "summary": f"{app}-{live} already serves this image; nothing to do",
+            }
     idle = _other(live) if live in COLOURS else COLOURS[0]
     previous_image = _image_of(kube.read("Deployment", ns, f"{app}-{live}")) if live in COLOURS else None
     candidate = bundle.one("Deployment", "app", idle)
@@ -308,7 +321,8 @@ def _rollback_blue_green(
             else f"{name} no longer exists"
         )
         raise StageFailed(
-            f"cannot roll back: the last release that passed its smoke test, {target['image']} (pod template {target['template_hash']}) on {name}, is gone: {now}; traffic stays on {app}-{live}"
+            f"cannot roll back: the last release that passed its smoke test, {target['image']} "
+            f"(pod template {target['template_hash']}) on {name}, is gone: {now}; traffic stays on {app}-{live}"
         )
     try:
         dep = kube.wait_ready(ns, name, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
@@ -317,8 +331,14 @@ def _rollback_blue_green(
     lease.check()
     _select(kube, service, {COLOUR_LABEL: target["colour"], TEMPLATE_HASH: target["template_hash"]})
     image = record.get("image")
-    record.update(live_colour=target["colour"], previous_colour=live, image={"reference": target["image"], "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},
-                  previous_image=(image or {}).get("reference"), revision=_revision(dep), release=target)  # fmt: skip
+    record.update(
+        live_colour=target["colour"],
+        previous_colour=live,
+        image={"reference": target["image"], "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},
+        previous_image=(image or {}).get("reference"),
+        revision=_revision(dep),
+        release=target,
+    )
     return record, f"traffic switched from {app}-{live} back to {name} ({target['image']})"
 
 
@@ -382,7 +402,8 @@ def _rollback_rolling(
     target = _rollback_target(ctx, app, _template_hash(current))
     if "template" not in target:
         raise StageFailed(
-            f"cannot roll back: the release {target['image']} was recorded without its pod template (before sluice kept them); deploy it again instead"
+            f"cannot roll back: the release {target['image']} was recorded without its pod template "
+            "(before sluice kept them); deploy it again instead"
         )
     lease.check()
     _restore(
@@ -393,8 +414,13 @@ def _rollback_rolling(
         },
     )
     dep = kube.wait_ready(ns, app, float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
-    record.update(revision=_revision(dep), previous_revision=_revision(current), release=target, previous_image=_image_of(current),
-                  image={"reference": _image_of(dep), "image_id": target.get("image_id"), "model_hash": target.get("model_hash")})  # fmt: skip
+    record.update(
+        revision=_revision(dep),
+        previous_revision=_revision(current),
+        release=target,
+        previous_image=_image_of(current),
+        image={"reference": _image_of(dep), "image_id": target.get("image_id"), "model_hash": target.get("model_hash")},
+    )
     return record, f"{app} rolled back from {_image_of(current)} to {_image_of(dep)} (revision {_revision(dep)})"
 
 

@@ -169,15 +169,13 @@ def judge_paired(
     With a bootstrap, the rule is non-inferiority: the upper confidence bound of the loss must
     be within the tolerance, so a drop that the test set cannot rule out fails.
     """
-    out = [
-        v for v in judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False)
-    ]
+    out = list(judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False))
     judged = paired.loss if paired.bound is None else paired.bound
-    how = (
-        f"loss {paired.loss:.4g}"
-        if paired.bound is None
-        else f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
-    )
+    if paired.bound is None:
+        how = f"loss {paired.loss:.4g}"
+    else:
+        assert bootstrap is not None  # only a bootstrap gives the loss a bound
+        how = f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
     how += f", paired on {paired.rows} rows" + (f", probabilities floored at {floor:g}" if metric == "log_loss" else "")
     for rule in RELATIVE_RULES:
         if rule in rules:
@@ -254,7 +252,8 @@ def _read_metrics(path: Path, what: str) -> tuple[dict[str, float], dict[str, st
     data = read_json(path, f"{what} file")
     if not isinstance(data, dict):
         raise StageFailed(f"{what} file {path} must hold a mapping of metric name to number")
-    reasons = data.get("undefined") if isinstance(data.get("undefined"), dict) else {}
+    reasons = data.get("undefined")
+    reasons = reasons if isinstance(reasons, dict) else {}
     values, undefined = {}, {}
     for key, value in data.items():
         if isinstance(value, bool) or key == "undefined":

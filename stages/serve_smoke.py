@@ -138,7 +138,7 @@ class _Server:
 
     def __init__(self, model_dir: Path, startup_timeout: float, ctx: StageContext, expected_sha256: str | None = None):
         self.model_dir, self.timeout, self.ctx, self.expected = model_dir, startup_timeout, ctx, expected_sha256
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the server: _tail reads it after __exit__)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:

@@ -51,6 +51,7 @@ class TrainStage(Plugin):
         if problem is not None:
             yield problem
             return
+        assert estimator_class is not None  # import_estimator gives a class or a problem
         valid = sorted(estimator_class().get_params(deep=False))
         params = config.get("params", {})
         unknown = list(_unknown_params(params, valid, ("params",)))
@@ -81,6 +82,7 @@ class TrainStage(Plugin):
         if frame[target].isna().any():
             raise StageFailed(f"target column '{target}' has {int(frame[target].isna().sum())} null value(s)")
         estimator_class, _ = import_estimator(config["estimator"], allowed_modules(config))
+        assert estimator_class is not None  # preflight found no problem
         pipeline = build_pipeline(frame, features, estimator_class(**config.get("params", {})), config.get("preprocessing", {}))
         task = _task(estimator_class, config.get("task", "auto"))
         fitted, best_params, cv_score = fit(pipeline, frame[features], frame[target], config.get("search"))

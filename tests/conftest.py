@@ -45,6 +45,7 @@ class Workspace:
             text=True,
             timeout=timeout,
             env={**os.environ, **(env or {})},
+            check=False,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 

@@ -155,7 +155,8 @@ def dot_source(view: DagView) -> str:
         border, fill = PALETTE[n.state]
         style = "rounded,filled,dashed" if n.state is NodeState.NEVER_RUN else "rounded,filled"
         label = f"{n.id}\n{n.summary}"
-        return f"{indent}{_q(n.id)} [label={_q(label)}, tooltip={_q(tooltip(n))}, color={_q(border)}, fillcolor={_q(fill)}, style={_q(style)}];"
+        attrs = f"label={_q(label)}, tooltip={_q(tooltip(n))}, color={_q(border)}, fillcolor={_q(fill)}, style={_q(style)}"
+        return f"{indent}{_q(n.id)} [{attrs}];"
 
     single, groups = view.grouped()
     out.extend(node_line(n, "  ") for n in single)

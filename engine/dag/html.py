@@ -65,9 +65,12 @@ def svg(view: DagView, placed: Placed | None = None) -> str:
         state = n.state.value if n.state else "none"
         out.append(
             f'<g class="node" data-id="{escape(sid)}" data-state="{state}" tabindex="0"><title>{escape(tooltip(n))}</title>'
-            f'<rect x="{b.x:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" rx="7" fill="{fill}" stroke="{border}" stroke-width="1.5"{dash}/>'
-            f'<text x="{b.cx:.1f}" y="{b.y + 17:.1f}" font-size="12" font-weight="bold" text-anchor="middle" fill="#1d2733">{escape(_fit(sid, b.w))}</text>'
-            f'<text x="{b.cx:.1f}" y="{b.y + 33:.1f}" font-size="11" text-anchor="middle" fill="#56657a">{escape(_fit(n.summary, b.w))}</text></g>'
+            f'<rect x="{b.x:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" rx="7" '
+            f'fill="{fill}" stroke="{border}" stroke-width="1.5"{dash}/>'
+            f'<text x="{b.cx:.1f}" y="{b.y + 17:.1f}" font-size="12" font-weight="bold" text-anchor="middle" '
+            f'fill="#1d2733">{escape(_fit(sid, b.w))}</text>'
+            f'<text x="{b.cx:.1f}" y="{b.y + 33:.1f}" font-size="11" text-anchor="middle" '
+            f'fill="#56657a">{escape(_fit(n.summary, b.w))}</text></g>'
         )
     out.append("</svg>")
     return "\n".join(out)

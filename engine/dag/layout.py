@@ -8,6 +8,7 @@ is iterative and linear-ish in the graph size, so 1,000 stages lay out in well u
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -61,8 +62,8 @@ def layout(view: DagView) -> Placed:
     level = [view.nodes[s].level for s in ids]
     depth = view.depth
     rows: list[list[Key]] = [[] for _ in range(depth)]
-    for i, sid in enumerate(ids):
-        rows[level[i]].append(("n", i))
+    for i, lv in enumerate(level):
+        rows[lv].append(("n", i))
     preds: dict[Key, list[Key]] = {}
     succs: dict[Key, list[Key]] = {}
     chains: dict[tuple[str, str], list[Key]] = {}
@@ -162,7 +163,7 @@ def _rows_y(
     gaps: list[list[float]] = []  # gaps[lv][i]: minimum distance between the centres of row[i-1] and row[i]
     for row in rows:
         g = [0.0]
-        for a, b in zip(row, row[1:]):
+        for a, b in itertools.pairwise(row):
             sep = DUMMY_GAP if "d" in (a[0], b[0]) else ROW_GAP
             if _grouped(a, b, group) and group.get(a) != group.get(b):
                 sep += GROUP_GAP  # room for a matrix group's frame and title
@@ -200,9 +201,9 @@ def _fit(row: list[Key], want: list[float], gaps: list[float], y: dict[Key, floa
     for i in range(1, n):
         placed[i] = max(placed[i], placed[i - 1] + gaps[i])
     # The forward pass only pushes down; shifting back by the mean push centres the row on demand.
-    overshoot = sum(p - w for p, w in zip(placed, want)) / n
+    overshoot = sum(p - w for p, w in zip(placed, want, strict=True)) / n
     placed = [p - overshoot for p in placed]
-    for k, p in zip(row, placed):
+    for k, p in zip(row, placed, strict=True):
         y[k] = p
 
 

@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument("--expect-sha256", type=_sha256, metavar="HEX",
-                        help="refuse a model file whose sha256 differs, whatever metadata.json says (from a source the model directory cannot rewrite)")  # fmt: skip
+                        help="refuse a model file whose sha256 differs, whatever metadata.json says "
+                        "(from a source the model directory cannot rewrite)")  # fmt: skip
     parser.add_argument("--max-in-flight", type=int, help="/predict requests admitted at once; more get 503 (default 8)")
     parser.add_argument("--predict-threads", type=int, help="threads that run predictions (default 1)")
 

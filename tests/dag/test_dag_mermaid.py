@@ -64,7 +64,7 @@ def test_odd_names_are_escaped_and_counted(odd_ws: Workspace) -> None:
 def test_status_classes(states_ws: Workspace) -> None:
     res = states_ws.sluice("dag", "--format", "mermaid", "--status", "--set", "model.C=0.5")
     assert res.code == 0, res.err
-    nodes, edges, other = parse(res.out)
+    nodes, _edges, other = parse(res.out)
     ids = {unescape(label.partition("<br/>")[0]): nid for nid, label in nodes.items()}
     classes = {nid: line.split()[2] for line in other if line.startswith("class ") for nid in line.split()[1].split(",")}
     assert classes[ids["prepare"]] == "up_to_date"

@@ -43,7 +43,7 @@ def fake(model_dir: Path) -> Iterator[FakeKubernetesAPI]:
 
 
 def _sluice(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sluice", *args], cwd=ws, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "sluice", *args], cwd=ws, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_run_deploys_and_rollback_switches_back(tmp_path: Path, fake: FakeKubernetesAPI) -> None:

@@ -230,6 +230,6 @@ def test_one_transient_500_is_retried(bg: Workspace, fake: FakeKubernetesAPI) ->
 def test_a_server_that_keeps_failing_is_given_up_on(bg: Workspace, fake: FakeKubernetesAPI) -> None:
     fake.inject("POST", r"/deployments$", 500, times=100)
     started = time.monotonic()
-    with pytest.raises(StageFailed, match="applying Deployment default/bc-blue failed: 500 .*after 3 attempts"):
+    with pytest.raises(StageFailed, match=r"applying Deployment default/bc-blue failed: 500 .*after 3 attempts"):
         bg.deploy(GOOD)
     assert time.monotonic() - started < 10

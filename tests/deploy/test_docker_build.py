@@ -88,7 +88,7 @@ def test_failed_build_shows_log_tail(docker_engine: str, model_dir: Path, tmp_pa
     meta["library_versions"]["python"] = "3.99.0"
     (model / "metadata.json").write_text(json.dumps(meta))
     ctx = make_ctx(tmp_path, {"base_image": docker_engine, "network_mode": "host"}, {"model": model}, {"image": "image.json"})
-    with pytest.raises(StageFailed, match="docker build of sluice/test:dev-.* failed") as info:
+    with pytest.raises(StageFailed, match=r"docker build of sluice/test:dev-.* failed") as info:
         DockerBuildStage().run(ctx)
     assert "base image has Python 3.11, the model was trained with 3.99" in info.value.details
     assert "Step 2/" in info.value.details

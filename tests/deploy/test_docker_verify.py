@@ -36,7 +36,7 @@ def test_a_model_file_that_does_not_match_its_hash_never_reaches_the_context(mod
     model = _copy(model_dir, tmp_path)
     with (model / "model.joblib").open("ab") as fh:
         fh.write(b"tampered")
-    with pytest.raises(StageFailed, match="refusing to serve .*model.joblib: sha256 is [0-9a-f]{64}, but metadata.json records"):
+    with pytest.raises(StageFailed, match=r"refusing to serve .*model\.joblib: sha256 is [0-9a-f]{64}, but metadata\.json records"):
         _build(tmp_path, model)
     assert not (tmp_path / "out" / "context" / "srv" / "model" / "model.joblib").exists()
 

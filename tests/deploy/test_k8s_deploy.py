@@ -133,7 +133,7 @@ def test_same_image_again_changes_nothing(bg: Workspace, fake: FakeKubernetesAPI
 
 def test_rollout_never_ready_times_out_and_live_colour_is_untouched(bg: Workspace, fake: FakeKubernetesAPI) -> None:
     bg.deploy(GOOD)
-    with pytest.raises(StageFailed, match="rollout of bc-green failed: .* not ready within 3 s; traffic stays on bc-blue") as info:
+    with pytest.raises(StageFailed, match=r"rollout of bc-green failed: .* not ready within 3 s; traffic stays on bc-blue") as info:
         bg.deploy(BROKEN)
     assert "readyReplicas=0" in info.value.details
     assert _live(fake) == "blue"
@@ -141,7 +141,7 @@ def test_rollout_never_ready_times_out_and_live_colour_is_untouched(bg: Workspac
 
 def test_failed_smoke_test_does_not_switch(bg: Workspace, fake: FakeKubernetesAPI) -> None:
     bg.deploy(GOOD)
-    with pytest.raises(StageFailed, match="smoke test against bc-green failed: .*differ from offline ones; traffic stays on bc-blue"):
+    with pytest.raises(StageFailed, match=r"smoke test against bc-green failed: .*differ from offline ones; traffic stays on bc-blue"):
         bg.deploy(WRONG)
     assert _live(fake) == "blue"
 
@@ -176,7 +176,7 @@ def test_record_links_gate_and_image(bg: Workspace, tmp_path: Path) -> None:
 def test_failed_gate_refuses_to_deploy(bg: Workspace, fake: FakeKubernetesAPI, tmp_path: Path) -> None:
     gate = tmp_path / "gate.json"
     gate.write_text(json.dumps({"passed": False}))
-    with pytest.raises(StageFailed, match="refusing to deploy: .* says the model did not pass"):
+    with pytest.raises(StageFailed, match=r"refusing to deploy: .* says the model did not pass"):
         bg.deploy(GOOD, gate=gate)
     assert fake.get("services", "default", "bc") is None
 
@@ -215,5 +215,5 @@ def test_strategy_mismatch(tmp_path: Path, fake: FakeKubernetesAPI, smoke_report
     ws = Workspace(tmp_path, fake, smoke_report, "rolling")
     ctx = ws._ctx(GOOD, {})
     ctx.config["strategy"] = "blue-green"  # type: ignore[index]
-    with pytest.raises(StageFailed, match="asks for blue-green but k8s.manifests rendered rolling"):
+    with pytest.raises(StageFailed, match=r"asks for blue-green but k8s\.manifests rendered rolling"):
         DeployStage().run(ctx)

@@ -92,7 +92,7 @@ def test_schema_violation_is_reported(tmp_path: Path) -> None:
 
     (_, dep), *_ = render("app", IMAGE, ManifestsStage().with_defaults({"strategy": "rolling"}))
     dep["spec"]["replicas"] = "two"
-    with pytest.raises(StageFailed, match="fail the Kubernetes 1.30 schemas") as info:
+    with pytest.raises(StageFailed, match=r"fail the Kubernetes 1\.30 schemas") as info:
         validate_objects([dep], "1.30")
     assert "Deployment/app: spec.replicas" in info.value.details
 

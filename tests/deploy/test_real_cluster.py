@@ -28,7 +28,7 @@ def _cluster_or_skip() -> tuple[str, str]:
         from kubernetes import client, config
 
         client.VersionApi(config.new_client_from_config()).get_code(_request_timeout=5)
-    except Exception as exc:  # whatever the reason, there is no cluster to talk to
+    except Exception as exc:  # noqa: BLE001  (whatever the reason, there is no cluster to talk to)
         pytest.skip(f"the cluster in KUBECONFIG is not reachable: {exc}")
     return kubeconfig, image
 

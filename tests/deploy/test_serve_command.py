@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sluice", "serve", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "sluice", "serve", *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_serve_refuses_bytes_other_than_the_expected_digest_even_with_matching_metadata(model_dir: Path, tmp_path: Path) -> None:
@@ -65,5 +65,5 @@ def test_other_commands_do_not_import_the_serving_package(tmp_path: Path) -> Non
     code = (
         "import sys; from sluice.engine.cli import main; main(['validate', 'missing.yaml']); print('sluice.stages.serving' in sys.modules)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stdout + proc.stderr

@@ -172,7 +172,9 @@ def _copy_example(dest: Path) -> None:
 
 def _bash(command: str, cwd: Path, shim: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _runnable() -> Iterator[tuple[str, Where]]:

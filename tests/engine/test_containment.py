@@ -23,7 +23,10 @@ def test_a_symlinked_pipeline_file_keeps_the_workspace_where_the_link_is(ws: Wor
 
 
 def _copy_stage(src: str) -> str:
-    return f"version: 1\nstages:\n  x:\n    cmd: cat $(find -L {src} -type f | sort) > ${{outputs.o}}\n    inputs: {{raw: {src}}}\n    outputs: {{o: out.txt}}\n"
+    return (
+        f"version: 1\nstages:\n  x:\n    cmd: cat $(find -L {src} -type f | sort) > ${{outputs.o}}\n"
+        f"    inputs: {{raw: {src}}}\n    outputs: {{o: out.txt}}\n"
+    )
 
 
 def test_an_input_under_a_symlink_leaving_the_workspace_is_refused_at_plan_time(

@@ -159,10 +159,14 @@ def test_parallel_jobs_overlap(ws: Workspace) -> None:
         version: 1
         stages:
           a:
-            cmd: touch a.started; for i in $(seq 100); do [ -e b.started ] && break; sleep 0.1; done; [ -e b.started ] && echo ok > ${outputs.o}
+            cmd: >-
+              touch a.started; for i in $(seq 100); do [ -e b.started ] && break; sleep 0.1; done;
+              [ -e b.started ] && echo ok > ${outputs.o}
             outputs: {o: a.txt}
           b:
-            cmd: touch b.started; for i in $(seq 100); do [ -e a.started ] && break; sleep 0.1; done; [ -e a.started ] && echo ok > ${outputs.o}
+            cmd: >-
+              touch b.started; for i in $(seq 100); do [ -e a.started ] && break; sleep 0.1; done;
+              [ -e a.started ] && echo ok > ${outputs.o}
             outputs: {o: b.txt}
         """,
     )

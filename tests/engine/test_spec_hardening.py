@@ -201,7 +201,7 @@ def test_param_in_cmd_is_still_a_dependency(ws: Workspace) -> None:
     assert "param v changed" in ws.sluice("status", "--set", "v=y").out
 
 
-@pytest.mark.parametrize("value", HOSTILE + ["EOF", "'", '"', "\\", "\n"], ids=range(len(HOSTILE) + 5))
+@pytest.mark.parametrize("value", [*HOSTILE, "EOF", "'", '"', "\\", "\n"], ids=range(len(HOSTILE) + 5))
 def test_splice_cmd_gives_bash_the_exact_value(tmp_path, value: str) -> None:
     import subprocess
 
@@ -251,7 +251,11 @@ def test_matrix_referring_to_a_matrix_picks_the_matching_instance(ws: Workspace)
         params: {ks: [1, 2, 3]}
         stages:
           a: {cmd: "echo ${matrix.k} > ${outputs.o}", matrix: {k: "${params.ks}"}, outputs: {o: "a${matrix.k}.txt"}}
-          b: {cmd: "cat ${inputs.i} > ${outputs.o}", matrix: {k: "${params.ks}"}, inputs: {i: "${stages.a.outputs.o}"}, outputs: {o: "b${matrix.k}.txt"}}
+          b:
+            cmd: "cat ${inputs.i} > ${outputs.o}"
+            matrix: {k: "${params.ks}"}
+            inputs: {i: "${stages.a.outputs.o}"}
+            outputs: {o: "b${matrix.k}.txt"}
         """,
     )
     assert ws.run_json() == {f"{s}[k={k}]": "ran" for s in "ab" for k in (1, 2, 3)}

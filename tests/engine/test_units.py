@@ -15,8 +15,8 @@ from sluice.engine.cache import RunEntry, Store
 from sluice.engine.compile import compile_spec, normalize
 from sluice.engine.errors import SpecError
 from sluice.engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
-from sluice.engine.load import load_text
 from sluice.engine.interpolate import interpolate
+from sluice.engine.load import load_text
 from sluice.engine.resolve import resolve
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)

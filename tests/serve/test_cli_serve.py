@@ -52,7 +52,7 @@ def test_serve_answers_predictions(model_dir: Path) -> None:
 
 
 def test_serve_refuses_a_directory_without_a_model(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "sluice", "serve", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "sluice", "serve", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "metadata.json is missing" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -64,7 +64,7 @@ def test_serve_refuses_a_tampered_model(model_dir: Path, tmp_path: Path) -> None
     shutil.copytree(model_dir, bad)
     with open(bad / "model.joblib", "ab") as f:
         f.write(b"tampered")
-    proc = subprocess.run([sys.executable, "-m", "sluice", "serve", str(bad)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "sluice", "serve", str(bad)], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "refusing to serve" in proc.stderr and "metadata.json records" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -51,6 +51,7 @@ def test_server_refuses_to_start_on_a_digest_mismatch(model_dir: Path, tmp_path:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert f"but the expected digest is {genuine}" in proc.stderr

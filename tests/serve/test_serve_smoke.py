@@ -31,7 +31,7 @@ def test_smoke_passes_and_reports(tmp_path: Path, model_dir: Path, sample_table:
 
 
 def test_latency_over_budget_fails(tmp_path: Path, model_dir: Path, sample_table: Path) -> None:
-    with pytest.raises(StageFailed, match="p95 latency .* exceeds the budget of 0.001 ms"):
+    with pytest.raises(StageFailed, match=r"p95 latency .* exceeds the budget of 0\.001 ms"):
         _run(tmp_path, model_dir, sample_table, rows=5, latency_budget_ms=0.001)
     assert json.loads((tmp_path / "out" / "smoke.json").read_text())["passed"] is False
 

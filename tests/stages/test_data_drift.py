@@ -213,7 +213,7 @@ def test_empty_current_table_fails_cleanly(harness, write_csv, tables):
     ctx = harness.context(
         {}, {"reference": write_csv(reference, "r.csv"), "current": write_csv(reference.iloc[:0], "c.csv")}, {"report": "d.json"}
     )
-    with pytest.raises(StageFailed, match="current table .* has no rows"):
+    with pytest.raises(StageFailed, match=r"current table .* has no rows"):
         PLUGIN.run(ctx)
 
 

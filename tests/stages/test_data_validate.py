@@ -148,7 +148,7 @@ def test_file_with_no_header_is_a_clean_failure(harness, tmp_path):
 
 
 def test_missing_input_name_says_which_exist(harness, write_csv, people):
-    with pytest.raises(StageFailed, match="input named 'table'.*did you mean"):
+    with pytest.raises(StageFailed, match=r"input named 'table'.*did you mean"):
         PLUGIN.run(harness.context({}, {"tabel": write_csv(people)}, {"report": "r.json"}))
 
 

@@ -181,7 +181,10 @@ def test_build_context_refuses_a_model_file_outside_the_model_directory(tmp_path
 
 # ---- item 3: `estimator:` names a class under an allowed module prefix; nothing else is imported
 
-SIDE_EFFECT = "import pathlib\npathlib.Path('IMPORTED-{name}').write_text('imported')\nclass Est:\n    def fit(self, X, y): return self\n    def get_params(self, deep=True): return {{}}\n"
+SIDE_EFFECT = (
+    "import pathlib\npathlib.Path('IMPORTED-{name}').write_text('imported')\n"
+    "class Est:\n    def fit(self, X, y): return self\n    def get_params(self, deep=True): return {{}}\n"
+)
 
 
 def _train_spec(estimator: str, allow: list[str] | None = None) -> str:
@@ -345,7 +348,7 @@ def test_registry_checks_the_declaration_shape() -> None:
 
     with pytest.raises(PluginLoadError, match="declares input 'a' twice"):
         _check_contract("x.bad", Bad)
-    with pytest.raises(PluginLoadError, match="outputs must be a tuple of engine.plugin.Port"):
+    with pytest.raises(PluginLoadError, match=r"outputs must be a tuple of engine\.plugin\.Port"):
         _check_contract("x.worse", Worse)
 
 

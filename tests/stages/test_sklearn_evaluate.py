@@ -23,7 +23,7 @@ OUTPUTS = {"metrics": "metrics.json", "confusion_matrix": "cm.json", "prediction
 
 def _evaluate(harness, model, test, config=None, outputs=None):  # type: ignore[no-untyped-def]
     out = harness.run(PLUGIN, config or {}, {"model": model, "test": test}, outputs or OUTPUTS)
-    return {name: path for name, path in out.items()}
+    return dict(out)
 
 
 def test_binary_figures_equal_sklearn(harness, cancer_model):

@@ -141,7 +141,7 @@ def test_unusable_feature_dtype(harness, write_csv, cancer):
 def test_nulls_without_impute_fail_cleanly(harness, write_csv, cancer):
     frame = cancer.copy()
     frame.loc[0, "mean radius"] = np.nan
-    with pytest.raises(StageFailed, match="training failed: .*NaN"):
+    with pytest.raises(StageFailed, match=r"training failed: .*NaN"):
         PLUGIN.run(harness.context({"estimator": LOGREG, "target": "target"}, {"train": write_csv(frame)}, {"model": "m"}))
 
 
