@@ -92,7 +92,7 @@ def _check_contract(name: str, cls: object) -> schema_check.Entry:
         raise PluginLoadError(f"plugin '{name}' has no version string")
     for kind in ("inputs", "outputs"):
         _check_ports(name, kind, getattr(cls, kind, None))
-    schema = cls.config_schema  # type: ignore[attr-defined]
+    schema = cls.config_schema
     known = schema_check.lookup(schema)  # stored only after passing the check below
     if known is not None:
         return known

@@ -127,7 +127,7 @@ def accept_references(node: Any, value: bool = False) -> Any:
 
 def with_references(schema: Mapping[str, Any]) -> dict[str, Any]:
     """`schema` as a root that also accepts a bare `${…}` for any value (see accept_references)."""
-    root = accept_references(schema)
+    root: dict[str, Any] = accept_references(schema)
     root["$defs"] = {**root.get("$defs", {}), REFERENCE_DEF: REFERENCE}
     return root
 
@@ -282,7 +282,7 @@ def _load(code: Any) -> Check:
         "JsonSchemaValuesException": Invalid,
         "Decimal": _NoDecimal,
     }
-    exec(code, namespace)  # noqa: S102 - code this module generated from a schema
+    exec(code, namespace)
     check: Check = namespace["validate"]
     return check
 

@@ -23,7 +23,9 @@ def exporter(name: str) -> Exporter:
         return EXPORTERS[name]
     except KeyError:
         hint = did_you_mean(name, EXPORTERS)
-        raise SpecError([Problem(Location("command line"), f"no exporter named '{name}' (known: {', '.join(EXPORTERS)})", hint=hint)])
+        raise SpecError(
+            [Problem(Location("command line"), f"no exporter named '{name}' (known: {', '.join(EXPORTERS)})", hint=hint)]
+        ) from None
 
 
 @dataclass(frozen=True)

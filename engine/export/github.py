@@ -28,7 +28,7 @@ SIGNING_KEY = "SLUICE_REMOTE_KEY"  # signs run entries pushed to a `require_sign
 class GitHubActions:
     name = "github-actions"
     default_output = ".github/workflows/sluice.yml"
-    search = (".github/workflows/*.yml", ".github/workflows/*.yaml")
+    search: tuple[str, ...] = (".github/workflows/*.yml", ".github/workflows/*.yaml")
 
     def render(self, info: ExportInfo) -> str:
         _refuse_expressions(info)

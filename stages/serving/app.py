@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .model import LoadedModel, load_model
-from .records import MAX_PROBLEMS, RecordErrors, parse_json, validate_records
 from .predict import neutral_record, nullable_features, predict_or_blame
+from .records import MAX_PROBLEMS, RecordErrors, parse_json, validate_records
 
 log = logging.getLogger("sluice.serving")
 

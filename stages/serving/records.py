@@ -191,6 +191,7 @@ def _columns(payload: list[Any], features: Sequence[Feature], nullable: frozense
     if not all(type(r) is dict for r in payload) or not all(r.keys() == names for r in payload):
         return None
     columns: dict[str, Any] = {}
+    column: Any
     for feature in features:
         values = [r[feature.name] for r in payload]
         kinds = set(map(type, values))
