@@ -50,6 +50,13 @@ class DockerBuildStage(Plugin):
         from sluice.stages.serving.model import ModelError, read_verified
 
         cfg = self.with_defaults(ctx.config)
+        if ctx.secrets and not cfg["wheelhouse"]:
+            # The Docker SDK speaks only to the classic builder: no BuildKit secret mounts, and a
+            # build argument or a copied file would stay in the image's history or a layer.
+            raise StageFailed(
+                f"docker.build hands secrets ({', '.join(sorted(ctx.secrets))}) only to the wheel download on the host:"
+                " set wheelhouse: true, so no build step needs them"
+            )
         model_dir = input_path(ctx, "model")
         try:
             # Read once and checked (against expect_sha256 when given): these bytes, and only
@@ -219,10 +226,12 @@ LABEL {label_line}
 
 
 def download_wheels(wheels: Path, requirements: Path, python: str, ctx: StageContext) -> None:
+    """pip download on the host, with the stage's secrets (e.g. PIP_INDEX_URL with a token) in its
+    environment: the only step that needs them, and one whose output is just the wheel files."""
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "--only-binary=:all:",
            "--python-version", python, "-r", str(requirements)]  # fmt: skip
     ctx.log.info("downloading wheels for Python %s on the host", python)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ctx.secrets})
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL:])
         raise StageFailed("pip download for the wheelhouse failed", tail)

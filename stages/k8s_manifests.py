@@ -148,6 +148,12 @@ def deployment(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    if cfg.get("secret_env"):
+        # A reference the kubelet resolves: the manifest on disk and in the cluster names the Secret, never its value.
+        container["env"] = [
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"], "optional": False}}}
+            for name, ref in sorted(cfg["secret_env"].items())
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
