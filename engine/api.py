@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sluice.engine.compile import Pipeline, compile_spec
 from sluice.engine.errors import KeyPath, Location, Problem, SluiceError, SpecError, did_you_mean
 from sluice.engine.load import Document, load_file
-from sluice.engine.model import Decision, PlanItem, RunSummary, StageSpec
+from sluice.engine.model import Decision, PlanItem, RunSummary, Spec, StageSpec
 from sluice.engine.plugin import StageContext
 from sluice.engine.registry import Registry
 from sluice.engine.resolve import apply_overrides, resolve
@@ -83,7 +83,21 @@ def load(
         raise SpecError(problems + list(exc.problems)) from None
     if problems:
         raise SpecError(problems)
+    if notes is not None:
+        notes.extend(_advice(doc, registry, spec))
     return Loaded(doc, pipeline, registry, Layout.for_workspace(workspace, cache_dir))
+
+
+def _advice(doc: Document, registry: Registry, spec: Spec) -> list[Problem]:
+    """Each plugin's `advice()`, once per stage as written (not per matrix instance)."""
+    found: dict[tuple[str, tuple[Any, ...]], Problem] = {}
+    for stage in spec.stages:
+        if stage.uses:
+            prefix: KeyPath = ("stages", stage.base, "with")
+            for cp in registry.instance(stage.uses).advice(stage.config):
+                note = located(doc, prefix, cp)
+                found.setdefault((note.message, note.path), note)
+    return list(found.values())
 
 
 def validate(files: Sequence[Path], registry: Registry | None = None, notes: list[Problem] | None = None) -> list[Problem]:

@@ -75,6 +75,10 @@ class Plugin:
         """Cheap checks beyond the schema, run by `sluice validate`: no heavy imports here."""
         return ()
 
+    def advice(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        """Remarks `sluice validate` shows as notes, not problems (a safer setting to consider); cheap like check()."""
+        return ()
+
     def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         """Checks run by `sluice run` before any stage starts; may import heavy libraries."""
         return ()
