@@ -24,7 +24,7 @@ from sluice.stages._tables import input_path, output_path
 SERVING_DIR = Path(__file__).resolve().parent / "serving"
 # Pinned to the host's versions: the app is tested against exactly these.
 SERVING_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
-MODEL_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
+MODEL_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib", "skops")  # each only if the model records it
 APP_UID = 10001  # numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd
 LOG_TAIL = 30
 
