@@ -8,12 +8,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sluice.engine.compile import Pipeline, compile_spec
-from sluice.engine.errors import Location, Problem, SluiceError, SpecError, did_you_mean
+from sluice.engine.errors import KeyPath, Location, Problem, SluiceError, SpecError, did_you_mean
 from sluice.engine.load import Document, load_file
-from sluice.engine.model import Decision, PlanItem, RunSummary
+from sluice.engine.model import Decision, PlanItem, RunSummary, Spec, StageSpec
 from sluice.engine.plugin import Plugin, StageContext
 from sluice.engine.registry import Registry
 from sluice.engine.resolve import apply_overrides, resolve
@@ -86,7 +86,21 @@ def load(
         raise SpecError(problems + list(exc.problems)) from None
     if problems:
         raise SpecError(problems)
+    if notes is not None:
+        notes.extend(_advice(doc, registry, spec))
     return Loaded(doc, pipeline, registry, Layout.for_workspace(workspace, cache_dir))
+
+
+def _advice(doc: Document, registry: Registry, spec: Spec) -> list[Problem]:
+    """Each plugin's `advice()`, once per stage as written (not per matrix instance)."""
+    found: dict[tuple[str, tuple[Any, ...]], Problem] = {}
+    for stage in spec.stages:
+        if stage.uses:
+            prefix: KeyPath = ("stages", stage.base, "with")
+            for cp in registry.instance(stage.uses).advice(stage.config):
+                note = located(doc, prefix, cp)
+                found.setdefault((note.message, note.path), note)
+    return list(found.values())
 
 
 def validate(files: Sequence[Path], registry: Registry | None = None, notes: list[Problem] | None = None) -> list[Problem]:
@@ -164,6 +178,8 @@ def preflight(loaded: Loaded, plan: Plan) -> None:
     seen: set[str] = set()
     for sid, item in plan.items.items():
         stage = loaded.pipeline.stages[sid]
+        if item.decision is Decision.RUN:
+            problems += _missing_secrets(loaded, stage)
         if item.decision is not Decision.RUN or not stage.uses or stage.base in seen:
             continue
         seen.add(stage.base)
@@ -171,6 +187,20 @@ def preflight(loaded: Loaded, plan: Plan) -> None:
         problems += [located(loaded.doc, ("stages", stage.base, "with"), cp) for cp in plugin.preflight(stage.config)]
     if problems:
         raise SpecError(problems)
+
+
+def _missing_secrets(loaded: Loaded, stage: StageSpec) -> list[Problem]:
+    """A secret that cannot be read now would fail its stage later: say so before anything starts."""
+    from sluice.engine.secret import SecretMissing, read_secret
+
+    problems = []
+    for ref in stage.secrets:
+        try:
+            read_secret(stage.id, ref, loaded.pipeline.spec.workspace)
+        except SecretMissing as exc:
+            at: KeyPath = ("stages", stage.base, "secrets", ref.name)
+            problems.append(Problem(loaded.doc.location(at), str(exc), at))
+    return problems
 
 
 def run(
@@ -241,17 +271,21 @@ def _rollback_target(loaded: Loaded, stage_id: str) -> tuple[Plugin, StageContex
     stage = stages[matches[0]]
     if not stage.uses:
         raise SluiceError(f"stage '{stage.id}' is a cmd stage; only plugin stages can be rolled back")
+    from sluice.engine.secret import gather
     from sluice.engine.stage_runner import stage_context
 
     log = logging.getLogger(f"sluice.stage.{stage.id}")
-    ctx = stage_context(stage, loaded.pipeline.spec, stage.outputs, loaded.layout.state_dir(stage.id), log)
+    secrets = gather(stage, loaded.pipeline.spec.workspace)
+    ctx = stage_context(stage, loaded.pipeline.spec, stage.outputs, loaded.layout.state_dir(stage.id), log, secrets)
     return loaded.registry.instance(stage.uses), ctx
 
 
 def rollback(loaded: Loaded, stage_id: str) -> str:
+    from sluice.engine.secret import Masker
+
     plugin, ctx = _rollback_target(loaded, stage_id)
     with workspace_lock(loaded.layout):
-        return plugin.rollback(ctx)
+        return Masker(ctx.secrets.values()).text(plugin.rollback(ctx))
 
 
 def sweep_leftovers(layout: Layout, run_id: str) -> None:

@@ -37,6 +37,7 @@ from sluice.engine.guard import RunGuard, forget_leftovers, leftovers
 from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
 from sluice.engine.paths import PathEscape, check, check_output, real_root
 from sluice.engine.plan import Plan, Planner, lock_entry
+from sluice.engine.secret import Masker, SecretMissing, gather
 from sluice.engine.shell import render_cmd
 from sluice.engine.stage_runner import payload, stage_context
 from sluice.engine.state import Layout, safe_name
@@ -348,6 +349,11 @@ class Executor:
 
     def _attempt_once(self, stage: StageSpec, staging: Path, log: Any) -> _Attempt:
         ws = self.layout.workspace
+        try:
+            secrets = gather(stage, ws)  # read now, for this attempt: never kept beyond it
+        except SecretMissing as exc:
+            log.write(f"sluice: {exc}\n".encode())
+            return _Attempt(False, str(exc))
         # SLUICE_RUN_ID and SLUICE_STAGE identify the stage's processes to the watchdog and to the next run.
         env = {**os.environ, **stage.env, "SLUICE_STAGE": stage.id, "SLUICE_WORKSPACE": str(ws), "SLUICE_RUN_ID": self.run_id}
         staged = {n: str((staging / p).relative_to(ws)) for n, p in stage.outputs.items()}
@@ -355,10 +361,13 @@ class Executor:
         stdin = None
         if stage.cmd is not None:
             argv = ["bash", "-eo", "pipefail", "-c", render_cmd(stage.cmd, staged)]
+            env.update(secrets)
         else:
             argv = [sys.executable, "-m", "sluice.engine.stage_runner"]
-            ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, logging.getLogger(f"sluice.stage.{stage.id}"))
+            stage_log = logging.getLogger(f"sluice.stage.{stage.id}")
+            ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, stage_log, secrets)
             stdin = payload(ctx, stage.uses or "", result_file, Path(log.name))
+        mask = Masker(secrets.values())
         guard = self.guard
         assert guard is not None, "stages run only inside Executor.run"
         guard.starting(stage.id)
@@ -367,7 +376,7 @@ class Executor:
                 argv,
                 cwd=ws,
                 env=env,
-                stdout=log,
+                stdout=subprocess.PIPE if mask else log,  # with secrets, the output is masked on its way to the log
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 start_new_session=True,
@@ -376,13 +385,18 @@ class Executor:
             guard.ended(stage.id, None)
             return _Attempt(False, f"cannot start the stage: {exc}")
         guard.started(stage.id, proc.pid)
+        pump = mask.pump(proc.stdout, log) if mask and proc.stdout is not None else None
         try:
             attempt = self._watch(stage, proc, stdin, result_file, log)
         finally:
+            if pump is not None:
+                pump.close()
             guard.ended(stage.id, proc.pid)
         if stage.cmd is not None and not (attempt.ok or attempt.interrupted or attempt.timed_out):
             log.flush()
             attempt.details = python_hint(Path(log.name), env.get("PATH", os.defpath))
+        if mask:  # a plugin's error text is masked by its runner; a crash report may not be
+            attempt.error, attempt.details = mask.text(attempt.error), mask.text(attempt.details)
         return attempt
 
     def _watch(self, stage: StageSpec, proc: subprocess.Popen[bytes], stdin: bytes | None, result_file: Path, log: Any) -> _Attempt:

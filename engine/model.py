@@ -32,6 +32,15 @@ class Outcome(Enum):
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """Where a stage's secret comes from: exactly one of `env` (a variable name) or `file` (a path)."""
+
+    name: str  # the environment variable (cmd) or `ctx.secrets` key (plugins) the stage sees
+    env: str = ""
+    file: str = ""  # `~` expanded; relative to the workspace
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One resolved stage (one matrix instance). Paths are workspace-relative POSIX strings."""
 
@@ -48,6 +57,8 @@ class StageSpec:
     param_deps: Mapping[str, Any] = field(default_factory=dict)  # dotted param name → value
     matrix: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    # Sources only, never values; not fingerprinted (engine.secret reads them when the stage starts).
+    secrets: tuple[SecretRef, ...] = ()
     retries: int = 0
     timeout: float | None = None  # seconds
     cache: bool = True

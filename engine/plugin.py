@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +54,9 @@ class StageContext:
     state_dir: Path
     log: logging.Logger
     pipeline: str = ""  # the pipeline's `name`
+    # The stage's `secrets:`, name → value. Out of repr, so logging a context cannot print them;
+    # whatever the stage prints is masked in its log anyway.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class Plugin:
@@ -70,6 +73,10 @@ class Plugin:
 
     def check(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
         """Cheap checks beyond the schema, run by `sluice validate`: no heavy imports here."""
+        return ()
+
+    def advice(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        """Remarks `sluice validate` shows as notes, not problems (a safer setting to consider); cheap like check()."""
         return ()
 
     def preflight(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:

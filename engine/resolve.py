@@ -23,7 +23,7 @@ from sluice.engine.interpolate import Undefined as _Undefined
 from sluice.engine.interpolate import interpolate, lookup_dotted, render_scalar
 from sluice.engine.limits import DEFAULT, Limits
 from sluice.engine.load import Document, load_file, load_text, over_limit
-from sluice.engine.model import Spec, StageSpec
+from sluice.engine.model import SecretRef, Spec, StageSpec
 from sluice.engine.shell import RAW, splice_cmd
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -176,6 +176,13 @@ class _Resolver:
             return combo[rest]
         if expr.startswith(RAW):
             raise _Undefined("${raw:…} splices into a shell command and is only allowed in cmd")
+        if ns == "secrets":
+            # Interpolated, the value would sit in the resolved config, the fingerprint and the lock.
+            name = rest or "NAME"
+            raise _Undefined(
+                f"'${{{expr}}}': secrets are never interpolated; declare it under the stage's secrets: and read it"
+                f" as ${name} in cmd (an environment variable) or ctx.secrets[{name!r}] in a plugin"
+            )
         hint = did_you_mean(ns, _NAMESPACES)
         shell = "" if hint else f"; write $${{{expr}}} for a literal ${{…}} passed to the shell"
         raise _Undefined(f"unknown reference '${{{expr}}}'{shell}", hint)
@@ -336,6 +343,13 @@ def _second_pass(
             if "\0" in text and (*base, field, key) not in r.bad_paths:
                 r.problem((*base, field, key), _NUL)
 
+    secrets = tuple(
+        SecretRef(key, env=str(source.get("env", "")), file=str(source.get("file", "")))
+        for key, source in (fields.get("secrets") or {}).items()
+    )
+    for ref in secrets:
+        if ref.name in env:
+            r.problem((*base, "secrets", ref.name), f"'{ref.name}' is both in env and in secrets; keep it in one")
     needs: list[str] = []
     for i, need in enumerate(fields.get("needs") or []):
         if need in expanded:
@@ -364,6 +378,7 @@ def _second_pass(
         param_deps=dict(sorted(used.items())),
         matrix=combo,
         env=env,
+        secrets=secrets,
         retries=int(fields.get("retries", 0)),
         timeout=parse_duration(fields["timeout"]) if "timeout" in fields else None,
         cache=bool(fields.get("cache", True)),

@@ -18,9 +18,17 @@ from sluice.engine.errors import StageFailed
 from sluice.engine.model import Spec, StageSpec
 from sluice.engine.plugin import StageContext
 from sluice.engine.registry import PluginLoadError, Registry
+from sluice.engine.secret import Masker
 
 
-def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], state_dir: Path, log: logging.Logger) -> StageContext:
+def stage_context(
+    stage: StageSpec,
+    spec: Spec,
+    outputs: Mapping[str, str],
+    state_dir: Path,
+    log: logging.Logger,
+    secrets: Mapping[str, str] | None = None,
+) -> StageContext:
     """The context a plugin stage sees; `outputs` are workspace-relative (staging or final) paths."""
     ws = spec.workspace
     return StageContext(
@@ -33,6 +41,7 @@ def stage_context(stage: StageSpec, spec: Spec, outputs: Mapping[str, str], stat
         state_dir=state_dir,
         log=log,
         pipeline=spec.name,
+        secrets=dict(secrets or {}),
     )
 
 
@@ -40,6 +49,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
     """`ctx` as JSON for the stage's own process; `context_from_payload` reads it back.
 
     `log_file` is where the process's output goes; a crash's traceback is kept beside it.
+    It carries the stage's secrets: send it through a pipe, never write it to a file.
     """
     return json.dumps(
         {
@@ -54,6 +64,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
             "pipeline": ctx.pipeline,
             "result_file": str(result_file),
             "log_file": str(log_file) if log_file else "",
+            "secrets": dict(ctx.secrets),
         },
         default=str,
     ).encode()
@@ -70,6 +81,7 @@ def context_from_payload(payload: dict[str, Any], log: logging.Logger) -> StageC
         state_dir=Path(payload["state_dir"]),
         log=log,
         pipeline=payload.get("pipeline", ""),
+        secrets=payload.get("secrets") or {},
     )
 
 
@@ -82,24 +94,26 @@ def main() -> int:
     log.setLevel(logging.INFO)
     result_file = Path(payload["result_file"])
     uses = payload["uses"]
+    # What this process writes to files itself is masked here; its output, by the engine.
+    mask = Masker((payload.get("secrets") or {}).values())
     try:
         plugin = Registry.discover().instance(uses)
     except PluginLoadError as exc:  # imported fine for `validate`, not in this process (env, files)
-        return _fail(result_file, _crash_message(payload, str(exc)))
+        return _fail(result_file, _crash_message(payload, str(exc), mask), mask=mask)
     try:
         plugin.run(context_from_payload(payload, log))
     except StageFailed as exc:
-        return _fail(result_file, str(exc), exc.details)
-    except Exception as exc:  # noqa: BLE001  (a bug in the plugin: one paragraph on the console, the traceback in a file)
-        return _fail(result_file, _crash_message(payload, f"{uses} raised {type(exc).__name__}: {exc}"))
+        return _fail(result_file, str(exc), exc.details, mask)
+    except Exception as exc:  # noqa: BLE001  (a bug in the plugin: one paragraph on the console, the traceback in a file
+        return _fail(result_file, _crash_message(payload, f"{uses} raised {type(exc).__name__}: {exc}", mask), mask=mask)
     return 0
 
 
-def _crash_message(payload: Mapping[str, Any], what: str) -> str:
+def _crash_message(payload: Mapping[str, Any], what: str, mask: Masker) -> str:
     """`what; traceback in PATH` on one line (the reporter names the stage); the traceback goes beside the log."""
     text = " ".join(what.split())
     text = text if len(text) <= 500 else text[:497] + "..."
-    trace = traceback.format_exc()
+    trace = mask.text(traceback.format_exc())
     log_file = payload.get("log_file")
     if not log_file:
         print(trace, file=sys.stderr)
@@ -113,7 +127,9 @@ def _crash_message(payload: Mapping[str, Any], what: str) -> str:
     return f"{text}; traceback in {shown}"
 
 
-def _fail(result_file: Path, error: str, details: str = "") -> int:
+def _fail(result_file: Path, error: str, details: str = "", mask: Masker | None = None) -> int:
+    if mask:
+        error, details = mask.text(error), mask.text(details)
     print(f"stage failed: {error}", file=sys.stderr)
     if details:
         print(details, file=sys.stderr)

@@ -91,6 +91,8 @@ class Kube:
             "Service": (client.CoreV1Api, "namespaced_service"),
             "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "namespaced_horizontal_pod_autoscaler"),
             "Lease": (client.CoordinationV1Api, "namespaced_lease"),
+            "PodDisruptionBudget": (client.PolicyV1Api, "namespaced_pod_disruption_budget"),
+            "NetworkPolicy": (client.NetworkingV1Api, "namespaced_network_policy"),
         }
         api_cls, suffix = table[kind]
         return api_cls(self.api_client), suffix

@@ -1,6 +1,6 @@
 """The model directory contract `sklearn.train` writes and every model consumer reads.
 
-<output>/model.joblib   the fitted sklearn Pipeline (preprocessing included)
+<output>/model.joblib   the fitted sklearn Pipeline (preprocessing included); model.skops with format: skops
 <output>/metadata.json  format 1: estimator, task, target, features, classes, hashes, versions…
 """
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 MODEL_FILE = "model.joblib"
+MODEL_FILES = {"joblib": MODEL_FILE, "skops": "model.skops"}  # by sklearn.train's `format`
 METADATA_FILE = "metadata.json"
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
 
@@ -66,21 +67,17 @@ def library_versions() -> dict[str, str]:
 
 def load_model(directory: Path) -> LoadedModel:
     """Reads a model directory, refusing one whose model file does not match its recorded hash."""
-    import joblib
-
     metadata_path = directory / METADATA_FILE
     if not metadata_path.is_file():
         raise StageFailed(f"{directory} is not a model directory: it has no {METADATA_FILE}")
     metadata = read_json(metadata_path, "model metadata")
     if metadata.get("format") != FORMAT:
         raise StageFailed(f"{metadata_path}: unsupported model format {metadata.get('format')!r} (expected {FORMAT})")
-    import io
+    from sluice.stages.serving.model import ModelError, deserialize, read_verified
 
-    from sluice.stages.serving.model import ModelError, read_verified
-
-    # joblib files are pickles: the bytes unpickled must be the very bytes whose hash was checked
+    # A joblib file is a pickle: the bytes loaded must be the very bytes whose hash was checked.
     try:
         _, data = read_verified(directory)
+        return LoadedModel(deserialize(metadata, data), metadata)
     except ModelError as exc:
         raise StageFailed(str(exc)) from None
-    return LoadedModel(joblib.load(io.BytesIO(data)), metadata)

@@ -24,7 +24,7 @@ from sluice.stages._tables import input_path, output_path
 SERVING_DIR = Path(__file__).resolve().parent / "serving"
 # Pinned to the host's versions: the app is tested against exactly these.
 SERVING_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
-MODEL_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")
+MODEL_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "joblib", "skops")  # each only if the model records it
 APP_UID = 10001  # numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd
 LOG_TAIL = 30
 
@@ -50,6 +50,13 @@ class DockerBuildStage(Plugin):
         from sluice.stages.serving.model import ModelError, read_verified
 
         cfg = self.with_defaults(ctx.config)
+        if ctx.secrets and not cfg["wheelhouse"]:
+            # The Docker SDK speaks only to the classic builder: no BuildKit secret mounts, and a
+            # build argument or a copied file would stay in the image's history or a layer.
+            raise StageFailed(
+                f"docker.build hands secrets ({', '.join(sorted(ctx.secrets))}) only to the wheel download on the host:"
+                " set wheelhouse: true, so no build step needs them"
+            )
         model_dir = input_path(ctx, "model")
         try:
             # Read once and checked (against expect_sha256 when given): these bytes, and only
@@ -71,10 +78,13 @@ class DockerBuildStage(Plugin):
                 "dev.sluice.pipeline": ctx.pipeline,
                 **cfg["labels"],
             }
-            write_context(context, model_dir, meta, requirements, cfg, python, labels, model_bytes=model_bytes)
+            client = docker_client(timeout=int(cfg["timeout"]))
+            base = pin_base(cfg["base_image"], _local_repo_digests(client, cfg["base_image"]))
+            write_context(context, model_dir, meta, requirements, {**cfg, "base_image": base}, python, labels, model_bytes=model_bytes)
             if cfg["wheelhouse"]:
                 download_wheels(context / "wheels", context / "requirements.txt", python, ctx)
-            client = docker_client(timeout=int(cfg["timeout"]))
+                # Every wheel the image installs, by hash: pip --require-hashes refuses any other file.
+                (context / "requirements.txt").write_text("\n".join(hashed_requirements(context / "wheels")) + "\n")
             start = time.monotonic()
             image_id = build(client, context, tags[0], cfg.get("network_mode"), ctx)
             seconds = round(time.monotonic() - start, 1)
@@ -89,6 +99,7 @@ class DockerBuildStage(Plugin):
             # A digest pins the bytes once pushed; until then the hash-bearing tag is unique per model.
             "reference": (image.attrs.get("RepoDigests") or [tags[0]])[0],
             "base_image": cfg["base_image"],
+            "base_image_pinned": base,  # by digest when the engine knows one (a pulled image), else as given
             "model_hash": digest,
             "model_version": meta.version,
             "port": cfg["port"],
@@ -108,6 +119,41 @@ def _slug(text: str) -> str:
 def _python_minor(meta: Mapping[str, Any]) -> str:
     full = str(meta.get("library_versions", {}).get("python", "")) or f"{sys.version_info[0]}.{sys.version_info[1]}"
     return ".".join(full.split(".")[:2])
+
+
+def _local_repo_digests(client: Any, reference: str) -> list[str]:
+    from docker.errors import DockerException
+
+    try:
+        return list(client.images.get(reference).attrs.get("RepoDigests") or [])
+    except DockerException:  # not present yet: the build pulls it, by the reference as given
+        return []
+
+
+def pin_base(reference: str, repo_digests: Iterable[str]) -> str:
+    """`name:tag@sha256:…` when the engine holds a registry digest for that repository; the tag stays for readers."""
+    if "@" in reference:
+        return reference
+    last = reference.rpartition("/")[2]
+    repository = reference.rpartition(":")[0] if ":" in last else reference
+    for entry in repo_digests:
+        repo, _, digest = str(entry).partition("@")
+        # Docker Hub names come back short (python@…) or long (docker.io/library/python@…).
+        same = repo == repository or repo.endswith("/" + repository) or repository.endswith("/" + repo)
+        if same and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            return f"{reference}@{digest}"
+    return reference
+
+
+def hashed_requirements(wheels: Path) -> list[str]:
+    """`name==version --hash=sha256:…` for each distribution in the wheelhouse (all its wheels' hashes)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        found.setdefault((name, version), []).append(hashlib.sha256(wheel.read_bytes()).hexdigest())
+    if not found:
+        raise StageFailed(f"the wheelhouse {wheels} holds no wheels to install")
+    return [f"{name}=={version} " + " ".join(f"--hash=sha256:{h}" for h in hashes) for (name, version), hashes in sorted(found.items())]
 
 
 def docker_client(timeout: int = 60) -> Any:
@@ -188,7 +234,7 @@ def dockerfile(cfg: Mapping[str, Any], python: str, labels: Mapping[str, str], m
         f"{dockerfile_string(require_match(key_pattern, k, 'label key'))}={dockerfile_string(str(v))}" for k, v in sorted(labels.items())
     )
     expect = f', "--expect-sha256", "{require_match("[0-9a-f]{64}", model_sha256, "the model digest")}"' if model_sha256 else ""
-    pip_source = "--no-index --find-links /tmp/wheels" if cfg["wheelhouse"] else ""
+    pip_source = "--no-index --find-links /tmp/wheels --require-hashes" if cfg["wheelhouse"] else ""
     check = (
         "import sys; v = '%d.%d' % sys.version_info[:2]; "
         f"sys.exit(0 if v == '{python}' else 'base image has Python ' + v + ', the model was trained with {python}')"
@@ -219,10 +265,12 @@ LABEL {label_line}
 
 
 def download_wheels(wheels: Path, requirements: Path, python: str, ctx: StageContext) -> None:
+    """pip download on the host, with the stage's secrets (e.g. PIP_INDEX_URL with a token) in its
+    environment: the only step that needs them, and one whose output is just the wheel files."""
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), "--only-binary=:all:",
            "--python-version", python, "-r", str(requirements)]  # fmt: skip
     ctx.log.info("downloading wheels for Python %s on the host", python)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ctx.secrets}, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL:])
         raise StageFailed("pip download for the wheelhouse failed", tail)

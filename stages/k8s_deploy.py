@@ -168,7 +168,8 @@ def _blue_green(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageCo
     idle = _other(live) if live in COLOURS else COLOURS[0]
     previous_image = _image_of(kube.read("Deployment", ns, f"{app}-{live}")) if live in COLOURS else None
     candidate = bundle.one("Deployment", "app", idle)
-    changed = _apply(kube, bundle, [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle)], idle)
+    guards = [*bundle.pick("budget", idle), *bundle.pick("policy")]
+    changed = _apply(kube, bundle, [*bundle.pick("app", idle), *bundle.pick("preview", idle), *bundle.pick("scaler", idle), *guards], idle)
     keeps = f"traffic stays on {app}-{live}" if live in COLOURS else "no traffic was switched (first deploy)"
     try:
         dep = kube.wait_ready(ns, f"{app}-{idle}", float(cfg["rollout_timeout"]), float(cfg["poll_interval"]))
@@ -242,7 +243,7 @@ def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageConte
         and _template_hash(before) == _template_hash(desired)
         and (before["metadata"].get("annotations") or {}).get(SPEC_HASH) == spec_hash(desired)
     ):
-        changed = _apply(kube, bundle, [*bundle.pick("live"), *bundle.pick("scaler")])
+        changed = _apply(kube, bundle, [*bundle.pick("live"), *bundle.pick("scaler"), *bundle.pick("budget"), *bundle.pick("policy")])
         dep = kube.wait_ready(ns, app, *wait)
         return {"revision": _revision(dep), "changed": changed, "summary": f"{app} already runs this image; nothing to do"}
     keeps = f"traffic stays on {app} revision {_revision(before)} ({_image_of(before)})" if before else "nothing was live (first deploy)"
@@ -261,7 +262,13 @@ def _rolling(kube: Any, bundle: _Bundle, cfg: Mapping[str, Any], ctx: StageConte
         lease.check()
     finally:
         kube.delete("Deployment", ns, f"{app}-preview")  # its one pod has done its job either way
-    changed.update(_apply(kube, bundle, [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler")]))
+    changed.update(
+        _apply(
+            kube,
+            bundle,
+            [*bundle.pick("app"), *bundle.pick("live"), *bundle.pick("scaler"), *bundle.pick("budget"), *bundle.pick("policy")],
+        )
+    )
     try:
         dep = kube.wait_ready(ns, app, *wait)
     except StageFailed as exc:

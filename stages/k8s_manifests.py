@@ -21,6 +21,7 @@ TRACK_LABEL = "sluice.dev/track"  # rolling: "stable" pods take traffic, "previe
 SPEC_HASH = "sluice.dev/spec-hash"  # k8s.deploy compares it to decide whether an object changed
 INDEX_FILE = "index.json"
 DEFAULT_CONTAINER_PORT = 8000
+PRESTOP_SECONDS = 5  # long enough for kube-proxy and ingress controllers to stop routing to a terminating pod
 
 
 class ManifestsStage(Plugin):
@@ -35,6 +36,15 @@ class ManifestsStage(Plugin):
         scaling = config.get("autoscaling")
         if scaling and scaling.get("min_replicas", config.get("replicas", 2)) > scaling["max_replicas"]:
             yield ConfigProblem("min_replicas is greater than max_replicas", ("autoscaling",))
+
+    def advice(self, config: Mapping[str, Any]) -> Iterable[ConfigProblem]:
+        if config.get("namespace", "default") == "default":
+            # Policies, quotas and RBAC are namespaced: in `default` the app shares them with everything else.
+            yield ConfigProblem(
+                "the app is rendered into the namespace 'default'; give it a namespace of its own (namespace: ...), so its"
+                " NetworkPolicy, quotas and access rules apply to it alone",
+                ("namespace",) if "namespace" in config else (),
+            )
 
     def run(self, ctx: StageContext) -> None:
         cfg = self.with_defaults(ctx.config)
@@ -67,9 +77,17 @@ def _image_record(ctx: StageContext, cfg: Mapping[str, Any]) -> dict[str, Any]:
         record = json.loads(ctx.inputs["image"].read_text())
         if "reference" not in record:
             raise StageFailed(f"{ctx.inputs['image']} is not a docker.build image record (no 'reference')")
-        return {k: record.get(k) for k in ("reference", "image_id", "model_hash", "model_version", "port", "tags")}
+        return {k: record.get(k) for k in ("reference", "repo_digests", "image_id", "model_hash", "model_version", "port", "tags")}
     if cfg.get("image"):
-        return {"reference": cfg["image"], "image_id": None, "model_hash": None, "model_version": None, "port": None, "tags": []}
+        return {
+            "reference": cfg["image"],
+            "repo_digests": [],
+            "image_id": None,
+            "model_hash": None,
+            "model_version": None,
+            "port": None,
+            "tags": [],
+        }
     raise StageFailed("k8s.manifests needs an `image` input (from docker.build) or `with: image:`")
 
 
@@ -89,22 +107,42 @@ def render(app: str, image: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[t
         stable, preview = {NAME_LABEL: app, TRACK_LABEL: "stable"}, {NAME_LABEL: app, TRACK_LABEL: "preview"}
         return [
             (("app", None), deployment(app, image, cfg, {**base, **stable}, stable)),
+            (("budget", None), disruption_budget(app, cfg, base, stable)),
             (("live", None), service(app, cfg, base, stable)),
             (("preview", None), deployment(f"{app}-preview", image, {**cfg, "replicas": 1}, {**base, **preview}, preview)),
             (("preview", None), service(f"{app}-preview", cfg, {**base, **preview}, preview)),
             *([(("scaler", None), hpa(app, cfg, base))] if cfg.get("autoscaling") else []),
+            (("policy", None), network_policy(app, image, cfg, base)),
         ]
     objects: list[tuple[tuple[str, str | None], dict[str, Any]]] = []
     for colour in COLOURS:
         labels, selector = {**base, COLOUR_LABEL: colour}, {NAME_LABEL: app, COLOUR_LABEL: colour}
         objects.append((("app", colour), deployment(f"{app}-{colour}", image, cfg, labels, selector)))
+        objects.append((("budget", colour), disruption_budget(f"{app}-{colour}", cfg, labels, selector)))
         objects.append((("preview", colour), service(f"{app}-{colour}", cfg, labels, selector)))
         if cfg.get("autoscaling"):
             objects.append((("scaler", colour), hpa(f"{app}-{colour}", cfg, labels)))
     # The live Service starts on blue; k8s.deploy rewrites the selector to the colour it promotes.
     live = {k: v for k, v in base.items() if k != VERSION_LABEL}
     objects.append((("live", None), service(app, cfg, live, {NAME_LABEL: app, COLOUR_LABEL: COLOURS[0]})))
+    objects.append((("policy", None), network_policy(app, image, cfg, live)))
     return objects
+
+
+def _container_port(image: Mapping[str, Any], cfg: Mapping[str, Any]) -> int:
+    return int(cfg.get("container_port") or image.get("port") or DEFAULT_CONTAINER_PORT)
+
+
+def image_reference(image: Mapping[str, Any]) -> str:
+    """The image by digest when one is known (a pushed image's RepoDigests), else its reference."""
+    reference = str(image["reference"])
+    if "@" in reference:
+        return reference
+    repository = reference.rpartition(":")[0] if ":" in reference.rpartition("/")[2] else reference
+    for digest in image.get("repo_digests") or ():
+        if str(digest).partition("@")[0] == repository:
+            return str(digest)
+    return reference
 
 
 def _meta(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -117,7 +155,7 @@ def _meta(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str], annotati
 def deployment(
     name: str, image: Mapping[str, Any], cfg: Mapping[str, Any], labels: Mapping[str, str], selector: Mapping[str, str]
 ) -> dict[str, Any]:
-    port = int(cfg.get("container_port") or image.get("port") or DEFAULT_CONTAINER_PORT)
+    port = _container_port(image, cfg)
     annotations = {
         k: str(v) for k, v in (("sluice.dev/image-id", image.get("image_id")), ("sluice.dev/model-hash", image.get("model_hash"))) if v
     }
@@ -127,7 +165,7 @@ def deployment(
 
     container = {
         "name": "server",
-        "image": image["reference"],
+        "image": image_reference(image),
         "imagePullPolicy": cfg["image_pull_policy"],
         "args": ["--host", "0.0.0.0", "--port", str(port)],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
@@ -147,7 +185,15 @@ def deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # Endpoints are removed while the pod still answers: requests already routed to it finish.
+        "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", f"import time; time.sleep({PRESTOP_SECONDS})"]}}},
     }
+    if cfg.get("secret_env"):
+        # A reference the kubelet resolves: the manifest on disk and in the cluster names the Secret, never its value.
+        container["env"] = [
+            {"name": name, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"], "optional": False}}}
+            for name, ref in sorted(cfg["secret_env"].items())
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -162,7 +208,23 @@ def deployment(
                 "metadata": {"labels": dict(labels), "annotations": annotations},
                 "spec": {
                     "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": PRESTOP_SECONDS + 25,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    # The app's pods (any colour or track) on different nodes where the cluster has them, so one
+                    # node lost is not the service lost; one term for every template keeps their hashes comparable.
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "labelSelector": {"matchLabels": {NAME_LABEL: selector[NAME_LABEL]}},
+                                        "topologyKey": "kubernetes.io/hostname",
+                                    },
+                                }
+                            ]
+                        }
+                    },
                     "containers": [container],
                     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
                 },
@@ -180,6 +242,31 @@ def service(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str], select
             "type": "ClusterIP",
             "selector": dict(selector),
             "ports": [{"name": "http", "port": int(cfg["service_port"]), "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def disruption_budget(name: str, cfg: Mapping[str, Any], labels: Mapping[str, str], selector: Mapping[str, str]) -> dict[str, Any]:
+    """A node drain takes at most one of the Deployment's pods at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, cfg, labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
+    }
+
+
+def network_policy(app: str, image: Mapping[str, Any], cfg: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The app's pods take connections on the serving port only and open none: a model server calls nothing."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(app, cfg, labels),
+        "spec": {
+            "podSelector": {"matchLabels": {NAME_LABEL: app}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": _container_port(image, cfg)}]}],
+            "egress": [],
         },
     }
 

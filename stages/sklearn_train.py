@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import schemas
 from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean, write_json
-from sluice.stages._model import FORMAT, METADATA_FILE, MODEL_FILE, library_versions
+from sluice.stages._model import FORMAT, METADATA_FILE, MODEL_FILES, library_versions
 from sluice.stages._tables import input_path, kind_of, plain, read_table, require_columns, sha256_file, sole_output
 
 if TYPE_CHECKING:
@@ -88,9 +88,14 @@ class TrainStage(Plugin):
         fitted, best_params, cv_score = fit(pipeline, frame[features], frame[target], config.get("search"))
         out = sole_output(ctx, "model")
         out.mkdir(parents=True, exist_ok=True)
-        import joblib
+        model_format = config.get("format", "joblib")
+        model_file = MODEL_FILES[model_format]
+        (out / model_file).write_bytes(serialize(fitted, model_format))
+        versions = library_versions()
+        if model_format == "skops":
+            from importlib.metadata import version
 
-        joblib.dump(fitted, out / MODEL_FILE)
+            versions["skops"] = version("skops")
         write_json(
             out / METADATA_FILE,
             {
@@ -100,10 +105,11 @@ class TrainStage(Plugin):
                 "target": target,
                 "features": [{"name": name, "dtype": str(frame[name].dtype)} for name in features],
                 "classes": fitted.classes_.tolist() if task == "classification" else None,
-                "model_file": MODEL_FILE,
-                "model_hash": {"algorithm": "sha256", "value": sha256_file(out / MODEL_FILE)},
+                "model_file": model_file,
+                "model_format": model_format,
+                "model_hash": {"algorithm": "sha256", "value": sha256_file(out / model_file)},
                 "data_hash": sha256_file(source),
-                "library_versions": library_versions(),
+                "library_versions": versions,
                 "params": dict(config.get("params", {})),
                 "best_params": best_params,
                 "cv_score": cv_score,
@@ -111,6 +117,33 @@ class TrainStage(Plugin):
         )
         searched = f"; best {best_params} (cv score {cv_score:.4g})" if best_params is not None else ""
         ctx.log.info("trained %s on %d rows × %d features%s", config["estimator"], len(frame), len(features), searched)
+
+
+def serialize(fitted: Any, model_format: str) -> bytes:
+    """The model file's bytes. skops only when every type in it is one the serving loader trusts,
+    so what is written here can always be loaded there without executing code."""
+    if model_format == "joblib":
+        import io
+
+        import joblib
+
+        buffer = io.BytesIO()
+        joblib.dump(fitted, buffer)
+        return buffer.getvalue()
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise StageFailed("format: skops needs the skops package: pip install skops") from None
+    from sluice.stages.serving.model import skops_untrusted
+
+    data = sio.dumps(fitted)
+    outside = skops_untrusted(data)
+    if outside:
+        raise StageFailed(
+            f"format: skops cannot hold this model: it contains types outside the trusted list ({', '.join(outside)});"
+            " use format: joblib (a pickle, trusted only by its digest)"
+        )
+    return bytes(data)
 
 
 def allowed_modules(config: Mapping[str, Any]) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +49,16 @@ def test_image_is_non_root_with_healthcheck(built: dict) -> None:
     assert attrs["Labels"]["dev.sluice.model.sha256"] == built["model_hash"]
     dockerfile = (Path(built["context_dir"]) / "Dockerfile").read_text()
     assert "--no-index --find-links /tmp/wheels" in dockerfile
+
+
+def test_the_image_installs_only_hashed_wheels(built: dict) -> None:
+    context = Path(built["context_dir"])
+    lines = (context / "requirements.txt").read_text().splitlines()
+    wheels = list((context / "wheels").glob("*.whl"))
+    assert lines and len(lines) == len({w.name.split("-")[0] for w in wheels})
+    assert all(re.fullmatch(r"[A-Za-z0-9_.]+==[^ ]+( --hash=sha256:[0-9a-f]{64})+", line) for line in lines), lines
+    assert "--no-index --find-links /tmp/wheels --require-hashes" in (context / "Dockerfile").read_text()
+    assert built["base_image_pinned"] == built["base_image"]  # built locally by docker import: no registry digest
 
 
 def test_container_serves_the_model(built: dict, model_dir: Path, sample_table: Path) -> None:

@@ -111,6 +111,13 @@ def test_first_deploy_goes_live_on_blue(bg: Workspace, fake: FakeKubernetesAPI) 
     assert record["changed"]["Deployment/bc-blue"] == "created"
 
 
+def test_deploy_applies_the_disruption_budget_and_network_policy(bg: Workspace, fake: FakeKubernetesAPI) -> None:
+    record = bg.deploy(GOOD)
+    assert record["changed"]["PodDisruptionBudget/bc-blue"] == "created" and record["changed"]["NetworkPolicy/bc"] == "created"
+    assert fake.get("poddisruptionbudgets", "default", "bc-blue")["spec"]["maxUnavailable"] == 1  # type: ignore[index]
+    assert fake.get("networkpolicies", "default", "bc")["spec"]["egress"] == []  # type: ignore[index]
+
+
 def test_second_deploy_switches_to_green_and_keeps_blue(bg: Workspace, fake: FakeKubernetesAPI) -> None:
     bg.deploy(GOOD)
     record = bg.deploy(NEWER)

@@ -197,6 +197,7 @@ ORDER = [
     "durable",
     "paths",
     "fingerprint",
+    "secret",
     "plugin",
     "load",
     "schema_check",

@@ -43,13 +43,16 @@ ROUTES = {
         r"^/apis/autoscaling/v2/namespaces/(?P<ns>[^/]+)/horizontalpodautoscalers(?:/(?P<name>[^/]+))?$"
     ),
     "leases": re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/]+))?$"),
+    "poddisruptionbudgets": re.compile(r"^/apis/policy/v1/namespaces/(?P<ns>[^/]+)/poddisruptionbudgets(?:/(?P<name>[^/]+))?$"),
+    "networkpolicies": re.compile(r"^/apis/networking.k8s.io/v1/namespaces/(?P<ns>[^/]+)/networkpolicies(?:/(?P<name>[^/]+))?$"),
 }
 PROXY = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+)(?::(?P<port>[^/]+))?/proxy(?P<path>/.*)?$")
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fake", "gitCommit": "0" * 40, "gitTreeState": "clean",
            "buildDate": "2024-04-17T00:00:00Z", "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"}  # fmt: skip
 KINDS = {"deployments": ("apps/v1", "Deployment"), "services": ("v1", "Service"),
          "horizontalpodautoscalers": ("autoscaling/v2", "HorizontalPodAutoscaler"),
-         "leases": ("coordination.k8s.io/v1", "Lease")}  # fmt: skip
+         "leases": ("coordination.k8s.io/v1", "Lease"), "poddisruptionbudgets": ("policy/v1", "PodDisruptionBudget"),
+         "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy")}  # fmt: skip
 DROP = -1  # a fault's status meaning: do the request, then close the connection without answering
 
 

@@ -42,6 +42,7 @@ def test_model_directory_follows_the_contract(harness, write_csv, cancer):
         "features",
         "classes",
         "model_file",
+        "model_format",
         "model_hash",
         "data_hash",
         "library_versions",
@@ -52,7 +53,7 @@ def test_model_directory_follows_the_contract(harness, write_csv, cancer):
     assert (meta["format"], meta["estimator"], meta["task"], meta["target"]) == (1, LOGREG, "classification", "target")
     assert meta["features"] == [{"name": c, "dtype": "float64"} for c in cancer.columns[:4]]
     assert meta["classes"] == ["benign", "malignant"]
-    assert meta["model_file"] == "model.joblib"
+    assert (meta["model_file"], meta["model_format"]) == ("model.joblib", "joblib")
     assert meta["model_hash"] == {"algorithm": "sha256", "value": hashlib.sha256((out / "model.joblib").read_bytes()).hexdigest()}
     assert meta["data_hash"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert set(meta["library_versions"]) == {"python", "scikit-learn", "numpy", "pandas", "scipy", "joblib"}
