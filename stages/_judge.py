@@ -288,7 +288,7 @@ def _stat_result(rule: Rule, series: pd.Series, kind: str, values: int) -> Resul
     else:
         value = numbers.quantile(float(stat[1:]) / 100)
     low, high = rule.expected.get("min", -math.inf), rule.expected.get("max", math.inf)
-    ok = not math.isnan(value) and low <= value <= high
+    ok = bool(not math.isnan(value) and low <= value <= high)
     note = f"{stat} {value:.6g}" if not math.isnan(value) else f"{stat} undefined: {len(numbers)} numeric value(s)"
     return Result(rule.column, rule.rule, rule.expected, rule.severity, ok, 0 if ok else 1, values, note=note)
 
@@ -350,7 +350,7 @@ def _result(rule: Rule, placed: _Placed, cases: pd.DataFrame | None, limit: int)
         outcome = scalar["failure_case"].iloc[0]
         note = "returned False" if str(outcome) == "False" else f"raised {outcome}"
         return Result(rule.column, rule.rule, rule.expected, rule.severity, False, 1, placed.checked, note=note)
-    if placed.value_of is not None:  # a table check: pandera lists each failing row once per column
+    if placed.key[0] == _TABLE:  # pandera lists each failing row of a table check once per column
         rows = cases["index"].drop_duplicates()
         cases = pd.DataFrame({"index": rows.to_numpy(), "failure_case": None})
     if placed.skip is not None:
