@@ -26,9 +26,6 @@ from sluice.stages._checks import DEFAULT_FAILURE_CASES, EXAMPLES, NUMERIC, OPS,
 from sluice.stages._tables import kind_of
 
 _BOUND = {"min": operator.ge, "max": operator.le, "exclusive_min": operator.gt, "exclusive_max": operator.lt}
-_BUILTIN = {"min": pa.Check.ge, "max": pa.Check.le, "exclusive_min": pa.Check.gt, "exclusive_max": pa.Check.lt}
-# pandera names these checks; every other check is known by its position in its column's (or the table's) list
-_NAMED = ("not_nullable", "field_uniqueness", "multiple_fields_uniqueness")
 _TABLE = "\0table"  # the column key of table-level checks in the failure cases
 
 
@@ -47,7 +44,6 @@ class _Placed:
 
     key: tuple[str, str]  # (column or _TABLE, check name or "#<position>")
     checked: int
-    skip: pd.Index | None = None  # rows not to count (nulls that `dtype` made)
     value_of: Callable[[Any], Any] | None = None  # the reported value of a failing row, for table checks
     note: str = ""
 
@@ -56,9 +52,9 @@ class _Placed:
 class _Plan:
     """Built while reading the rules: pandera's columns and table checks, and where each rule lands."""
 
-    columns: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, list[Any]] = field(default_factory=dict)  # column → its pandera checks
     table_checks: list[Any] = field(default_factory=list)
-    unique: list[str] | None = None
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # check key → failing rows, filled as pandera runs
     placed: dict[tuple[str | None, str], _Placed] = field(default_factory=dict)
     direct: dict[tuple[str | None, str], Result] = field(default_factory=dict)  # rules judged without pandera
 
@@ -95,13 +91,14 @@ def evaluate(frame: pd.DataFrame, config: Mapping[str, Any]) -> list[Result]:
     rules = table_rules(config, default)
     ordered.extend(rules)
     for rule in rules:
-        _plan_table_rule(plan, rule, judged, config, allowed)
+        _plan_table_rule(plan, rule, judged, config, allowed, limit)
     cases = _run(plan, judged)
     for rule in ordered:
         if rule.ident in plan.direct:
             results.append(plan.direct[rule.ident])
         else:
-            results.append(_result(rule, plan.placed[rule.ident], cases.get(plan.placed[rule.ident].key), limit))
+            placed = plan.placed[rule.ident]
+            results.append(_result(rule, placed, cases.get(placed.key), plan.counts.get(placed.key), limit))
     return results
 
 
@@ -201,8 +198,6 @@ def _plan_column(
     series = parsed.series
     kind = kind_of(series)
     values = int(series.notna().sum())
-    checks: list[Any] = []
-    nullable, unique = True, False
     for rule in rules:
         if rule.rule == "dtype":
             plan.direct[rule.ident] = _dtype_result(rule, parsed, int(original.notna().sum()), limit)
@@ -214,15 +209,13 @@ def _plan_column(
             plan.direct[rule.ident] = Result(name, rule.rule, rule.expected, rule.severity, ok, nulls, len(original), fraction, note=note)
         elif rule.rule.startswith("stats."):
             plan.direct[rule.ident] = _stat_result(rule, series, kind, values)
-        elif rule.rule == "nullable":
-            nullable = bool(rule.expected)
-            skip = parsed.bad.index if parsed.bad is not None else None
-            plan.placed[rule.ident] = _Placed((name, "not_nullable"), len(series), skip)
+        elif rule.rule in ("nullable", "not_future", "unique") and rule.expected is (rule.rule == "nullable"):  # nothing to check
+            plan.direct[rule.ident] = Result(name, rule.rule, rule.expected, rule.severity, True, checked=values)
+        elif rule.rule == "nullable":  # a null that `dtype` made (an unparsable value) is reported there, not here
+            made = parsed.bad.index if parsed.bad is not None else pd.Index([])
+            _add(plan, rule, name, lambda s, made=made: s.notna() | s.index.isin(made), len(series), limit, ignore_na=False)
         elif rule.rule == "unique":
-            unique = bool(rule.expected)
-            plan.placed[rule.ident] = _Placed((name, "field_uniqueness"), values)
-        elif rule.rule == "not_future" and not rule.expected:
-            plan.direct[rule.ident] = Result(name, rule.rule, False, rule.severity, True, checked=values)
+            _add(plan, rule, name, lambda s: ~s.duplicated(keep=False), values, limit)
         else:
             try:
                 check = _value_check(rule, kind, allowed)
@@ -230,34 +223,63 @@ def _plan_column(
                 plan.direct[rule.ident] = Result(name, rule.rule, rule.expected, rule.severity, False, note=str(exc))
                 continue
             note = f"column is {kind}, not numeric" if rule.rule in NUMERIC and kind not in ("int", "float", "bool") else ""
-            plan.placed[rule.ident] = _Placed((name, f"#{len(checks)}"), values, note=note)
-            checks.append(check)
-    plan.columns[name] = pa.Column(nullable=nullable, unique=unique, checks=checks, required=False, name=name)
+            _add(plan, rule, name, check, values, limit, note=note)
 
 
-def _value_check(rule: Rule, kind: str, allowed: Sequence[str]) -> Any:
-    """The pandera check for a value rule: a built-in where the column's kind fits, else a vectorised one that converts."""
+def _add(
+    plan: _Plan,
+    rule: Rule,
+    column: str,
+    check: Callable[[Any], Any],
+    checked: int,
+    limit: int,
+    *,
+    ignore_na: bool = True,
+    value_of: Callable[[Any], Any] | None = None,
+    note: str = "",
+) -> None:
+    """`check` as a pandera check of `column` (or of the table) that keeps only the first `limit` failure cases.
+
+    pandera formats every failure case into its error message, one Python string each, which
+    dominated the time on tables with many failing rows; the wrapper counts the failures instead.
+    """
+    checks = plan.table_checks if column == _TABLE else plan.checks.setdefault(column, [])
+    key = (column, f"#{len(checks)}")
+
+    def counted(data: Any) -> Any:
+        passed = check(data)
+        if isinstance(passed, pd.Series | pd.DataFrame):
+            plan.counts[key] = int((~passed.fillna(False).astype(bool)).to_numpy().sum())
+        return passed
+
+    checks.append(pa.Check(counted, name=rule.rule, ignore_na=ignore_na, n_failure_cases=max(limit, 1)))
+    plan.placed[rule.ident] = _Placed(key, checked, value_of=value_of, note=note)
+
+
+def _value_check(rule: Rule, kind: str, allowed: Sequence[str]) -> Callable[[Any], Any]:
+    """A value rule as a vectorised check (values → True where they pass), converting where the column's kind needs it."""
     value = rule.expected
     if rule.rule in NUMERIC:
-        if kind in ("int", "float", "bool"):
-            return _BUILTIN[rule.rule](value)
         compare = _BOUND[rule.rule]
-        return pa.Check(lambda s: compare(pd.to_numeric(s, errors="coerce"), value), name=rule.rule)  # text that is no number fails
+        if kind in ("int", "float", "bool"):
+            return lambda s: compare(s, value)
+        return lambda s: compare(pd.to_numeric(s, errors="coerce"), value)  # text that is no number fails
     if rule.rule == "allowed":
-        return pa.Check.isin(value)
+        return lambda s: s.isin(value)
     if rule.rule == "forbidden":
-        return pa.Check.notin(value)
+        return lambda s: ~s.isin(value)
     if rule.rule == "regex":
         pattern = re.compile(value)
-        return pa.Check(lambda s: _text(s).str.fullmatch(pattern).fillna(False).astype(bool), name="regex")
+        return lambda s: _text(s).str.fullmatch(pattern).fillna(False).astype(bool)
     if rule.rule in ("min_length", "max_length"):
         bound = operator.ge if rule.rule == "min_length" else operator.le
-        return pa.Check(lambda s: bound(_text(s).str.len(), value), name=rule.rule)
+        return lambda s: bound(_text(s).str.len(), value)
     if rule.rule in ("min_date", "max_date"):
-        return pa.Check(lambda s: _BOUND["min" if rule.rule == "min_date" else "max"](s, _moment(value, s)), name=rule.rule)
+        compare = _BOUND["min" if rule.rule == "min_date" else "max"]
+        return lambda s: compare(s, _moment(value, s))
     if rule.rule == "not_future":
-        return pa.Check(lambda s: s <= _moment(None, s), name="not_future")
-    return pa.Check(import_check(value, allowed), name=value)  # checks.N: a custom check
+        return lambda s: s <= _moment(None, s)
+    return import_check(value, allowed)  # checks.N: a custom check
 
 
 def _text(series: pd.Series) -> pd.Series:
@@ -293,7 +315,7 @@ def _stat_result(rule: Rule, series: pd.Series, kind: str, values: int) -> Resul
     return Result(rule.column, rule.rule, rule.expected, rule.severity, ok, 0 if ok else 1, values, note=note)
 
 
-def _plan_table_rule(plan: _Plan, rule: Rule, judged: pd.DataFrame, config: Mapping[str, Any], allowed: Sequence[str]) -> None:
+def _plan_table_rule(plan: _Plan, rule: Rule, judged: pd.DataFrame, config: Mapping[str, Any], allowed: Sequence[str], limit: int) -> None:
     if rule.rule == "unique":
         names = rule.expected
     elif rule.rule.startswith("compare."):
@@ -307,21 +329,20 @@ def _plan_table_rule(plan: _Plan, rule: Rule, judged: pd.DataFrame, config: Mapp
         return
     complete = int(judged[names].notna().all(axis=1).sum()) if names else len(judged)
     value_of = (lambda row: {n: _plain(judged.at[row, n]) for n in names}) if names else None
-    if rule.rule == "unique":
-        plan.unique = names
-        plan.placed[rule.ident] = _Placed((_TABLE, "multiple_fields_uniqueness"), complete, value_of=value_of)
-        return
-    if rule.rule.startswith("compare."):
-        left, right, op = cmp["left"], cmp["right"], OPS[cmp["op"]]
-        check = pa.Check(lambda df: op(df[left], df[right]) | df[left].isna() | df[right].isna(), ignore_na=False, name=rule.expected)
+    if rule.rule == "unique":  # a check of the first column, so pandera reports each failing row once
+        keys = judged[names]
+        repeated = keys.duplicated(keep=False) & keys.notna().all(axis=1)
+        _add(plan, rule, names[0], lambda s: ~repeated.loc[s.index], complete, limit, value_of=value_of)
+    elif rule.rule.startswith("compare."):  # a check of the left column, for the same reason
+        other, op = judged[cmp["right"]], OPS[cmp["op"]]
+        _add(plan, rule, cmp["left"], lambda s: op(s, other.loc[s.index]) | other.loc[s.index].isna(), complete, limit, value_of=value_of)
     else:
         try:
-            check = pa.Check(import_check(rule.expected, allowed), ignore_na=False, name=rule.expected)
+            check = import_check(rule.expected, allowed)
         except StageFailed as exc:
             plan.direct[rule.ident] = Result(None, rule.rule, rule.expected, rule.severity, False, note=str(exc))
             return
-    plan.placed[rule.ident] = _Placed((_TABLE, f"#{len(plan.table_checks)}"), complete, value_of=value_of)
-    plan.table_checks.append(check)
+        _add(plan, rule, _TABLE, check, complete, limit, ignore_na=False)
 
 
 # ---- pandera's failure cases into results
@@ -329,7 +350,8 @@ def _plan_table_rule(plan: _Plan, rule: Rule, judged: pd.DataFrame, config: Mapp
 
 def _run(plan: _Plan, judged: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """pandera's failure cases, one frame per check key; empty when every check passed."""
-    schema = pa.DataFrameSchema(plan.columns, checks=plan.table_checks, unique=plan.unique)
+    columns = {name: pa.Column(checks=checks, required=False, nullable=True, name=name) for name, checks in plan.checks.items()}
+    schema = pa.DataFrameSchema(columns, checks=plan.table_checks)
     try:
         schema.validate(judged, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
@@ -338,12 +360,11 @@ def _run(plan: _Plan, judged: pd.DataFrame) -> dict[tuple[str, str], pd.DataFram
         return {}
     column = cases["column"].where(cases["schema_context"] == "Column", _TABLE)
     number = pd.to_numeric(cases["check_number"], errors="coerce").fillna(-1).astype(int)
-    check = cases["check"].where(cases["check"].isin(_NAMED), "#" + number.astype(str))
-    return {(str(c), str(k)): group for (c, k), group in cases.groupby([column, check], sort=False)}
+    return {(str(c), f"#{k}"): group for (c, k), group in cases.groupby([column, number], sort=False)}
 
 
-def _result(rule: Rule, placed: _Placed, cases: pd.DataFrame | None, limit: int) -> Result:
-    if cases is None:
+def _result(rule: Rule, placed: _Placed, cases: pd.DataFrame | None, counted: int | None, limit: int) -> Result:
+    if cases is None or counted == 0:
         return _judged(rule, 0, placed.checked, None, limit, placed.note)
     scalar = cases[cases["index"].isna()]
     if len(scalar):  # the check returned one boolean, or raised
@@ -353,9 +374,8 @@ def _result(rule: Rule, placed: _Placed, cases: pd.DataFrame | None, limit: int)
     if placed.key[0] == _TABLE:  # pandera lists each failing row of a table check once per column
         rows = cases["index"].drop_duplicates()
         cases = pd.DataFrame({"index": rows.to_numpy(), "failure_case": None})
-    if placed.skip is not None:
-        cases = cases[~cases["index"].isin(placed.skip)]
-    return _judged(rule, len(cases), placed.checked, cases, limit, placed.note, placed.value_of)
+    failing = counted if counted is not None else len(cases)
+    return _judged(rule, failing, placed.checked, cases, limit, placed.note, placed.value_of)
 
 
 def _judged(
