@@ -212,8 +212,9 @@ def _plan_column(
         elif rule.rule in ("nullable", "not_future", "unique") and rule.expected is (rule.rule == "nullable"):  # nothing to check
             plan.direct[rule.ident] = Result(name, rule.rule, rule.expected, rule.severity, True, checked=values)
         elif rule.rule == "nullable":  # a null that `dtype` made (an unparsable value) is reported there, not here
-            made = parsed.bad.index if parsed.bad is not None else pd.Index([])
-            _add(plan, rule, name, lambda s, made=made: s.notna() | s.index.isin(made), len(series), limit, ignore_na=False)
+            made = parsed.bad.index if parsed.bad is not None else None
+            present = (lambda s: s.notna()) if made is None else (lambda s, made=made: s.notna() | s.index.isin(made))
+            _add(plan, rule, name, present, len(series), limit, ignore_na=False)
         elif rule.rule == "unique":
             _add(plan, rule, name, lambda s: ~s.duplicated(keep=False), values, limit)
         else:
@@ -249,7 +250,10 @@ def _add(
     def counted(data: Any) -> Any:
         passed = check(data)
         if isinstance(passed, pd.Series | pd.DataFrame):
-            plan.counts[key] = int((~passed.fillna(False).astype(bool)).to_numpy().sum())
+            flags = passed.to_numpy()
+            if flags.dtype != bool:  # nullable booleans: <NA> fails
+                flags = passed.fillna(False).astype(bool).to_numpy()
+            plan.counts[key] = flags.size - int(flags.sum())
         return passed
 
     checks.append(pa.Check(counted, name=rule.rule, ignore_na=ignore_na, n_failure_cases=max(limit, 1)))
