@@ -51,8 +51,8 @@ def test_happy_path_writes_a_passing_report(harness, write_csv, people):
 @pytest.mark.parametrize(
     ("rules", "column", "rule", "failing", "examples"),
     [
-        ({"dtype": "int"}, "score", "dtype", 4, ()),
-        ({"dtype": "number"}, "country", "dtype", 4, ()),
+        ({"dtype": "int"}, "score", "dtype", 4, (0.5, 0.7, 0.9, 1.5)),
+        ({"dtype": "number"}, "country", "dtype", 4, ("FR", "DE", "XX")),
         ({"nullable": False}, "age", "nullable", 1, ()),
         ({"min": 18}, "age", "min", 1, (17.0,)),
         ({"max": 1.0}, "score", "max", 1, (1.5,)),
