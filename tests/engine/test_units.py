@@ -208,6 +208,7 @@ ORDER = [
     "cache",
     "state",
     "maintenance",
+    "remote",
     "plan",
     "stage_runner",
     "watchdog",
@@ -217,7 +218,10 @@ ORDER = [
     "dag",
     "schema_bundle",
 ]
-SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"]}
+SUBPACKAGES = {
+    "dag": ["view", "layout", "formats", "html", "render"],
+    "remote": ["protocol", "config", "sign", "fsspec_store", "sync", "upkeep"],
+}
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
