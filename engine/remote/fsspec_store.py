@@ -46,7 +46,10 @@ def _s3_options(remote: RemoteConfig, timeout: float) -> dict[str, Any]:
     config = {
         "connect_timeout": min(timeout, 10.0),
         "read_timeout": timeout,
-        "retries": {"max_attempts": 1, "mode": "standard"},  # our own loop retries; botocore's would multiply it
+        "retries": {"max_attempts": 1, "mode": "standard"},
+        # objects are re-hashed with BLAKE3 anyway, and a ranged GET (a bounded entry read) carries the
+        # whole object's checksum on some servers (rclone), which botocore would then reject
+        "response_checksum_validation": "when_required",  # our own loop retries; botocore's would multiply it
         **dict(remote.options.get("config_kwargs") or {}),
     }
     return {
@@ -72,6 +75,12 @@ def _precondition_failed(exc: BaseException) -> bool:
     code = (response.get("Error") or {}).get("Code")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     return code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    return int(status) if isinstance(status, int) else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -132,6 +141,9 @@ class FsspecStore:
             except Exception as exc:  # noqa: BLE001 - a backend may raise anything: the message is what the user needs
                 if _precondition_failed(exc):
                     raise AlreadyThere(what) from None
+                status = _status(exc)
+                if status is not None and 400 <= status < 500 and status not in (408, 429):  # refused, not flaky
+                    raise RemoteError(f"remote {self.url}: {what} refused ({status}): {_reason(exc)}") from None
                 if attempt == ATTEMPTS - 1:
                     raise RemoteError(f"remote {self.url}: {what} failed after {ATTEMPTS} attempts: {_reason(exc)}") from None
                 _LOG.debug("sluice: remote %s: %s failed (%s); retrying in %.1fs", self.url, what, exc, delay)
@@ -160,6 +172,8 @@ class FsspecStore:
     def put_file(self, key: str, src: Path, sha256: bytes) -> bool:
         fs = self._open()
         path = self._path(key)
+        if self.head(key) is not None:  # servers that ignore If-None-Match (rclone) would overwrite
+            return False
         if self._s3:
             size = src.stat().st_size
             extra = {"ChecksumSHA256": base64.b64encode(sha256).decode()} if size <= SINGLE_PUT else {}
@@ -168,8 +182,6 @@ class FsspecStore:
             except AlreadyThere:
                 return False
             return True
-        if self.head(key) is not None:  # no conditional write: HEAD, then PUT through a temp key
-            return False
         self._via_temp(key, lambda tmp: fs.put_file(str(src), tmp))
         return True
 
