@@ -284,20 +284,39 @@ def _maintenance_layout(file: Path, cache_dir: Path | None) -> Layout:
     return Layout.for_workspace(Path(os.path.abspath(file)).parent, cache_dir)
 
 
-def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False) -> VerifyReport:
-    """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones."""
+def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False, remote: str | None = None) -> VerifyReport:
+    """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones (of `remote`, if named)."""
     from sluice.engine.cache import Store
     from sluice.engine.maintenance import verify
+
+    if remote is not None:
+        from sluice.engine.remote.upkeep import verify as verify_remote
+
+        cache = open_remote(_maintenance_layout(file, cache_dir), remote)
+        try:
+            return verify_remote(cache, delete)
+        finally:
+            cache.close()
 
     return verify(Store(_maintenance_layout(file, cache_dir).cache_dir), delete)
 
 
-def gc(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False) -> GcReport:
-    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance)."""
+def gc(
+    file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False, remote: str | None = None
+) -> GcReport:
+    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance, engine.remote.upkeep)."""
     from sluice.engine.cache import Store
     from sluice.engine.maintenance import gc as collect
 
     layout = _maintenance_layout(file, cache_dir)
+    if remote is not None:
+        from sluice.engine.remote.upkeep import gc as collect_remote
+
+        cache = open_remote(layout, remote)
+        try:
+            return collect_remote(layout, cache, keep_days, dry_run)
+        finally:
+            cache.close()
     if dry_run:  # read-only: no workspace lock file written
         return collect(layout, Store(layout.cache_dir), keep_days, dry_run=True)
     with workspace_lock(layout):  # a run here could be about to name what gc would take
@@ -316,7 +335,7 @@ def remotes_file(file: Path = DEFAULT_FILE) -> Path:
 
 def read_remotes(file: Path = DEFAULT_FILE) -> Remotes:
     from sluice.engine.limits import Limits
-    from sluice.engine.remote.config import RemoteConfig, Remotes
+    from sluice.engine.remote.config import Remotes
 
     path = remotes_file(file)
     return Remotes.read(path, Limits.from_env(), display_path(path))

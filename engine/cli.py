@@ -164,6 +164,7 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--remote", metavar="NAME", help="act on this remote (sluice.remotes.yaml) instead of the local cache")
 
 
 def _non_negative(text: str) -> float:
@@ -361,7 +362,7 @@ def _maintenance(args: argparse.Namespace) -> int:
     from sluice.engine import api
 
     if args.command == "cache":
-        report = api.cache_verify(args.file, args.cache_dir, args.delete)
+        report = api.cache_verify(args.file, args.cache_dir, args.delete, args.remote)
         if args.json:
             print(json.dumps(report.as_dict(), indent=2))
         else:
@@ -375,7 +376,7 @@ def _maintenance(args: argparse.Namespace) -> int:
                 f"{_n(report.objects, 'object')} checked ({report.bytes:,} bytes), {_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
             )
         return EXIT_FAILED if report.bad else EXIT_OK
-    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
+    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run, args.remote)
     if args.json:
         print(json.dumps(gc.as_dict(), indent=2))
         return EXIT_OK

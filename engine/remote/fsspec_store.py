@@ -120,6 +120,8 @@ class FsspecStore:
                 raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
             except (ValueError, TypeError) as exc:
                 raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+            for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in environment variables."
+                logging.getLogger(noisy).setLevel(logging.WARNING)
             if s3:
                 fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
             self._fs, self._root, self._s3 = fs, root.rstrip("/"), s3

@@ -13,12 +13,18 @@ def test_add_list_remove(ws: Workspace) -> None:
     listed = ws.sluice("remote", "list", "--json").json()
     assert listed == {
         "default": "team",
-        "remotes": {"pr": {"url": "s3://bucket/sluice", "read_only": True}, "team": {"url": "s3://bucket/sluice", "endpoint_url": "http://127.0.0.1:8333"}},
+        "remotes": {
+            "pr": {"url": "s3://bucket/sluice", "read_only": True},
+            "team": {"url": "s3://bucket/sluice", "endpoint_url": "http://127.0.0.1:8333"},
+        },
     }
     assert ws.sluice("remote", "add", "pr", "file:///srv/cache", "--default").code == 0
     assert ws.sluice("remote", "list", "--json").json()["default"] == "pr"
     assert ws.sluice("remote", "remove", "pr").code == 0
-    assert ws.sluice("remote", "list", "--json").json() == {"default": None, "remotes": {"team": {"url": "s3://bucket/sluice", "endpoint_url": "http://127.0.0.1:8333"}}}
+    assert ws.sluice("remote", "list", "--json").json() == {
+        "default": None,
+        "remotes": {"team": {"url": "s3://bucket/sluice", "endpoint_url": "http://127.0.0.1:8333"}},
+    }
     gone = ws.sluice("remote", "remove", "tema")
     assert gone.code == 2 and "did you mean 'team'" in gone.err
 

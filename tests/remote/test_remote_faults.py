@@ -93,7 +93,9 @@ def _closed_port() -> str:
 def test_a_failing_remote_is_one_message_and_a_local_run(ws: Workspace, kind: str) -> None:
     with _answering(int(kind)) if kind.isdigit() else _silent() if kind == "hang" else _nothing() as endpoint:
         chain(ws, 3, remote_url="s3://sluice-test/x", endpoint=endpoint or _closed_port())
-        res = ws.sluice("run", "--json", "--remote", "team", env={"SLUICE_REMOTE_TIMEOUT": "1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+        res = ws.sluice(
+            "run", "--json", "--remote", "team", env={"SLUICE_REMOTE_TIMEOUT": "1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+        )
     assert res.code == 0, res.err
     assert {k: v["outcome"] for k, v in res.json()["stages"].items()} == dict.fromkeys(("s0", "s1", "s2"), "ran")
     assert res.err.count("going on without the remote 'team'") == 1, res.err
@@ -150,7 +152,9 @@ def test_killing_push_anywhere_never_leaves_an_entry_without_its_objects(seaweed
     store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     for delay in (2.6, 2.9, 3.2, 3.5, 4.0):  # import takes most of the first seconds; kills land inside the push
-        proc = subprocess.Popen([sys.executable, "-m", "sluice", "push"], cwd=ws.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "push"], cwd=ws.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
