@@ -60,8 +60,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def seaweedfs(folder: Path) -> Iterator[str]:
-    """`weed server` with master, volume, filer and S3 on free ports; yields the S3 endpoint URL."""
+def seaweedfs(folder: Path, buckets: tuple[str, ...] = ("sluice-test",)) -> Iterator[str]:
+    """`weed server` with master, volume, filer and S3 on free ports, `buckets` made; yields the S3 endpoint URL."""
     weed = shutil.which("weed")
     if weed is None:
         raise FileNotFoundError("weed")
@@ -79,9 +79,22 @@ def seaweedfs(folder: Path) -> Iterator[str]:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{s3}/", proc, log)
-        yield f"http://127.0.0.1:{s3}"
+        endpoint = f"http://127.0.0.1:{s3}"
+        _make_buckets(endpoint, buckets)
+        yield endpoint
     finally:
         _stop(proc)
+
+
+def _make_buckets(endpoint: str, buckets: tuple[str, ...]) -> None:
+    """Uploads create no bucket for a non-admin identity: make them first, as an operator would."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        key=KEY, secret=SECRET, client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, skip_instance_cache=True
+    )
+    for bucket in buckets:
+        fs.mkdir(bucket)
 
 
 @contextmanager
