@@ -107,7 +107,6 @@ def rclone_s3(folder: Path) -> Iterator[str]:
     port = _port_pair()
     log = folder.parent / f"{folder.name}-rclone.log"
     argv = [rclone, "serve", "s3", str(folder), "--addr", f"127.0.0.1:{port}", "--auth-key", f"{KEY},{SECRET}", "--config", "/dev/null"]
-    argv += ["--dir-cache-time", "0s"]  # tests edit the folder behind the server's back: no stale listings
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
