@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from sluice.engine.export.protocol import Options
     from sluice.engine.maintenance import GcReport, VerifyReport
     from sluice.engine.plan import Plan, Planner
+    from sluice.engine.remote.config import RemoteConfig, Remotes
+    from sluice.engine.remote.sync import RemoteCache
 
 DEFAULT_FILE = Path("pipeline.yaml")
 
@@ -136,7 +138,9 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
     return frozenset(loaded.pipeline.closure_up(chosen))
 
 
-def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False) -> Planner:
+def planner(
+    loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False, remote: RemoteCache | None = None
+) -> Planner:
     from sluice.engine.cache import Store, links_from_env
     from sluice.engine.fingerprint import HashCache
     from sluice.engine.limits import Limits
@@ -162,6 +166,7 @@ def planner(loaded: Loaded, targets: Sequence[str] = (), force: bool = False, re
         locate=loaded.doc.location,
         force=force,
         selected=_targets(loaded, targets),
+        remote=remote,
     )
 
 
@@ -210,7 +215,10 @@ def run(
     jobs: int | None = None,
     force: bool = False,
     rehash: bool = False,
+    remote: str | None = None,
+    read_only: bool = False,
 ) -> RunSummary:
+    """`remote`: a configured remote's name, looked up on a local miss and pushed to after each stage runs."""
     import sqlite3
 
     from sluice.engine.execute import Executor, install_stop_handlers, stop_leftovers
@@ -218,12 +226,20 @@ def run(
 
     layout = loaded.layout
     run_id = new_run_id()
+    config = remote_config(layout, remote) if remote is not None else None  # a bad remotes file: refused before anything runs
     with workspace_lock(layout, run_id):
         stop_leftovers(layout, run_id, reporter)  # a dead run's stage must not run beside its next copy
         sweep_leftovers(layout, run_id)
         p = planner(loaded, targets, force, rehash)
+        if config is not None:
+            from sluice.engine.remote.sync import open_cache
+
+            p.remote = open_cache(config, p.store, read_only)  # the planner's store: pushes wait on its pending writes
+        cache = p.remote
         plan = p.plan()
         preflight(loaded, plan)
+        if cache is not None:  # every restore's downloads start now, in parallel, not one stage at a time
+            cache.prefetch(plan.restore_from[sid] for sid, i in plan.items.items() if i.decision is Decision.RESTORE)
         executor = Executor(
             pipeline=loaded.pipeline,
             planner=p,
@@ -236,12 +252,16 @@ def run(
             jobs=jobs or os.cpu_count() or 1,
             lock_stages={k: v for k, v in p.lock.stages.items() if k in loaded.pipeline.stages},
             keep_on_failure=kept_reports(loaded),
+            remote=cache,
         )
         restore_handlers = install_stop_handlers(executor.stop)
         try:
             summary = executor.run()
         finally:
             restore_handlers()
+            if cache is not None:
+                cache.finish()  # pushes still in flight: their warnings, if any, before the summary
+                cache.close()
             # Whatever happened, record what did succeed: a rerun resumes from here.
             # Only this pipeline file's section is replaced: its neighbours' entries stay.
             recorded = p.lock.with_stages(executor.lock_stages)
@@ -302,20 +322,39 @@ def _maintenance_layout(file: Path, cache_dir: Path | None) -> Layout:
     return Layout.for_workspace(Path(os.path.abspath(file)).parent, cache_dir)
 
 
-def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False) -> VerifyReport:
-    """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones."""
+def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delete: bool = False, remote: str | None = None) -> VerifyReport:
+    """`sluice cache verify`: re-hash every object, check every run entry, retire the bad ones (of `remote`, if named)."""
     from sluice.engine.cache import Store
     from sluice.engine.maintenance import verify
+
+    if remote is not None:
+        from sluice.engine.remote.upkeep import verify as verify_remote
+
+        cache = open_remote(_maintenance_layout(file, cache_dir), remote)
+        try:
+            return verify_remote(cache, delete)
+        finally:
+            cache.close()
 
     return verify(Store(_maintenance_layout(file, cache_dir).cache_dir), delete)
 
 
-def gc(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False) -> GcReport:
-    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance)."""
+def gc(
+    file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False, remote: str | None = None
+) -> GcReport:
+    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance, engine.remote.upkeep)."""
     from sluice.engine.cache import Store
     from sluice.engine.maintenance import gc as collect
 
     layout = _maintenance_layout(file, cache_dir)
+    if remote is not None:
+        from sluice.engine.remote.upkeep import gc as collect_remote
+
+        cache = open_remote(layout, remote)
+        try:
+            return collect_remote(layout, cache, keep_days, dry_run)
+        finally:
+            cache.close()
     if dry_run:  # read-only: no workspace lock file written
         return collect(layout, Store(layout.cache_dir), keep_days, dry_run=True)
     with workspace_lock(layout):  # a run here could be about to name what gc would take
@@ -376,3 +415,162 @@ def export_check(
         _, text, command = _render(inv.target, root / inv.file, path, inv.options, root)
         checked.append(Exported(path, command, is_current(path, text)))
     return checked
+
+
+# ---- remotes (docs/remote.md)
+
+
+def remotes_file(file: Path = DEFAULT_FILE) -> Path:
+    """`sluice.remotes.yaml` beside the pipeline file."""
+    from sluice.engine.remote.config import FILE_NAME
+
+    return Path(os.path.abspath(file)).parent / FILE_NAME
+
+
+def read_remotes(file: Path = DEFAULT_FILE) -> Remotes:
+    from sluice.engine.limits import Limits
+    from sluice.engine.remote.config import Remotes
+
+    path = remotes_file(file)
+    return Remotes.read(path, Limits.from_env(), display_path(path))
+
+
+def remote_add(
+    name: str, url: str, file: Path = DEFAULT_FILE, read_only: bool = False, endpoint_url: str | None = None, default: bool = False
+) -> Remotes:
+    from sluice.engine.remote.config import RemoteConfig, check_new
+    from sluice.engine.state import atomic_write
+
+    check_new(name, url, endpoint_url)
+    current = read_remotes(file)
+    updated = current.added(RemoteConfig(name, url, endpoint_url, read_only), default or not current.remotes)
+    atomic_write(current.file, updated.render())
+    return updated
+
+
+def remote_remove(name: str, file: Path = DEFAULT_FILE) -> Remotes:
+    from sluice.engine.state import atomic_write
+
+    current = read_remotes(file)
+    updated = current.removed(name)
+    atomic_write(current.file, updated.render())
+    return updated
+
+
+def remote_config(layout: Layout, name: str | None) -> RemoteConfig:
+    from sluice.engine.limits import Limits
+    from sluice.engine.remote.config import FILE_NAME, Remotes
+
+    path = layout.workspace / FILE_NAME
+    return Remotes.read(path, Limits.from_env(), display_path(path)).pick(name or None)
+
+
+def open_remote(layout: Layout, name: str | None, read_only: bool = False) -> RemoteCache:
+    """The named (or default) remote of the workspace, beside its local store; nothing contacted yet."""
+    from sluice.engine.cache import Store
+    from sluice.engine.remote.sync import open_cache
+
+    return open_cache(remote_config(layout, name), Store(layout.cache_dir), read_only)
+
+
+def _lock_section(loaded: Loaded, targets: Sequence[str]) -> dict[str, Any]:
+    from sluice.engine.limits import Limits
+    from sluice.engine.state import LockFile
+
+    layout = loaded.layout
+    lock = LockFile.read(
+        layout.lock_file, layout.lock_shadow, Limits.from_env(), layout.section(loaded.pipeline.spec.file), loaded.pipeline.stages
+    )
+    chosen = _targets(loaded, targets)
+    return {sid: e for sid, e in lock.stages.items() if sid in loaded.pipeline.stages and (chosen is None or sid in chosen)}
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What `sluice push` or `sluice pull` did: counts, and one line per stage it could not move."""
+
+    remote: str
+    entries: int
+    objects: int
+    bytes: int
+    problems: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "entries": self.entries,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "problems": list(self.problems),
+        }
+
+
+def push(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None, run_cache: bool = False) -> Transfer:
+    """Objects, then run entries, for the lock's stages (with `run_cache`: every local entry)."""
+    from sluice.engine.cache import UNREADABLE, RunEntry
+
+    cache = open_remote(loaded.layout, remote)
+    if not cache.writable:
+        raise SluiceError(f"the remote '{cache.config.name}' is read-only: nothing is pushed to it")
+    problems: list[str] = []
+    entries: list[RunEntry] = []
+    if run_cache:
+        for path in cache.local.entry_paths():
+            try:
+                entries.append(RunEntry.load(path))
+            except UNREADABLE:
+                problems.append(f"{path}: not a readable run entry (run `sluice cache verify`)")
+    else:
+        for sid, rec in _lock_section(loaded, targets).items():
+            want = {name: o.get("hash") for name, o in (rec.get("outputs") or {}).items()}
+            found = next(
+                (e for e in cache.local.candidates(rec["fingerprint"]) if {n: d.value for n, (_, d) in e.outputs.items()} == want), None
+            )
+            if found is None:
+                problems.append(f"{sid}: its outputs are not in the local cache (run it, then push)")
+            else:
+                entries.append(found)
+    for entry in entries:
+        cache.push_later(entry)
+    try:
+        report = cache.finish()
+    finally:
+        cache.close()
+    if cache.down:
+        problems.append(cache.down)
+    return Transfer(cache.config.name, report.entries, report.objects, report.bytes, tuple(problems + report.skipped))
+
+
+def pull(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None, run_cache: bool = False) -> Transfer:
+    """Run entries and their objects, verified, into the local cache; `sluice run` then restores them."""
+    cache = open_remote(loaded.layout, remote, read_only=True)
+    problems: list[str] = []
+    wanted = []
+    done = 0
+    try:
+        if run_cache:
+            wanted = [(e.stage, e) for e in cache.remote_entries()]
+        else:
+            for sid, rec in _lock_section(loaded, targets).items():
+                fp = rec["fingerprint"]
+                if cache.local.lookup(fp) is not None:
+                    continue
+                entry = cache.lookup(fp, loaded.pipeline.stages[sid].outputs)
+                if entry is None:
+                    problems.append(f"{sid}: no usable entry on the remote")
+                else:
+                    wanted.append((sid, entry))
+        cache.prefetch(e for _, e in wanted)
+        for sid, entry in wanted:
+            why = cache.fetch(entry)
+            if why:
+                problems.append(f"{sid}: {why}")
+            else:
+                done += 1
+    except SluiceError as exc:  # a RemoteError from listing the remote
+        problems.append(str(exc))
+    finally:
+        cache.close()
+    if cache.down and cache.down not in problems:
+        problems.append(cache.down)
+    return Transfer(cache.config.name, done, cache.fetched_objects, cache.fetched_bytes, tuple(problems))

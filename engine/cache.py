@@ -112,6 +112,11 @@ class RunEntry:
         """Read an entry file; raises one of UNREADABLE when it is not a whole, well-formed entry."""
         return cls.from_json(json.loads(path.read_bytes()))
 
+    @property
+    def id(self) -> str:
+        """The entry's file name in a store: its outputs' hash, so one result is filed once."""
+        return hash_bytes(canonical(self.to_json()["outputs"]))[:16]
+
     def objects(self) -> Iterator[str]:
         """The digest of every object this entry needs."""
         for _, d in self.outputs.values():
@@ -136,6 +141,19 @@ class Store:
     def entry_paths(self) -> Iterator[Path]:
         """Every run entry file in the store."""
         yield from sorted((self.root / "runs").glob("??/*/*.json"))
+
+    def has_object(self, digest: str) -> bool:
+        return self._present(digest)
+
+    def adopt(self, tmp: Path, digest: str) -> None:
+        """Move `tmp` (in `tmp_dir()`, its bytes already verified to hash to `digest`) in as that object."""
+        target = self.object_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+
+    def tmp_dir(self) -> Path:
+        return self._tmp_dir()
 
     def _tmp_dir(self) -> Path:
         tmp = self.root / "tmp"
@@ -236,7 +254,7 @@ class Store:
         folder = self._runs(entry.fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
         own: Pending = [] if batch is None else batch
-        target = folder / f"{hash_bytes(canonical(body['outputs']))[:16]}.json"
+        target = folder / f"{entry.id}.json"
         with atomic_file(target, tmp_dir=self._tmp_dir(), defer=own) as f:
             f.write(canonical(body))
         if batch is None:

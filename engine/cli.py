@@ -67,6 +67,35 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument(
         "--markdown-summary", type=Path, metavar="PATH", help="append the run summary to PATH as a Markdown table (CI job summaries)"
     )
+    r.add_argument("--remote", metavar="NAME", help="on a local cache miss look the stage up on this remote; push what runs")
+    r.add_argument("--read-only", action="store_true", help="with --remote: pull, never push (pull-request runs)")
+
+    rm = sub.add_parser("remote", help="configure the remotes the cache is shared through (sluice.remotes.yaml)")
+    rms = rm.add_subparsers(dest="remote_command", required=True, metavar="ACTION")
+    ra = rms.add_parser("add", help="add or replace a remote")
+    ra.add_argument("name")
+    ra.add_argument("url", help="an fsspec URL: s3://bucket/prefix, file:///srv/cache, gs://…, ssh://…")
+    ra.add_argument("--read-only", action="store_true", help="clients only pull from it")
+    ra.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible server's address")
+    ra.add_argument("--default", action="store_true", help="make it the default remote (the first one added is)")
+    for name, what in (("list", "list the remotes"), ("remove", "remove a remote")):
+        one = rms.add_parser(name, help=what)
+        if name == "remove":
+            one.add_argument("name")
+        one.add_argument("--json", action="store_true") if name == "list" else None
+    for one in (ra, *rms.choices.values()):
+        if not any(a.dest == "file" for a in one._actions):
+            one.add_argument(
+                "-f", "--file", type=Path, default=Path("pipeline.yaml"), help="pipeline file beside which the remotes file lives"
+            )
+
+    for name, what in (("push", "upload the lock's stages' outputs and run entries to a remote"), ("pull", "download them into the cache")):
+        t = sub.add_parser(name, help=what)
+        t.add_argument("stages", nargs="*", help="only these stages (and what they depend on)")
+        _add_spec_args(t)
+        t.add_argument("-r", "--remote", metavar="NAME", help="which remote (default: the default one)")
+        t.add_argument("--run-cache", action="store_true", help="every run entry, not only the lock's")
+        t.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     s = sub.add_parser("status", help="list stale stages and why")
     s.add_argument("stages", nargs="*")
@@ -154,6 +183,7 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache-dir", type=Path, help="cache location (default: .sluice/cache, or $SLUICE_CACHE_DIR)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--remote", metavar="NAME", help="act on this remote (sluice.remotes.yaml) instead of the local cache")
 
 
 def _non_negative(text: str) -> float:
@@ -222,6 +252,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command in ("cache", "gc"):
         return _maintenance(args)
+    if args.command == "remote":
+        return _remote(args)
 
     if args.command == "export":
         return _export(args)
@@ -234,6 +266,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "run":
         return _run(loaded, args)
+    if args.command in ("push", "pull"):
+        return _transfer(loaded, args)
     if args.command == "dag":
         from sluice.engine.dag.render import render
         from sluice.engine.dag.view import build
@@ -284,13 +318,13 @@ def _run(loaded: Loaded, args: argparse.Namespace) -> int:
         return EXIT_OK
     workspace = loaded.layout.workspace
     if args.json:
-        summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force, args.rehash)
+        summary = api.run(loaded, QuietReporter(), args.stages, args.jobs, args.force, args.rehash, args.remote, args.read_only)
         out = PipeSafe(sys.stdout)  # a reader gone (Ctrl-C on `sluice run --json | jq`) must not cost the exit code
         out.write(summary_json(summary, workspace) + "\n")
         out.flush()
     else:
         console = ConsoleReporter(workspace, verbose=args.verbose)
-        summary = api.run(loaded, console, args.stages, args.jobs, args.force, args.rehash)
+        summary = api.run(loaded, console, args.stages, args.jobs, args.force, args.rehash, args.remote, args.read_only)
         console.summary(summary)
     if args.markdown_summary is not None:
         append_markdown_summary(args.markdown_summary, summary)
@@ -320,13 +354,59 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_FAILED if stale else EXIT_OK
 
 
+def _remote(args: argparse.Namespace) -> int:
+    import json
+
+    from sluice.engine import api
+
+    if args.remote_command == "add":
+        remotes = api.remote_add(args.name, args.url, args.file, args.read_only, args.endpoint_url, args.default)
+        default = " (default)" if remotes.default == args.name else ""
+        print(f"remote '{args.name}' → {args.url} saved in {api.display_path(remotes.file)}{default}")
+        return EXIT_OK
+    if args.remote_command == "remove":
+        remotes = api.remote_remove(args.name, args.file)
+        print(f"remote '{args.name}' removed from {api.display_path(remotes.file)}")
+        return EXIT_OK
+    remotes = api.read_remotes(args.file)
+    if args.json:
+        print(json.dumps({"default": remotes.default, "remotes": {n: r.as_dict() for n, r in remotes.remotes.items()}}, indent=2))
+        return EXIT_OK
+    for name, r in sorted(remotes.remotes.items()):
+        flags = [f for f, on in (("default", name == remotes.default), ("read-only", r.read_only), ("signed", r.require_signed)) if on]
+        endpoint = f" at {r.endpoint_url}" if r.endpoint_url else ""
+        print(f"{name}\t{r.url}{endpoint}{'  (' + ', '.join(flags) + ')' if flags else ''}")
+    if not remotes.remotes:
+        print("no remotes configured; add one with `sluice remote add NAME URL`")
+    return EXIT_OK
+
+
+def _transfer(loaded: Loaded, args: argparse.Namespace) -> int:
+    import json
+
+    from sluice.engine import api
+
+    moved = (api.push if args.command == "push" else api.pull)(loaded, args.stages, args.remote, args.run_cache)
+    if args.json:
+        print(json.dumps(moved.as_dict(), indent=2))
+    else:
+        for line in moved.problems:
+            print(f"sluice: {line}", file=sys.stderr)
+        verb = "pushed to" if args.command == "push" else "pulled from"
+        print(
+            f"{verb} '{moved.remote}': {_n(moved.entries, 'run entry', 'run entries')},"
+            f" {_n(moved.objects, 'object')} ({moved.bytes:,} bytes)"
+        )
+    return EXIT_FAILED if moved.problems else EXIT_OK
+
+
 def _maintenance(args: argparse.Namespace) -> int:
     import json
 
     from sluice.engine import api
 
     if args.command == "cache":
-        report = api.cache_verify(args.file, args.cache_dir, args.delete)
+        report = api.cache_verify(args.file, args.cache_dir, args.delete, args.remote)
         if args.json:
             print(json.dumps(report.as_dict(), indent=2))
         else:
@@ -341,7 +421,7 @@ def _maintenance(args: argparse.Namespace) -> int:
                 f"{_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
             )
         return EXIT_FAILED if report.bad else EXIT_OK
-    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run)
+    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run, args.remote)
     if args.json:
         print(json.dumps(gc.as_dict(), indent=2))
         return EXIT_OK

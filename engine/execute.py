@@ -37,6 +37,7 @@ from sluice.engine.guard import RunGuard, forget_leftovers, leftovers
 from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult, StageSpec
 from sluice.engine.paths import PathEscape, check, check_output, real_root
 from sluice.engine.plan import Plan, Planner, lock_entry
+from sluice.engine.remote.sync import RemoteCache
 from sluice.engine.secret import Masker, SecretMissing, gather
 from sluice.engine.shell import render_cmd
 from sluice.engine.stage_runner import payload, stage_context
@@ -81,6 +82,7 @@ class Executor:
     results: dict[str, StageResult] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # written by workers, one key each
     guard: RunGuard | None = field(default=None, init=False)
+    remote: RemoteCache | None = None  # restores fetch from it; stages that ran are pushed to it
 
     def run(self) -> RunSummary:
         self.guard = RunGuard(self.layout.running, self.run_id, KILL_GRACE)
@@ -193,8 +195,11 @@ class Executor:
         fp = item.fingerprint
         if fp and comps is not None:
             if stage.cache:
+                entry = RunEntry(fp, sid, outputs, time.time())
                 try:
-                    self.store.record(self.layout.workspace, RunEntry(fp, sid, outputs, time.time()))
+                    self.store.record(self.layout.workspace, entry)
+                    if self.remote is not None:
+                        self.remote.push_later(entry)
                 except CacheWriteError as exc:  # the cache only saves time: the stage's true outputs stand
                     logging.getLogger("sluice").warning(
                         "sluice: warning: stage '%s' ran, but %s. Its outputs are in the workspace and recorded"
@@ -267,6 +272,8 @@ class Executor:
             return _Attempt(False, str(exc))
 
     def _restore_checked(self, stage: StageSpec, entry: RunEntry) -> _Attempt:
+        if self.remote is not None and (problem := self.remote.fetch(entry)):
+            return _Attempt(False, problem)
         staging = self._staging(stage.id)
         self._check_internal(staging, "staging folder")
         shutil.rmtree(staging, ignore_errors=True)

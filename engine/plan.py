@@ -19,6 +19,7 @@ from sluice.engine.errors import KeyPath, Location, Problem, SpecError
 from sluice.engine.fingerprint import Digest, HashCache, hash_data
 from sluice.engine.model import SPEC_VERSION, Decision, PlanItem, StageSpec
 from sluice.engine.paths import PathEscape
+from sluice.engine.remote.sync import RemoteCache
 from sluice.engine.state import LockFile
 
 
@@ -100,6 +101,7 @@ class Planner:
     locate: Callable[[KeyPath], Location]
     force: bool = False
     selected: frozenset[str] | None = None  # None: every stage
+    remote: RemoteCache | None = None  # asked only on a local miss
 
     def __post_init__(self) -> None:
         self._data_ups: dict[str, dict[str, str]] = {sid: {} for sid in self.pipeline.stages}
@@ -183,6 +185,8 @@ class Planner:
                 return PlanItem(sid, Decision.SKIP, ("up to date",), fp), None, comps
             changes = bad
         entry = self.store.lookup(fp)
+        if entry is None and self.remote is not None:
+            entry = self.remote.lookup(fp, stage.outputs)
         if entry is None:
             return PlanItem(sid, Decision.RUN, tuple(changes), fp), None, comps
         if self._outputs_match(entry):

@@ -210,6 +210,7 @@ ORDER = [
     "cache",
     "state",
     "maintenance",
+    "remote",
     "plan",
     "stage_runner",
     "watchdog",
@@ -220,7 +221,11 @@ ORDER = [
     "export",
     "schema_bundle",
 ]
-SUBPACKAGES = {"dag": ["view", "layout", "formats", "html", "render"], "export": ["protocol", "github", "info", "catalog"]}
+SUBPACKAGES = {
+    "dag": ["view", "layout", "formats", "html", "render"],
+    "export": ["protocol", "github", "info", "catalog"],
+    "remote": ["protocol", "config", "sign", "fsspec_store", "sync", "upkeep"],
+}
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}
 ENGINE = Path(__file__).resolve().parents[2] / "engine"

@@ -1,0 +1,354 @@
+"""The remote side of the cache: look entries up, fetch their objects verified, push results.
+
+Trust runs one way. An object counts only once its bytes re-hash (BLAKE3) to its name; a bad
+one is quarantined and the stage runs instead. An entry counts only when it is well formed,
+names exactly the stage's outputs, passes the signing policy, and every object it names
+answers a HEAD with the right size. A push uploads objects first, confirms every one with a
+HEAD, and only then writes the entry, so a push killed anywhere leaves at worst unreferenced
+objects. A remote that fails (unreachable, 403, 500, timeout) is reported once and then left
+alone for the rest of the command: the run goes on locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import blake3
+
+from sluice.engine.cache import UNREADABLE, RunEntry, Store
+from sluice.engine.durable import temp_name
+from sluice.engine.fingerprint import hash_data
+from sluice.engine.remote.config import RemoteConfig
+from sluice.engine.remote.protocol import RemoteError, RemoteStore, entry_folder, entry_key, object_key
+from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
+
+ENTRY_BYTES = 64 * 2**20  # a run entry is JSON: even a 100,000-file folder's manifest is far below this
+THREADS = 16  # requests in flight at once: HEADs and GETs are round trips, not CPU
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_LOG = logging.getLogger("sluice")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Needed:
+    digest: str
+    size: int
+
+
+def needed(entry: RunEntry) -> list[Needed]:
+    """Each distinct object an entry names, with its size."""
+    out: dict[str, Needed] = {}
+    for _, d in entry.outputs.values():
+        for value, size in ((m[1], m[2]) for m in d.manifest) if d.kind == "dir" else ((d.value, d.size),):
+            out.setdefault(value, Needed(value, int(size)))
+    return list(out.values())
+
+
+def parse_entry(data: bytes, fingerprint: str | None, outputs: Mapping[str, str] | None) -> tuple[RunEntry, Seal, dict[str, Any]] | None:
+    """A run entry read from the remote, or None when it is not one we could ever restore safely.
+
+    `outputs` (name → path) must match the stage's exactly: an entry is untrusted, and its paths
+    are where a restore writes.
+    """
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            return None
+        state, body = check(doc, None)
+        entry = RunEntry.from_json(body)
+    except UNREADABLE:
+        return None
+    if (fingerprint is not None and entry.fingerprint != fingerprint) or not _HEX.match(str(entry.fingerprint)):
+        return None
+    created: object = entry.created  # typed float, but read from the remote: check it
+    stage: object = entry.stage
+    if not isinstance(created, (int, float)) or not isinstance(stage, str):
+        return None
+    if outputs is not None and {n: p for n, (p, _) in entry.outputs.items()} != dict(outputs):
+        return None
+    for _, d in entry.outputs.values():
+        if d.kind not in ("file", "dir") or not _HEX.match(str(d.value)) or not isinstance(d.size, int) or d.size < 0:
+            return None
+        if d.kind == "dir":
+            for m in d.manifest:
+                if len(m) != 4 or not _safe_rel(m[0]) or not _HEX.match(str(m[1])) or not isinstance(m[2], int) or m[2] < 0:
+                    return None
+            if hash_data([list(m) for m in d.manifest]) != d.value:
+                return None
+    return entry, state, doc
+
+
+def _safe_rel(rel: Any) -> bool:
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return False
+    p = PurePosixPath(rel)
+    return not p.is_absolute() and ".." not in p.parts and p.as_posix() == rel
+
+
+@dataclass
+class PushReport:
+    entries: int = 0
+    objects: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # why something was not pushed, one line each
+
+
+@dataclass
+class RemoteCache:
+    """One remote beside the local store, for the length of one command."""
+
+    config: RemoteConfig
+    store: RemoteStore
+    local: Store
+    read_only: bool = False
+    key: bytes | None = field(default_factory=key_from_env)
+    down: str | None = None  # why the remote was given up on, once it failed
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _fetching: dict[str, Future[str | None]] = field(default_factory=dict, repr=False)
+    _pushes: list[Future[PushReport]] = field(default_factory=list, repr=False)
+    _pusher: ThreadPoolExecutor | None = field(default=None, repr=False)  # whole pushes; their requests go to _pool
+    _warned_unsigned: bool = field(default=False, repr=False)
+    fetched_objects: int = 0
+    fetched_bytes: int = 0
+
+    @property
+    def writable(self) -> bool:
+        return not (self.read_only or self.config.read_only)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sluice-remote")
+            return self._pool
+
+    def _give_up(self, exc: RemoteError) -> None:
+        with self._guard:
+            first, self.down = self.down is None, self.down or str(exc)
+        if first:
+            _LOG.warning("sluice: warning: %s; going on without the remote '%s'", exc, self.config.name)
+
+    def close(self) -> None:
+        for pool in (self._pusher, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    # ---- lookup
+
+    def lookup(self, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
+        """The newest remote entry for `fingerprint` that passes every check, or None (a miss or a failure)."""
+        if self.down:
+            return None
+        try:
+            for entry in self._candidates(fingerprint, outputs):
+                if self._all_present(needed(entry)):
+                    return entry
+        except RemoteError as exc:
+            self._give_up(exc)
+        return None
+
+    def _candidates(self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None) -> list[RunEntry]:
+        keys = [item.key for item in self.store.list(folder or entry_folder(fingerprint or "")) if item.key.endswith(".json")]
+        bodies = list(self._threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys))
+        found = []
+        for key, data in zip(keys, bodies, strict=True):
+            filed_under = key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
+            parsed = parse_entry(data, fingerprint or filed_under, outputs) if data is not None else None
+            if parsed is None:
+                continue
+            entry, _, doc = parsed
+            if self._trusted(doc):
+                found.append(entry)
+        return sorted(found, key=lambda e: e.created, reverse=True)
+
+    def _trusted(self, doc: Mapping[str, Any]) -> bool:
+        state, _ = check(doc, self.key)
+        if self.config.require_signed and self.key is None and not self._warned_unsigned:
+            self._warned_unsigned = True
+            _LOG.warning(
+                "sluice: warning: remote '%s' requires signed entries but SLUICE_REMOTE_KEY is not set: none is used", self.config.name
+            )
+        return accepted(state, self.config.require_signed)
+
+    def _all_present(self, objects: list[Needed]) -> bool:
+        """HEAD every object, in parallel: present with the size the entry says, or the entry does not count."""
+        sizes = self._threads().map(lambda n: self.store.head(object_key(n.digest)), objects)
+        return all(size == n.size for n, size in zip(objects, sizes, strict=True))
+
+    # ---- fetch
+
+    def prefetch(self, entries: Iterable[RunEntry]) -> None:
+        """Start downloading what these entries need, all at once; `fetch` then waits for them."""
+        for entry in entries:
+            for n in needed(entry):
+                self._start(n)
+
+    def _start(self, n: Needed) -> Future[str | None]:
+        with self._guard:
+            fut = self._fetching.get(n.digest)
+            if fut is None:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sluice-remote")
+                fut = self._fetching[n.digest] = self._pool.submit(self._download, n)
+            return fut
+
+    def fetch(self, entry: RunEntry) -> str | None:
+        """Make every object of `entry` local (verified), then file the entry locally; the problem, or None."""
+        missing = [n for n in needed(entry) if not self.local.has_object(n.digest)]
+        if missing and self.down:
+            return f"the remote '{self.config.name}' is unavailable"
+        problems = [p for p in (self._start(n).result() for n in missing) if p]
+        if problems:
+            return problems[0]
+        self.local.save_run(entry)
+        return None
+
+    def _download(self, n: Needed) -> str | None:
+        if self.local.has_object(n.digest):
+            return None
+        tmp = self.local.tmp_dir() / temp_name(n.digest[:40])
+        try:
+            try:
+                if not self.store.get_file(object_key(n.digest), tmp):
+                    return f"remote object {n.digest[:12]}… vanished"
+            except RemoteError as exc:
+                self._give_up(exc)
+                return f"the remote '{self.config.name}' failed: {exc}"
+            actual = _blake3(tmp)
+            if actual != n.digest:
+                where = self._quarantine(tmp, n.digest)
+                _LOG.warning(
+                    "sluice: warning: remote object %s… is corrupt (its bytes hash to %s…); set aside in %s",
+                    n.digest[:12],
+                    actual[:12],
+                    where,
+                )
+                return f"remote object {n.digest[:12]}… is corrupt (BLAKE3 {actual[:12]}…)"
+            self.local.adopt(tmp, n.digest)
+            with self._guard:
+                self.fetched_objects += 1
+                self.fetched_bytes += n.size
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _quarantine(self, tmp: Path, digest: str) -> Path:
+        """Keep the bad bytes locally to look at; drop them from a writable remote so the next push re-uploads."""
+        dest = self.local.root / "quarantine" / "remote" / self.config.name / digest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        if self.writable:
+            try:
+                self.store.delete(object_key(digest))
+            except RemoteError as exc:
+                _LOG.warning("sluice: warning: could not remove the corrupt object from the remote: %s", exc)
+        return dest
+
+    # ---- push
+
+    def push_later(self, entry: RunEntry) -> None:
+        """Push in the background (after a stage ran); `finish` waits and reports."""
+        if self.writable and not self.down:
+            with self._guard:
+                if self._pusher is None:
+                    self._pusher = ThreadPoolExecutor(2, thread_name_prefix="sluice-push")
+            self._pushes.append(self._pusher.submit(self._push_quietly, entry))
+
+    def _push_quietly(self, entry: RunEntry) -> PushReport:
+        try:
+            return self.push(entry)
+        except RemoteError as exc:
+            self._give_up(exc)
+            return PushReport(skipped=[f"{entry.stage}: {exc}"])
+
+    def finish(self) -> PushReport:
+        total = PushReport()
+        for fut in self._pushes:
+            report = fut.result()
+            total.entries += report.entries
+            total.objects += report.objects
+            total.bytes += report.bytes
+            total.skipped += report.skipped
+        self._pushes.clear()
+        for line in total.skipped:
+            _LOG.warning("sluice: warning: not pushed: %s", line)
+        return total
+
+    def push(self, entry: RunEntry) -> PushReport:
+        """Upload what `entry` names that the remote lacks, confirm all of it, then the entry. Raises RemoteError."""
+        report = PushReport()
+        if not self.writable:
+            report.skipped.append(f"{entry.stage}: the remote '{self.config.name}' is read-only")
+            return report
+        objects = needed(entry)
+        pool = self._threads()
+        sizes = list(pool.map(lambda n: self.store.head(object_key(n.digest)), objects))
+        todo = [n for n, size in zip(objects, sizes, strict=True) if size != n.size]
+        for n in todo:
+            self.local.flusher.settle(self.local.object_path(n.digest))  # just stored by this run: maybe not yet renamed
+        uploaded = list(pool.map(self._upload, todo))
+        bad = [why for why in uploaded if isinstance(why, str)]
+        if bad:
+            report.skipped.append(f"{entry.stage}: {bad[0]}")
+            return report
+        report.objects += sum(1 for u in uploaded if u is True)
+        report.bytes += sum(n.size for n, u in zip(todo, uploaded, strict=True) if u is True)
+        if not self._all_present(objects):  # never an entry naming an object the remote does not hold
+            report.skipped.append(f"{entry.stage}: an object was not confirmed on the remote after upload")
+            return report
+        body = seal(entry.to_json(), self.key)
+        self.store.put_bytes(entry_key(entry.fingerprint, entry.id), json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        report.entries += 1
+        return report
+
+    def _upload(self, n: Needed) -> bool | str:
+        """True uploaded, False already there; a string: why the local object cannot be pushed."""
+        path = self.local.object_path(n.digest)
+        try:
+            b3, sha = _hashes(path)
+        except OSError as exc:
+            return f"local object {n.digest[:12]}… is unreadable: {exc.strerror}"
+        if b3 != n.digest:  # a corrupt local object must never reach the team's cache
+            return f"local object {n.digest[:12]}… is corrupt (run `sluice cache verify`)"
+        return self.store.put_file(object_key(n.digest), path, sha)
+
+    # ---- whole-cache transfers
+
+    def remote_entries(self) -> Iterator[RunEntry]:
+        """Every trusted entry on the remote (for `pull --run-cache`)."""
+        yield from self._candidates(None, None, folder="runs")
+
+
+def _blake3(path: Path) -> str:
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hashes(path: Path) -> tuple[str, bytes]:
+    """BLAKE3 hex (to check the object) and SHA-256 bytes (the transport checksum) in one read."""
+    b3, sha = blake3.blake3(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            b3.update(chunk)
+            sha.update(chunk)
+    return b3.hexdigest(), sha.digest()
+
+
+def open_cache(config: RemoteConfig, local: Store, read_only: bool = False) -> RemoteCache:
+    """The remote `config` names, over fsspec, beside the local store; nothing is contacted yet."""
+    from sluice.engine.remote.fsspec_store import FsspecStore
+
+    return RemoteCache(config, FsspecStore(config), local, read_only)

@@ -1,0 +1,124 @@
+"""`sluice cache verify --remote` and `sluice gc --remote`: the local upkeep's rules, applied to a remote.
+
+verify downloads and re-hashes every object, reads every entry (shape, signature policy, and a
+HEAD for each object it names) and sets the bad ones aside under `quarantine/` on the remote.
+gc keeps every entry the lock names or younger than --keep-days, every object those name, and
+anything written within the grace period (`durable.GRACE_SECONDS`): a concurrent push uploads
+its objects before its entry, so a young unreferenced object may be about to be named.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sluice.engine.durable import GRACE_SECONDS, temp_name
+from sluice.engine.errors import SluiceError
+from sluice.engine.maintenance import DAY, Bad, GcReport, VerifyReport, lock_entries
+from sluice.engine.remote.protocol import Listed, RemoteError, object_key
+from sluice.engine.remote.sign import accepted, check
+from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, _blake3, needed, parse_entry
+from sluice.engine.state import Layout
+
+
+def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
+    store, pool = cache.store, cache._threads()
+    bad: list[Bad] = []
+    objects = [item for item in store.list("objects") if item.key.count("/") == 2]
+
+    def rehash(item: Listed) -> Bad | None:
+        digest = item.key.replace("objects/", "", 1).replace("/", "")
+        tmp = cache.local.tmp_dir() / temp_name("verify")
+        try:
+            if not store.get_file(item.key, tmp):
+                return None  # deleted meanwhile
+            actual = _blake3(tmp)
+        except RemoteError as exc:  # one unreadable object is a finding, not the end of the check
+            return Bad(item.key, f"unreadable: {exc}", digest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return None if actual == digest else Bad(item.key, "content does not match its name", digest, actual)
+
+    bad += [b for b in pool.map(rehash, objects) if b is not None]
+    entries = [item for item in store.list("runs") if item.key.endswith(".json")]
+    corrupt = {b.expected for b in bad}
+    for item in entries:
+        why = _entry_problem(cache, item, corrupt)
+        if why:
+            bad.append(Bad(item.key, why))
+    if cache.writable:
+        for b in bad:
+            _set_aside(cache, b.path, delete)
+    action = ("deleted" if delete else "quarantined") if cache.writable else "left (the remote is read-only)"
+    return VerifyReport(len(objects), sum(i.size for i in objects), len(entries), tuple(bad), action, f"{store.url}/quarantine")
+
+
+def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
+    data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+    if data is None:
+        return ""
+    parsed = parse_entry(data, item.key.rsplit("/", 2)[-2], None)
+    if parsed is None:
+        return "not a well-formed run entry for the fingerprint it is filed under"
+    entry, _, doc = parsed
+    state, _ = check(doc, cache.key)
+    if not accepted(state, cache.config.require_signed):
+        return f"signature {state.value}" + (" (the remote requires signed entries)" if cache.config.require_signed else "")
+    if named := [n.digest for n in needed(entry) if n.digest in corrupt]:
+        return f"names a corrupt object, {named[0]}"
+    missing = [n.digest for n in needed(entry) if cache.store.head(object_key(n.digest)) != n.size]
+    return f"names {len(missing)} missing object(s), e.g. {missing[0]}" if missing else ""
+
+
+def _set_aside(cache: RemoteCache, key: str, delete: bool) -> None:
+    if not delete:
+        tmp = cache.local.tmp_dir() / temp_name("quarantine")
+        try:
+            if cache.store.get_file(key, tmp):
+                cache.store.put_bytes(f"quarantine/{key}", tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+    cache.store.delete(key)
+
+
+def gc(layout: Layout, cache: RemoteCache, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:
+    if not cache.writable:
+        raise SluiceError(f"the remote '{cache.config.name}' is read-only: gc removes nothing from it")
+    now = time.time() if now is None else now
+    keep_after, grace_after = now - keep_days * DAY, now - GRACE_SECONDS
+    locked_fps: set[str] = set()
+    live: set[str] = set()
+    for e in lock_entries(layout):
+        locked_fps.add(str(e.get("fingerprint")))
+        live.update(str(o.get("hash")) for o in (e.get("outputs") or {}).values())
+    doomed: list[Listed] = []
+    kept_entries = 0
+    for item in cache.store.list("runs"):
+        data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+        parsed = parse_entry(data, item.key.rsplit("/", 2)[-2], None) if data is not None else None
+        entry = parsed[0] if parsed else None
+        if item.modified >= grace_after or (entry is not None and (entry.fingerprint in locked_fps or entry.created >= keep_after)):
+            live.update(n.digest for n in needed(entry)) if entry is not None else None
+            kept_entries += 1
+        else:
+            doomed.append(item)
+    n_entries = len(doomed)
+    kept_objects = 0
+    for item in cache.store.list("objects"):
+        digest = item.key.replace("objects/", "", 1).replace("/", "")
+        if digest in live or item.modified >= grace_after:
+            kept_objects += 1
+        else:
+            doomed.append(item)
+    doomed += list(_older(cache.store.list("tmp"), grace_after))  # temp keys of pushes that died
+    doomed += list(cache.store.list("quarantine"))
+    if not dry_run:
+        for item in doomed:  # entries first: an entry never names an object already gone
+            cache.store.delete(item.key)
+    return GcReport(
+        len(doomed) - n_entries, n_entries, sum(i.size for i in doomed), kept_objects, kept_entries, dry_run, tuple(i.key for i in doomed)
+    )
+
+
+def _older(items: Iterable[Listed], before: float) -> list[Listed]:
+    return [i for i in items if i.modified < before]

@@ -1,0 +1,154 @@
+"""`sluice run --remote`, `push` and `pull` through the real CLI against real S3 servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sluice.engine.fingerprint import hash_file
+from sluice.engine.remote.config import RemoteConfig
+from sluice.engine.remote.fsspec_store import FsspecStore
+from tests.conftest import Workspace
+from tests.remote.conftest import S3Server, chain, copy_checkout
+
+
+def _outcomes(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    res = ws.sluice("run", "--json", *args, env=env)
+    assert res.code in (0, 1), res.err
+    return {k: v["outcome"] for k, v in res.json()["stages"].items()}, res.err
+
+
+def _store(server: S3Server, url: str) -> FsspecStore:
+    return FsspecStore(RemoteConfig("team", url, endpoint_url=server.endpoint))
+
+
+def _object_of(ws: Workspace, path: str) -> str:
+    return hash_file(ws.root / path)
+
+
+def test_a_fresh_checkout_restores_every_stage_from_the_remote(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 4, remote_url=url, endpoint=seaweed.endpoint)
+    assert _outcomes(first, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "ran")
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    assert _outcomes(fresh, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "restored")
+    assert fresh.read("out/s3.txt") == first.read("out/s3.txt")
+    assert _outcomes(fresh, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "skipped")
+
+
+def test_push_uploads_each_object_once_and_pull_fills_the_cache(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 3, remote_url=url, endpoint=seaweed.endpoint)
+    assert first.run_json() == dict.fromkeys(("s0", "s1", "s2"), "ran")  # no remote: nothing pushed yet
+    assert list(_store(seaweed, url).list("objects")) == []
+    pushed = first.sluice("push", "--json")
+    assert pushed.code == 0, pushed.err
+    assert (pushed.json()["entries"], pushed.json()["objects"]) == (3, 3)
+    again = first.sluice("push", "--json").json()
+    assert (again["entries"], again["objects"]) == (3, 0)  # objects are pushed once
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    pulled = fresh.sluice("pull", "--json")
+    assert pulled.code == 0, pulled.err
+    assert (pulled.json()["entries"], pulled.json()["objects"]) == (3, 3)
+    assert fresh.run_json() == dict.fromkeys(("s0", "s1", "s2"), "restored")  # offline: from the local cache now
+
+
+def test_an_object_deleted_out_of_band_reruns_exactly_that_stage_and_is_pushed_again(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 4, remote_url=url, endpoint=seaweed.endpoint)
+    _outcomes(first, "--remote", "team")
+    digest = _object_of(first, "out/s1.txt")
+    store = _store(seaweed, url)
+    store.delete(f"objects/{digest[:2]}/{digest[2:]}")
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    outcomes, _ = _outcomes(fresh, "--remote", "team")
+    assert outcomes == {"s0": "restored", "s1": "ran", "s2": "restored", "s3": "restored"}
+    assert store.head(f"objects/{digest[:2]}/{digest[2:]}") == 1000  # the run pushed it again
+
+
+def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Server, tmp_path: Path) -> None:
+    url = rclone.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 3, remote_url=url, endpoint=rclone.endpoint)
+    _outcomes(first, "--remote", "team")
+    digest = _object_of(first, "out/s1.txt")
+    assert rclone.folder is not None
+    on_disk = rclone.folder / url.removeprefix("s3://") / "objects" / digest[:2] / digest[2:]
+    on_disk.write_bytes(b"b" * 1000)  # same size, other bytes: only a re-hash can tell
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    outcomes, err = _outcomes(fresh, "--remote", "team")
+    assert outcomes == {"s0": "restored", "s1": "ran", "s2": "restored"}
+    assert "corrupt" in err
+    assert fresh.read("out/s1.txt") == first.read("out/s1.txt")
+    quarantined = fresh.root / ".sluice" / "cache" / "quarantine" / "remote" / "team" / digest
+    assert quarantined.read_bytes() == b"b" * 1000
+    assert hash_file(on_disk) == digest  # dropped from the remote, and the run pushed the good bytes
+
+
+def test_read_only_runs_never_push(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    ws = Workspace(tmp_path / "pr")
+    chain(ws, 2, remote_url=url, endpoint=seaweed.endpoint)
+    assert _outcomes(ws, "--remote", "team", "--read-only")[0] == {"s0": "ran", "s1": "ran"}
+    assert list(_store(seaweed, url).list("")) == []
+    chain(ws, 2, remote_url=url, endpoint=seaweed.endpoint, extra="read_only: true")
+    ws.sluice("run", "--force", "--remote", "team")
+    assert list(_store(seaweed, url).list("")) == []
+    refused = ws.sluice("push")
+    assert refused.code == 1 and "read-only" in refused.err
+
+
+def test_signed_entries_are_required_when_the_remote_says_so(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    unsigned = Workspace(tmp_path / "unsigned")
+    chain(unsigned, 2, remote_url=url, endpoint=seaweed.endpoint)
+    _outcomes(unsigned, "--remote", "team")  # no key: unsigned entries
+    strict = Workspace(tmp_path / "strict")
+    chain(strict, 2, remote_url=url, endpoint=seaweed.endpoint, extra="require_signed: true")
+    good = {"SLUICE_REMOTE_KEY": "team-secret"}
+    assert _outcomes(strict, "--remote", "team", env=good)[0] == {"s0": "ran", "s1": "ran"}  # unsigned ones ignored
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(strict.root, fresh.root)
+    assert _outcomes(fresh, "--remote", "team", env=good)[0] == {"s0": "restored", "s1": "restored"}  # strict pushed signed ones
+    wrong = Workspace(tmp_path / "wrong")
+    copy_checkout(strict.root, wrong.root)
+    assert _outcomes(wrong, "--remote", "team", "--read-only", env={"SLUICE_REMOTE_KEY": "guess"})[0] == {"s0": "ran", "s1": "ran"}
+    keyless = Workspace(tmp_path / "keyless")
+    copy_checkout(strict.root, keyless.root)
+    outcomes, err = _outcomes(keyless, "--remote", "team", "--read-only", env={"SLUICE_REMOTE_KEY": ""})
+    assert outcomes == {"s0": "ran", "s1": "ran"} and "SLUICE_REMOTE_KEY is not set" in err
+
+
+def test_a_poisoned_entry_is_never_restored(seaweed: S3Server, tmp_path: Path) -> None:
+    """An entry with a forged signature, or naming a path outside the stage's outputs, does not count."""
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 1, remote_url=url, endpoint=seaweed.endpoint, extra="require_signed: true")
+    _outcomes(first, "--remote", "team", env={"SLUICE_REMOTE_KEY": "k"})
+    store = _store(seaweed, url)
+    (key,) = [item.key for item in store.list("runs")]
+    entry = json.loads(store.get_bytes(key, 1 << 20) or b"")
+    evil = first.root / "evil.txt"
+    evil.write_bytes(b"x" * 1000)
+    digest = hash_file(evil)
+    store.put_file(f"objects/{digest[:2]}/{digest[2:]}", evil, __import__("hashlib").sha256(evil.read_bytes()).digest())
+    entry["outputs"]["o"]["hash"] = digest  # the signature no longer matches
+    store.put_bytes(key, json.dumps(entry).encode())
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    assert _outcomes(fresh, "--remote", "team", "--read-only", env={"SLUICE_REMOTE_KEY": "k"})[0] == {"s0": "ran"}
+    assert fresh.read("out/s0.txt") == "a" * 1000
+    entry.pop("signature")
+    entry["outputs"]["o"]["path"] = "../escaped.txt"
+    store.put_bytes(key, json.dumps(entry).encode())
+    lax = Workspace(tmp_path / "lax")
+    chain(lax, 1, remote_url=url, endpoint=seaweed.endpoint)  # signatures not required: still the path is checked
+    assert _outcomes(lax, "--remote", "team", "--read-only")[0] == {"s0": "ran"}
+    assert not (tmp_path / "escaped.txt").exists()

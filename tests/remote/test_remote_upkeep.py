@@ -1,0 +1,71 @@
+"""`sluice cache verify --remote` and `sluice gc --remote` against real S3 servers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sluice.engine.cache import Store
+from sluice.engine.fingerprint import hash_file
+from sluice.engine.maintenance import DAY
+from sluice.engine.remote.config import RemoteConfig
+from sluice.engine.remote.fsspec_store import FsspecStore
+from sluice.engine.remote.sync import RemoteCache
+from sluice.engine.remote.upkeep import gc
+from sluice.engine.state import Layout
+from tests.conftest import Workspace
+from tests.remote.conftest import S3Server, chain
+
+
+def _key(digest: str) -> str:
+    return f"objects/{digest[:2]}/{digest[2:]}"
+
+
+def test_verify_finds_corrupt_objects_and_dangling_entries_and_sets_them_aside(seaweed: S3Server, ws: Workspace) -> None:
+    url = seaweed.url()
+    chain(ws, 3, remote_url=url, endpoint=seaweed.endpoint)
+    ws.sluice("run", "--remote", "team")
+    clean = ws.sluice("cache", "verify", "--remote", "team", "--json")
+    assert clean.code == 0 and clean.json()["objects"] == 3 and clean.json()["entries"] == 3
+    store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
+    corrupt, lost = hash_file(ws.root / "out/s0.txt"), hash_file(ws.root / "out/s2.txt")
+    store.put_bytes(_key(corrupt), b"z" * 1000)  # a raw PUT over the object, bypassing sluice
+    store.delete(_key(lost))
+    res = ws.sluice("cache", "verify", "--remote", "team", "--json")
+    assert res.code == 1 and res.out.startswith("{"), res.out + res.err
+    problems = {b["path"]: b["problem"] for b in res.json()["bad"]}
+    assert problems[_key(corrupt)] == "content does not match its name"
+    assert sorted(p.split(",")[0] for p in problems.values() if "object(s)" in p or "names a" in p) == [
+        "names 1 missing object(s)",
+        "names a corrupt object",
+    ]
+    assert store.head(_key(corrupt)) is None and store.get_bytes(f"quarantine/{_key(corrupt)}", 2000) == b"z" * 1000
+    assert ws.sluice("cache", "verify", "--remote", "team").code == 0
+
+
+def test_gc_keeps_what_the_lock_and_recent_entries_name(seaweed: S3Server, ws: Workspace) -> None:
+    url = seaweed.url()
+    chain(ws, 1, remote_url=url, endpoint=seaweed.endpoint)
+    ws.sluice("run", "--remote", "team")
+    old = hash_file(ws.root / "out/s0.txt")
+    chain(ws, 1, size=999, remote_url=url, endpoint=seaweed.endpoint)  # the lock now names the new result only
+    ws.sluice("run", "--remote", "team")
+    new = hash_file(ws.root / "out/s0.txt")
+    young = ws.sluice("gc", "--remote", "team", "--keep-days", "0", "--json")
+    assert young.code == 0 and young.json()["removed_objects"] == 0  # within the grace period: a push may be under way
+    config = RemoteConfig("team", url, endpoint_url=seaweed.endpoint)
+    store = FsspecStore(config)
+    cache = RemoteCache(config, store, Store(ws.root / ".sluice" / "cache"))
+    report = gc(Layout.for_workspace(ws.root), cache, keep_days=1, now=time.time() + 3 * DAY)
+    assert (report.entries, report.objects) == (1, 1)
+    assert store.head(_key(old)) is None and store.head(_key(new)) == 999
+    assert len(list(store.list("runs"))) == 1
+    fresh = Workspace(ws.root.parent / "fresh")
+    chain(fresh, 1, size=999, remote_url=url, endpoint=seaweed.endpoint)
+    assert fresh.run_json("--remote", "team") == {"s0": "restored"}
+
+
+def test_gc_refuses_a_read_only_remote(ws: Workspace, tmp_path: Path) -> None:
+    chain(ws, 1, remote_url=(tmp_path / "r").as_uri(), extra="read_only: true")
+    res = ws.sluice("gc", "--remote", "team")
+    assert res.code == 1 and "read-only" in res.err
