@@ -18,7 +18,7 @@ change (false alarm), then one current table holding every change at once, one c
 0.2-sd shift per shape, spread ×1.5, 0 → 30 % missing, 8 % of rows in unseen categories, and a
 negligible +0.01-sd shift of the integer column (which should not be flagged).
 
-    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--drift-only] [--drift-trials 20] [--drift-rows 200000]
+    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--only drift|gate|benchmark] [--drift-trials 20] [--drift-rows 200000]
 
 `--old-gates DIR` also measures older copies of the stages: DIR holds a package `oldgates`
 with `model_gate.py`, `_metrics.py` and `model_benchmark.py` (e.g. from `git show REV:stages/...`),
@@ -49,6 +49,8 @@ RULE_SETS = {
     "docs rules": {"accuracy": {"max_drop": TOLERANCE}, "roc_auc": {"max_drop": 0.01}, "log_loss": {"max_drop": 0.05}},
 }
 VARIANTS = (0, 1, 3, 5)  # regression size in multiples of the tolerance; 0 = equal models
+# How the drop rules decide: the point estimate (no bootstrap), or a bootstrap with this `decision`.
+MODES = ("point", "regression", "non_inferiority")
 
 
 def _context(root: Path, config: dict[str, Any], inputs: dict[str, Path], outputs: dict[str, str]) -> StageContext:
@@ -87,10 +89,12 @@ def _evaluated(root: Path, name: str, y: np.ndarray, proba: np.ndarray) -> dict[
 
 
 def _gate_verdict(
-    plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: bool, base: dict[str, Path], cand: dict[str, Path], paired: bool
+    plugin: Plugin, root: Path, rules: dict[str, Any], mode: str, base: dict[str, Path], cand: dict[str, Path], paired: bool
 ) -> bool:
     """True when the candidate passes. Paired: accept the baseline first; else a committed baseline file."""
-    config: dict[str, Any] = {"rules": rules, **({"bootstrap": {"resamples": 1000, "seed": 0}} if bootstrap else {})}
+    config: dict[str, Any] = {"rules": rules}
+    if mode != "point":
+        config.update(bootstrap={"resamples": 1000, "seed": 0}, decision=mode)
     state = root / "state"
     for old in state.glob("*"):
         old.unlink()
@@ -102,14 +106,14 @@ def _gate_verdict(
     )
 
 
-def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, bool, int], float]:
-    """Share of trials failed, per (gate, rule set, bootstrap, variant)."""
+def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, str, int], float]:
+    """Share of trials failed, per (gate, rule set, mode, variant)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import train_test_split
 
     X, y = load_breast_cancer(return_X_y=True)
-    failed: dict[tuple[str, str, bool, int], int] = {}
+    failed: dict[tuple[str, str, str, int], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "state").mkdir()
@@ -127,9 +131,9 @@ def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tupl
                 cand = _evaluated(root, "cand", y_test, np.where(swap[:, None], cand_p[:, ::-1], cand_p))
                 for gate, (plugin, paired) in gates.items():
                     for rule_name, rules in RULE_SETS.items():
-                        for bootstrap in (False, True):
-                            key = (gate, rule_name, bootstrap, k)
-                            failed[key] = failed.get(key, 0) + (not _gate_verdict(plugin, root, rules, bootstrap, base, cand, paired))
+                        for mode in MODES:
+                            key = (gate, rule_name, mode, k)
+                            failed[key] = failed.get(key, 0) + (not _gate_verdict(plugin, root, rules, mode, base, cand, paired))
     return {key: n / trials for key, n in failed.items()}
 
 
@@ -246,16 +250,7 @@ def drift_trials(trials: int, rows: int, modules: dict[str, types.ModuleType]) -
     return {key: n / trials for key, n in flagged.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
-    parser.add_argument("--drift-only", action="store_true", help="only the data.drift trials")
-    parser.add_argument("--drift-trials", type=int, default=20)
-    parser.add_argument("--drift-rows", type=int, default=200_000)
-    args = parser.parse_args()
-
+def drift_table(args: argparse.Namespace) -> None:
     from sluice.stages import data_drift
 
     drifts: dict[str, types.ModuleType] = {"data.drift": data_drift}
@@ -272,10 +267,23 @@ def main() -> None:
     print(f"{'scenario':38} " + " ".join(f"{stage:>15}" for stage in drifts))
     for scenario in scenarios:
         print(f"{scenario:38} " + " ".join(f"{drift_rates[(stage, scenario)]:>15.1%}" for stage in drifts))
-    if args.drift_only:
-        return
     print()
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
+    parser.add_argument("--only", choices=("drift", "gate", "benchmark"), help="only these trials")
+    parser.add_argument("--drift-trials", type=int, default=20)
+    parser.add_argument("--drift-rows", type=int, default=200_000)
+    args = parser.parse_args()
+
+    if args.only in (None, "drift"):
+        drift_table(args)
+    if args.only == "drift":
+        return
     from sluice.stages import model_benchmark
     from sluice.stages.model_gate import GateStage
 
@@ -292,25 +300,32 @@ def main() -> None:
         gates["old model.gate (committed baseline file)"] = (OldGate(), False)
         benches["old model.benchmark"] = (old_benchmark, {})
 
+    if args.only in (None, "gate"):
+        gate_table(args.trials, gates)
+    if args.only in (None, "benchmark"):
+        benchmark_table(args.runs, benches)
+
+
+def gate_table(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> None:
     started = time.perf_counter()
-    rates = gate_trials(args.trials, gates)
-    print(f"model.gate, breast cancer, 143 test rows, tolerance {TOLERANCE}, {args.trials} trials ({time.perf_counter() - started:.0f} s)")
-    print(f"{'gate':42} {'rules':11} {'bootstrap':9} {'false alarm':>11} " + " ".join(f"{f'fails {k}x':>9}" for k in VARIANTS[1:]))
+    rates = gate_trials(trials, gates)
+    print(f"model.gate, breast cancer, 143 test rows, tolerance {TOLERANCE}, {trials} trials ({time.perf_counter() - started:.0f} s)")
+    print(f"{'gate':42} {'rules':11} {'decision':15} {'false alarm':>11} " + " ".join(f"{f'fails {k}x':>9}" for k in VARIANTS[1:]))
     for gate in gates:
         for rule_name in RULE_SETS:
-            for bootstrap in (False, True):
-                row = [rates[(gate, rule_name, bootstrap, k)] for k in VARIANTS]
-                print(
-                    f"{gate:42} {rule_name:11} {'yes' if bootstrap else 'no':9} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:])
-                )
+            for mode in MODES:
+                row = [rates[(gate, rule_name, mode, k)] for k in VARIANTS]
+                print(f"{gate:42} {rule_name:11} {mode:15} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:]))
 
+
+def benchmark_table(runs: int, benches: dict[str, tuple[types.ModuleType, dict[str, Any]]]) -> None:
     base_config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
-    print(f"\nmodel.benchmark, max_ratio 1.3, {args.runs} runs after the baseline run")
+    print(f"\nmodel.benchmark, max_ratio 1.3, {runs} runs after the baseline run")
     print(f"{'stage':22} {'false alarm (unchanged)':>24} {'detects +50 %':>14}")
     for name, (module, extra) in benches.items():
         config: dict[str, Any] = {**base_config, **extra}
-        same: Callable[[], float] = lambda: benchmark_runs(module, args.runs, 1.0, config)  # noqa: E731
-        slower = benchmark_runs(module, args.runs, 1.5, config)
+        same: Callable[[], float] = lambda: benchmark_runs(module, runs, 1.0, config)  # noqa: E731
+        slower = benchmark_runs(module, runs, 1.5, config)
         print(f"{name:22} {same():>24.1%} {slower:>14.1%}")
 
 
