@@ -5,11 +5,13 @@ model.gate, breast cancer, 143 test rows per trial (a fresh stratified split eac
   k× tol.    the candidate's class probabilities are swapped on a random share of rows chosen so its
              expected accuracy is k × 0.02 below the baseline's (k = 1, 3, 5).
 Each is gated by `accuracy: {max_drop: 0.02}` and by the docs' three rules (accuracy, roc_auc
-max_drop 0.01, log_loss max_drop 0.05), with `bootstrap` (1,000 resamples) and without. The
-gate runs as `sluice run` runs it: a first run accepts the baseline, the second judges the candidate.
+max_drop 0.01, log_loss max_drop 0.05), on the point estimate and with `bootstrap` (1,000
+resamples) under each `decision` (regression, non_inferiority). The gate runs as `sluice run`
+runs it: a first run accepts the baseline, the second judges the candidate.
 
 model.benchmark, `max_ratio: 1.3`, a logistic regression: `runs` identical runs in a row (false
-alarms), and runs of a model made 50 % slower after the baseline was accepted (detection).
+alarms), and runs of a model made 50 % slower after the baseline was accepted (detection);
+`--burn N` keeps N CPU-burning processes running meanwhile, to measure under load.
 
 data.drift, defaults (BH, alpha 0.05): random halves of breast_cancer, wine, diabetes and digits
 (false alarm = any column flagged), and synthetic tables of `--drift-rows` rows a side with normal,
@@ -18,16 +20,19 @@ change (false alarm), then one current table holding every change at once, one c
 0.2-sd shift per shape, spread ×1.5, 0 → 30 % missing, 8 % of rows in unseen categories, and a
 negligible +0.01-sd shift of the integer column (which should not be flagged).
 
-    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--only drift|gate|benchmark] [--drift-trials 20] [--drift-rows 200000]
+    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--only drift|gate|benchmark] [--burn 2] [--drift-trials 20] [--drift-rows 200000]
 
 `--old-gates DIR` also measures older copies of the stages: DIR holds a package `oldgates`
-with `model_gate.py`, `_metrics.py` and `model_benchmark.py` (e.g. from `git show REV:stages/...`),
-and optionally `data_drift.py`, so before/after figures come from the same trials.
+with any of `model_gate.py`, `model_benchmark.py` and `data_drift.py` (e.g. from
+`git show REV:stages/...`; a copy must still import against today's helpers), so before/after
+figures come from the same trials. The paired gate's figures before `decision` existed are
+the `non_inferiority` rows: that was its only rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -152,32 +157,56 @@ class _Slowed:
         return out
 
 
-def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: float, config: dict[str, Any]) -> float:
-    """Share of runs after the first (which records the baseline) that fail."""
+@functools.cache
+def _fitted() -> tuple[pd.DataFrame, Any]:
+    """Breast cancer and a logistic regression fitted on it once (the fit takes seconds on a busy machine)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
+    frame = load_breast_cancer(as_frame=True).frame
+    return frame, LogisticRegression(max_iter=5000).fit(frame.drop(columns="target"), frame["target"])
+
+
+def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: float, config: dict[str, Any]) -> float:
+    """Share of runs after the first (which records the baseline) that fail.
+
+    The model input is a real model directory (the stage keeps a copy of the accepted one); the
+    stage's `load_model` is swapped so the input serves the slowed model and the kept copy the original.
+    """
+    import hashlib
+
+    import joblib
+
     from sluice.stages._model import LoadedModel
 
-    frame = load_breast_cancer(as_frame=True).frame
+    frame, model = _fitted()
     features = frame.drop(columns="target")
-    model = LogisticRegression(max_iter=5000).fit(features, frame["target"])
-    metadata = {"features": [{"name": c, "dtype": "float64"} for c in features.columns], "task": "classification"}
+    metadata = {"features": [{"name": c, "dtype": "float64"} for c in features.columns], "task": "classification", "format": 1}
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         frame.to_csv(root / "table.csv", index=False)
+        (root / "model").mkdir()
+        joblib.dump(model, root / "model" / "model.joblib")
+        digest = hashlib.sha256((root / "model" / "model.joblib").read_bytes()).hexdigest()
+        (root / "model" / "metadata.json").write_text(json.dumps({**metadata, "model_hash": {"algorithm": "sha256", "value": digest}}))
         for i in range(runs + 1):
             served = _Slowed(model, 1.0 if i == 0 else factor_after_first)
-            module.load_model = lambda _path, m=served: LoadedModel(m, metadata)
+            module.load_model = lambda path, m=served: LoadedModel(model if "state" in Path(path).parts else m, metadata)
             ok = _passes(
-                module.BenchmarkStage(), _context(root, config, {"model": root, "table": root / "table.csv"}, {"report": "b.json"})
+                module.BenchmarkStage(),
+                _context(root, config, {"model": root / "model", "table": root / "table.csv"}, {"report": "b.json"}),
             )
             if i == 0:
                 assert ok, "the first run records the baseline and must pass"
             else:
                 failed += not ok
     return failed / runs
+
+
+def _burn() -> None:
+    while True:
+        pass
 
 
 SHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
@@ -276,6 +305,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
     parser.add_argument("--only", choices=("drift", "gate", "benchmark"), help="only these trials")
+    parser.add_argument("--burn", type=int, default=0, help="CPU-burning processes run during the benchmark trials")
     parser.add_argument("--drift-trials", type=int, default=20)
     parser.add_argument("--drift-rows", type=int, default=200_000)
     args = parser.parse_args()
@@ -291,19 +321,22 @@ def main() -> None:
         "model.gate (paired)": (GateStage(), True),
         "model.gate (committed baseline file)": (GateStage(), False),
     }
-    benches: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {"model.benchmark": (model_benchmark, {})}
+    benches: dict[str, types.ModuleType] = {"model.benchmark": model_benchmark}
     if args.old_gates:
         sys.path.insert(0, str(args.old_gates))
-        from oldgates import model_benchmark as old_benchmark  # type: ignore[import-not-found]
-        from oldgates.model_gate import GateStage as OldGate  # type: ignore[import-not-found]
+        if (args.old_gates / "oldgates" / "model_gate.py").exists():
+            from oldgates.model_gate import GateStage as OldGate  # type: ignore[import-not-found]
 
-        gates["old model.gate (committed baseline file)"] = (OldGate(), False)
-        benches["old model.benchmark"] = (old_benchmark, {})
+            gates["old model.gate (committed baseline file)"] = (OldGate(), False)
+        if (args.old_gates / "oldgates" / "model_benchmark.py").exists():
+            from oldgates import model_benchmark as old_benchmark  # type: ignore[import-not-found]
+
+            benches["old model.benchmark"] = old_benchmark
 
     if args.only in (None, "gate"):
         gate_table(args.trials, gates)
     if args.only in (None, "benchmark"):
-        benchmark_table(args.runs, benches)
+        benchmark_table(args.runs, benches, args.burn)
 
 
 def gate_table(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> None:
@@ -318,15 +351,29 @@ def gate_table(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> None:
                 print(f"{gate:42} {rule_name:11} {mode:15} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:]))
 
 
-def benchmark_table(runs: int, benches: dict[str, tuple[types.ModuleType, dict[str, Any]]]) -> None:
-    base_config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
-    print(f"\nmodel.benchmark, max_ratio 1.3, {runs} runs after the baseline run")
+def benchmark_table(runs: int, benches: dict[str, types.ModuleType], burners: int) -> None:
+    """Identical runs and +50 % runs, each stage in turn, while `burners` processes keep the CPUs busy."""
+    import multiprocessing
+
+    config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
+    burning = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(burners)]
+    for process in burning:
+        process.start()
+    started = time.perf_counter()
+    try:
+        rates = {
+            name: (benchmark_runs(module, runs, 1.0, config), benchmark_runs(module, runs, 1.5, config)) for name, module in benches.items()
+        }
+    finally:
+        for process in burning:
+            process.terminate()
+            process.join()
+    print(
+        f"\nmodel.benchmark, max_ratio 1.3, {runs} runs after the baseline run, {burners} CPU burner(s) ({time.perf_counter() - started:.0f} s)"
+    )
     print(f"{'stage':22} {'false alarm (unchanged)':>24} {'detects +50 %':>14}")
-    for name, (module, extra) in benches.items():
-        config: dict[str, Any] = {**base_config, **extra}
-        same: Callable[[], float] = lambda: benchmark_runs(module, runs, 1.0, config)  # noqa: E731
-        slower = benchmark_runs(module, runs, 1.5, config)
-        print(f"{name:22} {same():>24.1%} {slower:>14.1%}")
+    for name, (same, slower) in rates.items():
+        print(f"{name:22} {same:>24.1%} {slower:>14.1%}")
 
 
 if __name__ == "__main__":

@@ -209,7 +209,12 @@ def test_a_model_half_as_slow_again_fails_after_a_confirmation_run(harness, tmp_
 def test_error_rates_on_seeded_trials(harness, tmp_path):
     """A fast version of gates_bench's benchmark trials: identical models pass, a +50 % model fails, counted over runs."""
     assert _sleepy_run(harness, tmp_path, SLEEP_S)[1] is None
-    outcomes = {factor: [_sleepy_run(harness, tmp_path, factor * SLEEP_S)[1] is None for _ in range(4)] for factor in (1.0, 1.5)}
+    outcomes: dict[float, list[bool]] = {1.0: [], 1.5: []}
+    for factor, passed in outcomes.items():
+        for _ in range(4):
+            report, failed = _sleepy_run(harness, tmp_path, factor * SLEEP_S)
+            assert {c["measure"] for c in report["checks"]} == {"paired_ratio"}
+            passed.append(failed is None)
     assert sum(outcomes[1.0]) >= 3, outcomes  # at most one false alarm in four identical runs
     assert sum(outcomes[1.5]) <= 1, outcomes  # at least three of four slow-downs caught
 
