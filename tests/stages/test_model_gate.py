@@ -432,7 +432,7 @@ def test_error_rates_of_random_forests_on_breast_cancer(harness, tmp_path):
     """gates_bench's key trial, fast: fresh 143-row test splits, forests differing only in seed, and the same
     candidate with probabilities swapped on enough rows to cost 3× the tolerance (0.06) in expected accuracy.
     The default rule (regression) fails equal models at most 1 − confidence of the time and catches 3× at
-    least 90 % (measured: 2 % and 96 % over 100 trials); 12 seeded trials, bounds on the counts."""
+    least 90 % (gates_bench: 2 % and 95 % over 100 trials); 12 seeded trials, bounds on the counts."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import train_test_split
