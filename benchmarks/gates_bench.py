@@ -5,11 +5,13 @@ model.gate, breast cancer, 143 test rows per trial (a fresh stratified split eac
   k× tol.    the candidate's class probabilities are swapped on a random share of rows chosen so its
              expected accuracy is k × 0.02 below the baseline's (k = 1, 3, 5).
 Each is gated by `accuracy: {max_drop: 0.02}` and by the docs' three rules (accuracy, roc_auc
-max_drop 0.01, log_loss max_drop 0.05), with `bootstrap` (1,000 resamples) and without. The
-gate runs as `sluice run` runs it: a first run accepts the baseline, the second judges the candidate.
+max_drop 0.01, log_loss max_drop 0.05), on the point estimate and with `bootstrap` (1,000
+resamples) under each `decision` (regression, non_inferiority). The gate runs as `sluice run`
+runs it: a first run accepts the baseline, the second judges the candidate.
 
 model.benchmark, `max_ratio: 1.3`, a logistic regression: `runs` identical runs in a row (false
-alarms), and runs of a model made 50 % slower after the baseline was accepted (detection).
+alarms), and runs of a model made 50 % slower after the baseline was accepted (detection);
+`--burn N` keeps N CPU-burning processes running meanwhile, to measure under load.
 
 data.drift, defaults (BH, alpha 0.05): random halves of breast_cancer, wine, diabetes and digits
 (false alarm = any column flagged), and synthetic tables of `--drift-rows` rows a side with normal,
@@ -18,16 +20,20 @@ change (false alarm), then one current table holding every change at once, one c
 0.2-sd shift per shape, spread ×1.5, 0 → 30 % missing, 8 % of rows in unseen categories, and a
 negligible +0.01-sd shift of the integer column (which should not be flagged).
 
-    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--drift-only] [--drift-trials 20] [--drift-rows 200000]
+    python benchmarks/gates_bench.py [--trials 60] [--runs 20] [--old-gates DIR] [--only drift|gate|benchmark]
+                                     [--burn 2] [--drift-trials 20] [--drift-rows 200000]
 
 `--old-gates DIR` also measures older copies of the stages: DIR holds a package `oldgates`
-with `model_gate.py`, `_metrics.py` and `model_benchmark.py` (e.g. from `git show REV:stages/...`),
-and optionally `data_drift.py`, so before/after figures come from the same trials.
+with any of `model_gate.py`, `model_benchmark.py` and `data_drift.py` (e.g. from
+`git show REV:stages/...`; a copy must still import against today's helpers), so before/after
+figures come from the same trials. The paired gate's figures before `decision` existed are
+the `non_inferiority` rows: that was its only rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -49,6 +55,8 @@ RULE_SETS = {
     "docs rules": {"accuracy": {"max_drop": TOLERANCE}, "roc_auc": {"max_drop": 0.01}, "log_loss": {"max_drop": 0.05}},
 }
 VARIANTS = (0, 1, 3, 5)  # regression size in multiples of the tolerance; 0 = equal models
+# How the drop rules decide: the point estimate (no bootstrap), or a bootstrap with this `decision`.
+MODES = ("point", "regression", "non_inferiority")
 
 
 def _context(root: Path, config: dict[str, Any], inputs: dict[str, Path], outputs: dict[str, str]) -> StageContext:
@@ -87,10 +95,12 @@ def _evaluated(root: Path, name: str, y: np.ndarray, proba: np.ndarray) -> dict[
 
 
 def _gate_verdict(
-    plugin: Plugin, root: Path, rules: dict[str, Any], bootstrap: bool, base: dict[str, Path], cand: dict[str, Path], paired: bool
+    plugin: Plugin, root: Path, rules: dict[str, Any], mode: str, base: dict[str, Path], cand: dict[str, Path], paired: bool
 ) -> bool:
     """True when the candidate passes. Paired: accept the baseline first; else a committed baseline file."""
-    config: dict[str, Any] = {"rules": rules, **({"bootstrap": {"resamples": 1000, "seed": 0}} if bootstrap else {})}
+    config: dict[str, Any] = {"rules": rules}
+    if mode != "point":
+        config.update(bootstrap={"resamples": 1000, "seed": 0}, decision=mode)
     state = root / "state"
     for old in state.glob("*"):
         old.unlink()
@@ -102,14 +112,14 @@ def _gate_verdict(
     )
 
 
-def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, bool, int], float]:
-    """Share of trials failed, per (gate, rule set, bootstrap, variant)."""
+def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tuple[str, str, str, int], float]:
+    """Share of trials failed, per (gate, rule set, mode, variant)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import train_test_split
 
     X, y = load_breast_cancer(return_X_y=True)
-    failed: dict[tuple[str, str, bool, int], int] = {}
+    failed: dict[tuple[str, str, str, int], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "state").mkdir()
@@ -127,9 +137,9 @@ def gate_trials(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> dict[tupl
                 cand = _evaluated(root, "cand", y_test, np.where(swap[:, None], cand_p[:, ::-1], cand_p))
                 for gate, (plugin, paired) in gates.items():
                     for rule_name, rules in RULE_SETS.items():
-                        for bootstrap in (False, True):
-                            key = (gate, rule_name, bootstrap, k)
-                            failed[key] = failed.get(key, 0) + (not _gate_verdict(plugin, root, rules, bootstrap, base, cand, paired))
+                        for mode in MODES:
+                            key = (gate, rule_name, mode, k)
+                            failed[key] = failed.get(key, 0) + (not _gate_verdict(plugin, root, rules, mode, base, cand, paired))
     return {key: n / trials for key, n in failed.items()}
 
 
@@ -148,32 +158,56 @@ class _Slowed:
         return out
 
 
-def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: float, config: dict[str, Any]) -> float:
-    """Share of runs after the first (which records the baseline) that fail."""
+@functools.cache
+def _fitted() -> tuple[pd.DataFrame, Any]:
+    """Breast cancer and a logistic regression fitted on it once (the fit takes seconds on a busy machine)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
+    frame = load_breast_cancer(as_frame=True).frame
+    return frame, LogisticRegression(max_iter=5000).fit(frame.drop(columns="target"), frame["target"])
+
+
+def benchmark_runs(module: types.ModuleType, runs: int, factor_after_first: float, config: dict[str, Any]) -> float:
+    """Share of runs after the first (which records the baseline) that fail.
+
+    The model input is a real model directory (the stage keeps a copy of the accepted one); the
+    stage's `load_model` is swapped so the input serves the slowed model and the kept copy the original.
+    """
+    import hashlib
+
+    import joblib
+
     from sluice.stages._model import LoadedModel
 
-    frame = load_breast_cancer(as_frame=True).frame
+    frame, model = _fitted()
     features = frame.drop(columns="target")
-    model = LogisticRegression(max_iter=5000).fit(features, frame["target"])
-    metadata = {"features": [{"name": c, "dtype": "float64"} for c in features.columns], "task": "classification"}
+    metadata = {"features": [{"name": c, "dtype": "float64"} for c in features.columns], "task": "classification", "format": 1}
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         frame.to_csv(root / "table.csv", index=False)
+        (root / "model").mkdir()
+        joblib.dump(model, root / "model" / "model.joblib")
+        digest = hashlib.sha256((root / "model" / "model.joblib").read_bytes()).hexdigest()
+        (root / "model" / "metadata.json").write_text(json.dumps({**metadata, "model_hash": {"algorithm": "sha256", "value": digest}}))
         for i in range(runs + 1):
             served = _Slowed(model, 1.0 if i == 0 else factor_after_first)
-            module.load_model = lambda _path, m=served: LoadedModel(m, metadata)
+            module.load_model = lambda path, m=served: LoadedModel(model if "state" in Path(path).parts else m, metadata)
             ok = _passes(
-                module.BenchmarkStage(), _context(root, config, {"model": root, "table": root / "table.csv"}, {"report": "b.json"})
+                module.BenchmarkStage(),
+                _context(root, config, {"model": root / "model", "table": root / "table.csv"}, {"report": "b.json"}),
             )
             if i == 0:
                 assert ok, "the first run records the baseline and must pass"
             else:
                 failed += not ok
     return failed / runs
+
+
+def _burn() -> None:
+    while True:
+        pass
 
 
 SHAPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
@@ -246,16 +280,7 @@ def drift_trials(trials: int, rows: int, modules: dict[str, types.ModuleType]) -
     return {key: n / trials for key, n in flagged.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
-    parser.add_argument("--drift-only", action="store_true", help="only the data.drift trials")
-    parser.add_argument("--drift-trials", type=int, default=20)
-    parser.add_argument("--drift-rows", type=int, default=200_000)
-    args = parser.parse_args()
-
+def drift_table(args: argparse.Namespace) -> None:
     from sluice.stages import data_drift
 
     drifts: dict[str, types.ModuleType] = {"data.drift": data_drift}
@@ -272,10 +297,24 @@ def main() -> None:
     print(f"{'scenario':38} " + " ".join(f"{stage:>15}" for stage in drifts))
     for scenario in scenarios:
         print(f"{scenario:38} " + " ".join(f"{drift_rates[(stage, scenario)]:>15.1%}" for stage in drifts))
-    if args.drift_only:
-        return
     print()
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--old-gates", type=Path, help="folder holding an `oldgates` package of older stage modules")
+    parser.add_argument("--only", choices=("drift", "gate", "benchmark"), help="only these trials")
+    parser.add_argument("--burn", type=int, default=0, help="CPU-burning processes run during the benchmark trials")
+    parser.add_argument("--drift-trials", type=int, default=20)
+    parser.add_argument("--drift-rows", type=int, default=200_000)
+    args = parser.parse_args()
+
+    if args.only in (None, "drift"):
+        drift_table(args)
+    if args.only == "drift":
+        return
     from sluice.stages import model_benchmark
     from sluice.stages.model_gate import GateStage
 
@@ -283,34 +322,57 @@ def main() -> None:
         "model.gate (paired)": (GateStage(), True),
         "model.gate (committed baseline file)": (GateStage(), False),
     }
-    benches: dict[str, tuple[types.ModuleType, dict[str, Any]]] = {"model.benchmark": (model_benchmark, {})}
+    benches: dict[str, types.ModuleType] = {"model.benchmark": model_benchmark}
     if args.old_gates:
         sys.path.insert(0, str(args.old_gates))
-        from oldgates import model_benchmark as old_benchmark  # type: ignore[import-not-found]
-        from oldgates.model_gate import GateStage as OldGate  # type: ignore[import-not-found]
+        if (args.old_gates / "oldgates" / "model_gate.py").exists():
+            from oldgates.model_gate import GateStage as OldGate  # type: ignore[import-not-found]
 
-        gates["old model.gate (committed baseline file)"] = (OldGate(), False)
-        benches["old model.benchmark"] = (old_benchmark, {})
+            gates["old model.gate (committed baseline file)"] = (OldGate(), False)
+        if (args.old_gates / "oldgates" / "model_benchmark.py").exists():
+            from oldgates import model_benchmark as old_benchmark  # type: ignore[import-not-found]
 
+            benches["old model.benchmark"] = old_benchmark
+
+    if args.only in (None, "gate"):
+        gate_table(args.trials, gates)
+    if args.only in (None, "benchmark"):
+        benchmark_table(args.runs, benches, args.burn)
+
+
+def gate_table(trials: int, gates: dict[str, tuple[Plugin, bool]]) -> None:
     started = time.perf_counter()
-    rates = gate_trials(args.trials, gates)
-    print(f"model.gate, breast cancer, 143 test rows, tolerance {TOLERANCE}, {args.trials} trials ({time.perf_counter() - started:.0f} s)")
-    print(f"{'gate':42} {'rules':11} {'bootstrap':9} {'false alarm':>11} " + " ".join(f"{f'fails {k}x':>9}" for k in VARIANTS[1:]))
+    rates = gate_trials(trials, gates)
+    print(f"model.gate, breast cancer, 143 test rows, tolerance {TOLERANCE}, {trials} trials ({time.perf_counter() - started:.0f} s)")
+    print(f"{'gate':42} {'rules':11} {'decision':15} {'false alarm':>11} " + " ".join(f"{f'fails {k}x':>9}" for k in VARIANTS[1:]))
     for gate in gates:
         for rule_name in RULE_SETS:
-            for bootstrap in (False, True):
-                row = [rates[(gate, rule_name, bootstrap, k)] for k in VARIANTS]
-                print(
-                    f"{gate:42} {rule_name:11} {'yes' if bootstrap else 'no':9} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:])
-                )
+            for mode in MODES:
+                row = [rates[(gate, rule_name, mode, k)] for k in VARIANTS]
+                print(f"{gate:42} {rule_name:11} {mode:15} {row[0]:>11.1%} " + " ".join(f"{r:>9.1%}" for r in row[1:]))
 
-    base_config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
-    print(f"\nmodel.benchmark, max_ratio 1.3, {args.runs} runs after the baseline run")
+
+def benchmark_table(runs: int, benches: dict[str, types.ModuleType], burners: int) -> None:
+    """Identical runs and +50 % runs, each stage in turn, while `burners` processes keep the CPUs busy."""
+    import multiprocessing
+
+    config = {"batch_sizes": [1, 32], "rounds": 50, "warmup": 5, "sample_rows": 256, "max_ratio": 1.3}
+    burning = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(burners)]
+    for process in burning:
+        process.start()
+    started = time.perf_counter()
+    try:
+        rates = {
+            name: (benchmark_runs(module, runs, 1.0, config), benchmark_runs(module, runs, 1.5, config)) for name, module in benches.items()
+        }
+    finally:
+        for process in burning:
+            process.terminate()
+            process.join()
+    took = time.perf_counter() - started
+    print(f"\nmodel.benchmark, max_ratio 1.3, {runs} runs after the baseline run, {burners} CPU burner(s) ({took:.0f} s)")
     print(f"{'stage':22} {'false alarm (unchanged)':>24} {'detects +50 %':>14}")
-    for name, (module, extra) in benches.items():
-        config: dict[str, Any] = {**base_config, **extra}
-        slower = benchmark_runs(module, args.runs, 1.5, config)  # measured first, as before
-        same = benchmark_runs(module, args.runs, 1.0, config)
+    for name, (same, slower) in rates.items():
         print(f"{name:22} {same:>24.1%} {slower:>14.1%}")
 
 

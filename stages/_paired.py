@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 # Half the candidate's rows must also be baseline rows: fewer, and the comparison is about another test set.
 MIN_SHARED = 0.5
+# The power statement's contract (issue 10): a drop of DETECT_AT × the tolerance caught nine times in ten.
+DETECT_AT = 3.0
+Z_POWER = 1.2815515655446004  # the normal quantile of 0.9
+TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class Paired:
     loss: float
     bound: float | None  # the upper `confidence` bound of the loss, from the paired bootstrap
     margin: float | None  # bound − loss: how far noise alone can push the loss at this test-set size
+    lower: float | None = None  # the lower `confidence` bound of the loss: above 0, the drop is credibly real
+    sd: float | None = None  # the bootstrap standard deviation of the loss
+    p_no_drop: float | None = None  # share of resamples with no loss (ties at 0 count half: mid-p): small, the drop is real
 
 
 def compare(metric: str, greater_is_better: bool, b: Rows, c: Rows, bootstrap: Mapping[str, Any] | None, floor: float) -> Paired | None:
@@ -107,29 +114,92 @@ def compare(metric: str, greater_is_better: bool, b: Rows, c: Rows, bootstrap: M
     if not len(losses):
         return Paired(len(b.y_true), baseline, current, loss, None, None)
     bound = max(float(np.quantile(losses, bootstrap["confidence"])), loss)
-    return Paired(len(b.y_true), baseline, current, loss, bound, bound - loss)
+    lower = min(float(np.quantile(losses, 1.0 - bootstrap["confidence"])), loss)
+    # Mid-p: accuracy's paired loss is a count over few discordant rows, and many resamples land
+    # exactly on 0; counting them whole makes the test conservative (90 % detection at 3× the
+    # tolerance on 143 rows instead of 96 %, same false alarms; see docs/stages.md).
+    ties = np.abs(losses) <= TOLERANCE
+    p_no_drop = float(np.mean((losses < 0) & ~ties) + 0.5 * np.mean(ties))
+    return Paired(len(b.y_true), baseline, current, loss, bound, bound - loss, lower, float(np.std(losses)), p_no_drop)
 
 
-def power(metric: str, rows: int, limit: float, margin: float, confidence: float, paired: bool) -> dict[str, Any]:
-    """Whether this many rows can tell a loss of `limit` from noise, in a sentence a user can act on."""
-    enough = margin < limit
-    if paired and not enough:
-        needed = math.ceil(rows * (margin / limit) ** 2) if limit > 0 else None
-        message = (
-            f"with {rows} rows a drop of {limit:g} in {metric} cannot be told from noise: the upper {confidence:.0%} bound "
-            f"sits {margin:.3g} above the observed loss, so even a model exactly as good as the baseline fails"
-            + (f"; about {needed} test rows would be needed" if needed else "")
-        )
-    elif paired:
-        message = (
-            f"with {rows} rows the gate fails a loss of {limit:g} in {metric} and passes a model whose observed loss "
-            f"is under {limit - margin:.3g}"
-        )
+def paired_power(metric: str, paired: Paired, limit: float, confidence: float, decision: str) -> dict[str, Any]:
+    """What this test set can decide about a drop of `limit`, under `decision`, in a sentence a user can act on.
+
+    Normal approximation around the bootstrap's standard deviation of the loss: a statement about
+    the gate's error rates at this size, not the decision itself (the decision uses the bootstrap).
+    """
+    from statistics import NormalDist
+
+    sd, margin, rows = paired.sd or 0.0, paired.margin or 0.0, paired.rows
+    z = NormalDist().inv_cdf(confidence)
+    noise = z * sd  # the smallest observed loss that is credibly above 0
+    if decision == "regression":
+        threshold = max(limit, noise)
+        false_alarm = _exceeds(threshold, sd)
+        detectable = threshold + Z_POWER * sd
+        enough = detectable <= DETECT_AT * limit + TOLERANCE
+        needed = math.ceil(rows * (noise / limit) ** 2) if limit > 0 and noise > limit else None
+        caught = f"it catches a drop of {detectable:.3g} nine times in ten, and fails an equally good model {false_alarm:.0%} of the time"
+        if enough:
+            message = f"with {rows} rows the gate fails a drop in {metric} above {threshold:.3g} that is credibly above 0; " + caught
+        else:
+            message = (
+                f"with {rows} rows a drop of {limit:g} in {metric} cannot be told from noise: only a drop above {noise:.3g} is "
+                f"credibly a drop, so smaller regressions pass; "
+                + caught
+                + (f"; about {needed} test rows would be needed" if needed else "")
+            )
     else:
-        message = (
-            f"unpaired: with {rows} rows a drop of up to {margin:.3g} in {metric} is within the candidate's own "
-            f"{confidence:.0%} interval, so regressions that small pass unnoticed"
-        )
+        false_alarm = _exceeds(limit - margin, sd)
+        detectable = max(limit - margin + Z_POWER * sd, 0.0)
+        enough = false_alarm <= 1.0 - confidence + TOLERANCE
+        needed = math.ceil(rows * ((margin + noise) / limit) ** 2) if limit > 0 else None
         if margin >= limit:
-            message += f"; a drop of {limit:g} cannot be told from noise"
-    return {"rows": rows, "tolerance": limit, "margin": margin, "enough": enough, "message": message}
+            message = (
+                f"with {rows} rows a drop of {limit:g} in {metric} cannot be told from noise: the upper {confidence:.0%} bound "
+                f"sits {margin:.3g} above the observed loss, so even a model exactly as good as the baseline fails"
+            )
+        elif not enough:
+            message = (
+                f"with {rows} rows non-inferiority within {limit:g} in {metric} cannot be certified reliably: "
+                f"an equally good model fails about {false_alarm:.0%} of the time"
+            )
+        else:
+            message = (
+                f"with {rows} rows the gate fails a loss of {limit:g} in {metric} and passes a model whose observed loss "
+                f"is under {limit - margin:.3g}; an equally good model fails about {false_alarm:.0%} of the time"
+            )
+        if not enough and needed:
+            message += f"; about {needed} test rows would be needed"
+    return {
+        "rows": rows,
+        "tolerance": limit,
+        "margin": margin,
+        "enough": enough,
+        "message": message,
+        "decision": decision,
+        "sd": sd,
+        "detectable": detectable,
+        "false_alarm": false_alarm,
+    }
+
+
+def _exceeds(threshold: float, sd: float) -> float:
+    """P(observed loss > threshold) for an equally good model whose loss varies with this sd."""
+    from statistics import NormalDist
+
+    if sd <= 0.0:
+        return 0.0 if threshold >= 0.0 else 1.0
+    return 1.0 - NormalDist().cdf(threshold / sd)
+
+
+def unpaired_power(metric: str, rows: int, limit: float, margin: float, confidence: float) -> dict[str, Any]:
+    """Unpaired: the candidate's own interval hides regressions up to `margin`."""
+    message = (
+        f"unpaired: with {rows} rows a drop of up to {margin:.3g} in {metric} is within the candidate's own "
+        f"{confidence:.0%} interval, so regressions that small pass unnoticed"
+    )
+    if margin >= limit:
+        message += f"; a drop of {limit:g} cannot be told from noise"
+    return {"rows": rows, "tolerance": limit, "margin": margin, "enough": margin < limit, "message": message}

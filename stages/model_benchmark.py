@@ -2,19 +2,22 @@
 
 Shared CI machines are noisy, so a budget is judged in ways that resist flaking: untimed warm-up
 calls first; many timed rounds, read as percentiles rather than a single mean; the garbage
-collector paused while timing; every measurement is `repeats` independent repeats, each with its
-own CPU calibration time, and a figure is the median over repeats; the ratio rule compares the
-median over repeats of p95 ÷ calibration with the same statistic of the accepted baseline; a
-broken budget is measured a second time before the stage fails (`confirm`). The baseline is
-recorded once and replaced only by an explicit `accept: true`: were every passing run recorded,
-the reference would drift toward the luckiest, fastest run and identical runs would then fail.
+collector paused while timing; every measurement is `repeats` independent repeats, and a figure
+is the median over repeats; a broken budget is measured a second time before the stage fails
+(`confirm`). The ratio rule times the accepted baseline model (kept in the stage's state) and
+the candidate in alternating calls in this process, so the same load hits both, and judges the
+median of the per-call ratios; a baseline without a kept model falls back to comparing p95 ÷ a
+CPU calibration time with its record. The baseline is recorded once and replaced only by an
+explicit `accept: true`: were every passing run recorded, the reference would drift toward the
+luckiest, fastest run and identical runs would then fail.
 """
 
 from __future__ import annotations
 
 import gc
+import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +28,7 @@ from sluice.stages._model import load_model
 from sluice.stages._tables import input_path, read_table, sole_output, text_table
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 DEFAULTS: Mapping[str, Any] = {
@@ -41,6 +45,9 @@ DEFAULTS: Mapping[str, Any] = {
 REPEATED = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "rows_per_s")
 LATENCY_BUDGETS = ("p50_ms", "p95_ms", "p99_ms")
 CALIBRATION_ROWS = 200_000  # a sort of this many floats takes a few ms: long enough to time, short enough to repeat
+KEPT_MODEL = "baseline-model-"  # + the model's short digest: the accepted model, timed beside the next candidates
+
+Timed = tuple[Callable[[Any], Any], "pd.DataFrame"]  # a predict method and the sample it is timed on
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,13 @@ class BenchmarkStage(Plugin):
             raise StageFailed(f"the model has no {config['method']} method")
         sample = draw_sample(features, config)
         accepted = read_accepted(ctx)
-        attempts = [measure(method, sample, config)]
+        baseline, why = _baseline_model(ctx, accepted, config)
+        timed: list[Timed] = [(method, sample)] + ([baseline] if baseline else [])
+        attempts = [measure(timed, config)]
         checks = judge(attempts[-1], config, accepted)
         if config["confirm"] and not all(c.passed for c in checks):
             ctx.log.warning("a budget was broken; measuring again before failing")
-            attempts.append(measure(method, sample, config))
+            attempts.append(measure(timed, config))
             checks = judge(attempts[-1], config, accepted)
         passed = all(c.passed for c in checks)
         write_strict_json(
@@ -92,6 +101,7 @@ class BenchmarkStage(Plugin):
                 "attempts": attempts,
                 "checks": [asdict(c) for c in checks],
                 "compared_with_accepted": accepted is not None,
+                "interleaved": {"with_baseline_model": baseline is not None, "why": why},
                 "accepted": _acceptance(config["accept"], accepted, passed),
             },
         )
@@ -99,9 +109,53 @@ class BenchmarkStage(Plugin):
         if not passed:
             raise StageFailed(f"prediction latency over budget in {len(attempts)} measurement(s)", table)
         if config["accept"] is True or (config["accept"] == "first" and accepted is None):
-            write_accepted(ctx, attempts[-1])
+            write_accepted(ctx, {"calibration_ms": attempts[-1]["calibration_ms"], "batches": attempts[-1]["batches"], **_keep_model(ctx)})
         summary = ", ".join(f"batch {bs}: p50 {b['p50_ms']:.3g} ms" for bs, b in attempts[-1]["batches"].items())
         ctx.log.info("%s\n%s", summary, table)
+
+
+def _keep_model(ctx: StageContext) -> dict[str, Any]:
+    """Copies the accepted model into the state folder, named by its digest, so later runs can time it beside theirs."""
+    from sluice.stages.serving.model import METADATA_FILE, read_metadata
+
+    source = input_path(ctx, "model")
+    metadata = read_metadata(source)
+    name = KEPT_MODEL + metadata.model_hash[:16]
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    for old in ctx.state_dir.glob(KEPT_MODEL + "*"):
+        shutil.rmtree(old)
+    scratch = ctx.state_dir / f".{name}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    for file in (METADATA_FILE, metadata.model_file):
+        (scratch / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / file, scratch / file)
+    scratch.rename(ctx.state_dir / name)
+    return {"model": {"sha256": metadata.model_hash, "dir": name}}
+
+
+def _baseline_model(ctx: StageContext, accepted: Mapping[str, Any] | None, config: Mapping[str, Any]) -> tuple[Timed | None, str]:
+    """The accepted model's predict method and sample, to time beside the candidate's, or why there is none."""
+    if "max_ratio" not in config:
+        return None, "no max_ratio: nothing is compared with the baseline"
+    if accepted is None:
+        return None, "no accepted baseline yet: this run's model becomes it if it passes"
+    kept = accepted.get("model")
+    if not isinstance(kept, dict) or not (ctx.state_dir / str(kept.get("dir"))).is_dir():
+        return None, "the accepted baseline keeps no model (accept: true records one): compared with its recorded p95 ÷ calibration"
+    from sluice.stages.serving.model import ModelError, read_verified
+
+    directory = ctx.state_dir / str(kept["dir"])
+    try:
+        read_verified(directory, str(kept["sha256"]))  # the state folder is ours, but a pickle is loaded only with its digest checked
+        loaded = load_model(directory)
+        features = loaded.feature_frame(read_table(input_path(ctx, "table"), "benchmark"), "benchmark")
+    except (ModelError, StageFailed) as exc:
+        return None, f"the accepted model cannot be timed ({exc}): compared with its recorded p95 ÷ calibration"
+    method = getattr(loaded.model, config["method"], None)
+    if method is None:
+        return None, f"the accepted model has no {config['method']} method: compared with its recorded p95 ÷ calibration"
+    return (method, draw_sample(features, config)), ""
 
 
 def _acceptance(accept: bool | str, accepted: Mapping[str, Any] | None, passed: bool) -> str:
@@ -126,47 +180,87 @@ def draw_sample(features: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFra
     return features.sample(n=rows, replace=len(features) < rows, random_state=config["seed"]).reset_index(drop=True)
 
 
-def measure(method: Callable[[Any], Any], sample: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, Any]:
-    """`repeats` independent measurements; each figure is the median over them, the repeats kept for the ratio rule."""
+def measure(timed: Sequence[Timed], config: Mapping[str, Any]) -> dict[str, Any]:
+    """`repeats` independent measurements; each figure is the median over them, the repeats kept for the ratio rule.
+
+    With a second model (the accepted baseline), `paired` holds per batch size the median of the
+    per-call ratios candidate ÷ baseline over every repeat, and the median over repeats of their p95 ratio.
+    """
     import numpy as np
 
-    runs = [_measure_once(method, sample, config) for _ in range(config["repeats"])]
+    runs = [_measure_once(timed, config) for _ in range(config["repeats"])]
+    out: dict[str, Any] = {"calibration_ms": float(np.median([run["calibration_ms"] for run in runs])), "batches": _medians(runs, 0)}
+    if len(timed) > 1:
+        out["baseline_batches"] = _medians(runs, 1)
+        out["paired"] = {
+            size: {
+                "median_ratio": float(np.median(np.concatenate([run["timings"][size][0] / run["timings"][size][1] for run in runs]))),
+                "p95_ratio": float(np.median([run["batches"][0][size]["p95_ms"] / run["batches"][1][size]["p95_ms"] for run in runs])),
+                "calls": int(sum(len(run["timings"][size][0]) for run in runs)),
+            }
+            for size in out["batches"]
+        }
+    return out
+
+
+def _medians(runs: Sequence[Mapping[str, Any]], model: int) -> dict[str, Any]:
+    import numpy as np
+
     batches = {}
-    for size in runs[0]["batches"]:
-        repeats = [{**run["batches"][size], "calibration_ms": run["calibration_ms"]} for run in runs]
+    for size in runs[0]["batches"][model]:
+        repeats = [{**run["batches"][model][size], "calibration_ms": run["calibration_ms"]} for run in runs]
         batches[size] = {key: float(np.median([r[key] for r in repeats])) for key in REPEATED} | {"repeats": repeats}
-    return {"calibration_ms": float(np.median([run["calibration_ms"] for run in runs])), "batches": batches}
+    return batches
 
 
-def _measure_once(method: Callable[[Any], Any], sample: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Latency percentiles (ms) and rows per second per batch size, with this repeat's calibration time."""
+def _measure_once(timed: Sequence[Timed], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Latency percentiles (ms) and rows per second per model and batch size, with this repeat's calibration time.
+
+    Calls alternate between the models, the order swapped every round (ABBA), so load that comes
+    and goes lands on both alike and neither is always the one called on a warm cache.
+    """
     import numpy as np
 
-    batches = {}
+    batches: list[dict[str, Any]] = [{} for _ in timed]
+    timings: dict[str, np.ndarray] = {}
     for size in config["batch_sizes"]:
-        starts = range(0, len(sample) - size + 1, size) or range(1)
-        chunks = [sample.iloc[s : s + size] for s in starts]
+        chunks = [_chunks(sample, size) for _, sample in timed]
         for i in range(config["warmup"]):
-            method(chunks[i % len(chunks)])
-        timings = np.empty(config["rounds"])
+            for (method, _), mine in zip(timed, chunks, strict=True):
+                method(mine[i % len(mine)])
+        times = np.empty((len(timed), config["rounds"]))
         gc.disable()  # a collection landing in one round would make a tail percentile out of nothing
         try:
             for i in range(config["rounds"]):
-                chunk = chunks[i % len(chunks)]
-                started = time.perf_counter()
-                method(chunk)
-                timings[i] = time.perf_counter() - started
+                for j in range(len(timed)) if i % 2 == 0 else reversed(range(len(timed))):
+                    chunk = chunks[j][i % len(chunks[j])]
+                    started = time.perf_counter()
+                    timed[j][0](chunk)
+                    times[j, i] = time.perf_counter() - started
         finally:
             gc.enable()
-        p50, p95, p99 = np.percentile(timings, [50, 95, 99]) * 1000.0
-        batches[str(size)] = {
-            "p50_ms": float(p50),
-            "p95_ms": float(p95),
-            "p99_ms": float(p99),
-            "mean_ms": float(timings.mean() * 1000.0),
-            "rows_per_s": float(size * len(timings) / timings.sum()),
-        }
-    return {"calibration_ms": calibration_ms(), "batches": batches}
+        for j, row in enumerate(times):
+            batches[j][str(size)] = _stats(row, size)
+        timings[str(size)] = times
+    return {"calibration_ms": calibration_ms(), "batches": batches, "timings": timings}
+
+
+def _chunks(sample: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    starts = range(0, len(sample) - size + 1, size) or range(1)
+    return [sample.iloc[s : s + size] for s in starts]
+
+
+def _stats(timings: np.ndarray, size: int) -> dict[str, float]:
+    import numpy as np
+
+    p50, p95, p99 = np.percentile(timings, [50, 95, 99]) * 1000.0
+    return {
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "mean_ms": float(timings.mean() * 1000.0),
+        "rows_per_s": float(size * len(timings) / timings.sum()),
+    }
 
 
 def calibration_ms() -> float:
@@ -193,7 +287,11 @@ def judge(measured: Mapping[str, Any], config: Mapping[str, Any], accepted: Mapp
         if "min_rows_per_s" in budget:
             limit = budget["min_rows_per_s"]
             checks.append(Check(size, "min_rows_per_s", limit, stats["rows_per_s"], stats["rows_per_s"] >= limit))
-    if "max_ratio" in config and accepted is not None:
+    if "max_ratio" in config and "paired" in measured:
+        for size, paired in measured["paired"].items():
+            ratio = paired["median_ratio"]
+            checks.append(Check(int(size), "paired_ratio", config["max_ratio"], ratio, ratio <= config["max_ratio"]))
+    elif "max_ratio" in config and accepted is not None:
         for size, stats in measured["batches"].items():
             before = accepted.get("batches", {}).get(size)
             if before is None:

@@ -1,11 +1,12 @@
 """model.gate: per-metric rules against a baseline; on pass the metrics become the last accepted ones.
 
 When the accepted model's per-row predictions are kept (they are, from the first accepted run
-on), both models are compared on the same test rows. With `bootstrap` the decision is a
-non-inferiority test: a drop rule passes only when the upper confidence bound of the candidate's
-loss, from a paired bootstrap of the rows, is within the tolerance; the report says how large a
-loss this test set can tell from noise. Without kept predictions the gate falls back to the
-unpaired rule (a drop fails only when significant) and says so.
+on), both models are compared on the same test rows. With `bootstrap` the drop rules follow
+`decision`: `regression` (default) fails a drop that exceeds the tolerance and that a paired
+bootstrap shows is credibly above 0, so an equally good model fails at most 1 − confidence of
+the time; `non_inferiority` fails unless the upper confidence bound of the loss is within the
+tolerance, a certification that needs a large test set. The report says what this test set can
+tell from noise. Without kept predictions the gate falls back to the unpaired rule and says so.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sluice.stages._accepted import read_accepted, write_accepted, write_strict_
 from sluice.stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
+DECISIONS = ("regression", "non_inferiority")
 RELATIVE_RULES = ("max_drop", "max_drop_pct")
 # log_loss on kept predictions floors each row's probability for its true class: a forest's hard 0
 # would cost −log(eps) = 36 nats, and one such row on 143 moves log_loss by 0.25, model unchanged.
@@ -79,6 +81,7 @@ class GateStage(Plugin):
             )
         baseline, source, accepted = _baseline(ctx)
         bootstrap = {**BOOTSTRAP_DEFAULTS, **config["bootstrap"]} if "bootstrap" in config else None
+        decision = str(config.get("decision", DECISIONS[0]))
         candidate = (
             _paired.from_table(read_table(input_path(ctx, "predictions"), "predictions"))
             if bootstrap or "predictions" in ctx.inputs
@@ -96,13 +99,19 @@ class GateStage(Plugin):
             greater_is_better = rules.get("greater_is_better", metric not in _metrics.LOWER_IS_BETTER)
             paired = _paired.compare(metric, greater_is_better, *pairs, bootstrap, floor) if pairs and metric in _metrics.ALL else None
             if paired is not None:
-                verdicts += judge_paired(metric, rules, current[metric], paired, bootstrap, floor)
+                verdicts += judge_paired(metric, rules, current[metric], paired, bootstrap, floor, decision)
                 limit = _absolute_limit(rules, paired.baseline)
                 if paired.margin is not None and limit is not None and bootstrap:
-                    power[metric] = _paired.power(metric, paired.rows, limit, paired.margin, bootstrap["confidence"], True)
+                    power[metric] = _paired.paired_power(metric, paired, limit, bootstrap["confidence"], decision)
                 continue
             found = judge(
-                metric, rules, current[metric], baseline.get(metric), intervals.get(metric), config.get("require_baseline", False)
+                metric,
+                rules,
+                current[metric],
+                baseline.get(metric),
+                intervals.get(metric),
+                config.get("require_baseline", False),
+                strict=decision == "non_inferiority",
             )
             if bootstrap and metric in intervals:
                 found = [replace(v, note=f"{v.note}; unpaired: {why}") if v.rule in RELATIVE_RULES else v for v in found]
@@ -110,7 +119,7 @@ class GateStage(Plugin):
                 low, high = intervals[metric]
                 if limit is not None and candidate is not None:
                     margin = (high - current[metric]) if greater_is_better else (current[metric] - low)
-                    power[metric] = _paired.power(metric, len(candidate.y_true), limit, margin, bootstrap["confidence"], False)
+                    power[metric] = _paired.unpaired_power(metric, len(candidate.y_true), limit, margin, bootstrap["confidence"])
             verdicts += found
         failed = [v for v in verdicts if v.verdict == "fail"]
         identity = _model_identity(ctx)
@@ -124,6 +133,7 @@ class GateStage(Plugin):
                 "current": {**current, **dict.fromkeys(undefined)},
                 "undefined": undefined,
                 "bootstrap": {**bootstrap, "intervals": intervals} if bootstrap else None,
+                "decision": decision if bootstrap else "point estimate",
                 "comparison": {
                     "paired": pairs is not None,
                     "rows": len(pairs[0].y_true) if pairs else None,
@@ -162,27 +172,46 @@ def undefined_verdicts(metric: str, rules: Mapping[str, Any], baseline: float | 
 
 
 def judge_paired(
-    metric: str, rules: Mapping[str, Any], current: float, paired: _paired.Paired, bootstrap: Mapping[str, Any] | None, floor: float
+    metric: str,
+    rules: Mapping[str, Any],
+    current: float,
+    paired: _paired.Paired,
+    bootstrap: Mapping[str, Any] | None,
+    floor: float,
+    decision: str = DECISIONS[0],
 ) -> list[Verdict]:
     """Drop rules on the loss of the candidate against the accepted model on the same rows.
 
-    With a bootstrap, the rule is non-inferiority: the upper confidence bound of the loss must
-    be within the tolerance, so a drop that the test set cannot rule out fails.
+    Without a bootstrap the observed loss must be within the tolerance. With one, `regression`
+    fails a loss over the tolerance whose lower confidence bound is above 0 (a drop the test set
+    cannot tell from noise passes); `non_inferiority` fails unless the upper bound is within it.
     """
     out = list(judge(metric, {k: v for k, v in rules.items() if k in ("min", "max", "greater_is_better")}, current, None, None, False))
-    judged = paired.loss if paired.bound is None else paired.bound
-    if paired.bound is None:
-        how = f"loss {paired.loss:.4g}"
-    else:
-        assert bootstrap is not None  # only a bootstrap gives the loss a bound
-        how = f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
-    how += f", paired on {paired.rows} rows" + (f", probabilities floored at {floor:g}" if metric == "log_loss" else "")
+    suffix = f", paired on {paired.rows} rows" + (f", probabilities floored at {floor:g}" if metric == "log_loss" else "")
     for rule in RELATIVE_RULES:
-        if rule in rules:
-            limit = _absolute_limit({rule: rules[rule]}, paired.baseline)
-            ok = limit is not None and judged <= limit + TOLERANCE
-            out.append(Verdict(metric, rule, float(rules[rule]), paired.baseline, paired.current, judged, _verdict(ok), how))
+        if rule not in rules:
+            continue
+        limit = _absolute_limit({rule: rules[rule]}, paired.baseline)
+        assert limit is not None  # a paired comparison always has a baseline value
+        judged, ok, how = _paired_rule(paired, limit, bootstrap, decision)
+        out.append(Verdict(metric, rule, float(rules[rule]), paired.baseline, paired.current, judged, _verdict(ok), how + suffix))
     return out
+
+
+def _paired_rule(paired: _paired.Paired, limit: float, bootstrap: Mapping[str, Any] | None, decision: str) -> tuple[float, bool, str]:
+    """The value judged, whether the rule passes, and how it was decided."""
+    if paired.bound is None or bootstrap is None:
+        return paired.loss, paired.loss <= limit + TOLERANCE, f"loss {paired.loss:.4g}"
+    if decision == "non_inferiority":
+        how = f"upper {bootstrap['confidence']:.0%} bound of the loss {paired.bound:.4g}, observed {paired.loss:.4g}"
+        return paired.bound, paired.bound <= limit + TOLERANCE, how
+    alpha = 1.0 - bootstrap["confidence"]
+    chance = paired.p_no_drop if paired.p_no_drop is not None else 1.0
+    if paired.loss <= limit + TOLERANCE:
+        return paired.loss, True, f"loss {paired.loss:.4g} within the tolerance"
+    if chance > alpha:
+        return paired.loss, True, f"loss {paired.loss:.4g} over the tolerance but within noise: P(no drop) {chance:.3g} > {alpha:.3g}"
+    return paired.loss, False, f"loss {paired.loss:.4g} over the tolerance and credibly a drop: P(no drop) {chance:.3g} ≤ {alpha:.3g}"
 
 
 def _absolute_limit(rules: Mapping[str, Any], baseline: float | None) -> float | None:
@@ -201,11 +230,16 @@ def judge(
     baseline: float | None,
     interval: tuple[float, float] | None,
     require_baseline: bool,
+    strict: bool = False,
 ) -> list[Verdict]:
-    """One verdict per rule of one metric."""
+    """One verdict per rule of one metric.
+
+    With an interval, drop rules are judged at its end kindest to the current model (a drop must
+    survive it to count), or with `strict` (non-inferiority) at its unkindest end.
+    """
     greater_is_better = rules.get("greater_is_better", metric not in _metrics.LOWER_IS_BETTER)
-    # The end of the interval kindest to the current model: a drop must survive it to count.
-    favourable = (interval[1] if greater_is_better else interval[0]) if interval else current
+    kind = greater_is_better != strict
+    judged = (interval[1] if kind else interval[0]) if interval else current
     out = []
     for rule in ("min", "max", *RELATIVE_RULES):
         if rule not in rules:
@@ -221,12 +255,12 @@ def judge(
             verdict = "fail" if require_baseline else "skip"
             out.append(Verdict(metric, rule, limit, None, current, current, verdict, "no baseline value"))
             continue
-        worsening = (baseline - favourable) if greater_is_better else (favourable - baseline)
+        worsening = (baseline - judged) if greater_is_better else (judged - baseline)
         if rule == "max_drop_pct":
             worsening = 100.0 * worsening / abs(baseline) if baseline else (float("inf") if worsening > 0 else 0.0)
         unit = "%" if rule == "max_drop_pct" else ""
         note = f"worse by {worsening:.4g}{unit}" if worsening > 0 else f"better by {-worsening:.4g}{unit}"
-        out.append(Verdict(metric, rule, limit, baseline, current, favourable, _verdict(worsening <= limit + TOLERANCE), note))
+        out.append(Verdict(metric, rule, limit, baseline, current, judged, _verdict(worsening <= limit + TOLERANCE), note))
     return out
 
 

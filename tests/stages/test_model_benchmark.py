@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
+from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +44,9 @@ def test_report_and_accepted_record(harness, cancer_model):
         assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] and stats["rows_per_s"] > 0
     assert report["attempts"][0]["calibration_ms"] > 0
     accepted = json.loads((harness.state_dir / "accepted.json").read_text())
+    kept = accepted.pop("model")
     assert accepted == report["attempts"][0]
+    assert (harness.state_dir / kept["dir"] / "model.joblib").is_file() and kept["dir"] == f"baseline-model-{kept['sha256'][:16]}"
 
 
 @pytest.mark.parametrize("budget", [{"p50_ms": IMPOSSIBLE}, {"p95_ms": IMPOSSIBLE}, {"p99_ms": IMPOSSIBLE}, {"min_rows_per_s": GENEROUS}])
@@ -134,3 +140,96 @@ def test_a_passing_run_does_not_replace_the_accepted_baseline(harness, cancer_mo
     report, _ = _run(harness, cancer_model, {"max_ratio": 1e6, "accept": True})
     assert (harness.state_dir / "accepted.json").read_text() != first and report["accepted"] == "replaced (accept: true)"
     assert len(report["attempts"][0]["batches"]["1"]["repeats"]) == 3
+
+
+# The ratio rule against the kept baseline model, timed in alternating calls. A model whose predict
+# sleeps a fixed time per call slows down deterministically: the tests assert decisions, not times.
+
+SLEEP_S = 0.002
+RATIO = {**FAST, "batch_sizes": [4], "max_ratio": 1.3}
+
+
+class Sleepy:
+    """A 'model' whose predict takes `seconds` per call (sleeping, so the share of CPU it gets does not matter)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        time.sleep(self.seconds)
+        return np.zeros(len(X))
+
+
+def _sleepy(root: Path, seconds: float) -> Path:
+    """A model directory as sklearn.train writes one, holding a Sleepy."""
+    root.mkdir(parents=True, exist_ok=True)
+    joblib.dump(Sleepy(seconds), root / "model.joblib")
+    digest = hashlib.sha256((root / "model.joblib").read_bytes()).hexdigest()
+    features = [{"name": "x", "dtype": "float64"}]
+    metadata = {"format": 1, "task": "regression", "features": features, "model_hash": {"algorithm": "sha256", "value": digest}}
+    (root / "metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def _sleepy_run(harness, tmp_path, seconds, config=RATIO):  # type: ignore[no-untyped-def]
+    table = tmp_path / "x.csv"
+    if not table.exists():
+        pd.DataFrame({"x": np.arange(20.0)}).to_csv(table, index=False)
+    model = _sleepy(tmp_path / f"model-{seconds}", seconds)
+    ctx = harness.context(config, {"model": model, "table": table}, {"report": "bench.json"})
+    assert not config_problems(PLUGIN, ctx.config)
+    try:
+        PLUGIN.run(ctx)
+        failed = None
+    except StageFailed as exc:
+        failed = exc
+    return json.loads(ctx.outputs["report"].read_text()), failed
+
+
+def test_ratio_times_the_kept_baseline_model_beside_the_candidate(harness, tmp_path):
+    first, failed = _sleepy_run(harness, tmp_path, SLEEP_S)
+    assert failed is None and first["interleaved"] == {"with_baseline_model": False, "why": first["interleaved"]["why"]}
+    assert "no accepted baseline yet" in first["interleaved"]["why"]
+    report, failed = _sleepy_run(harness, tmp_path, SLEEP_S)
+    assert failed is None and report["interleaved"]["with_baseline_model"]
+    (check,) = report["checks"]
+    assert check["measure"] == "paired_ratio" and check["passed"]
+    paired = report["attempts"][0]["paired"]["4"]
+    assert paired["calls"] == FAST["rounds"] * FAST["repeats"] and set(report["attempts"][0]["baseline_batches"]) == {"4"}
+
+
+def test_a_model_half_as_slow_again_fails_after_a_confirmation_run(harness, tmp_path):
+    _sleepy_run(harness, tmp_path, SLEEP_S)
+    report, failed = _sleepy_run(harness, tmp_path, 1.5 * SLEEP_S)
+    assert failed is not None and "over budget in 2 measurement(s)" in str(failed) and "paired_ratio" in failed.details
+    assert [c["measure"] for c in report["checks"]] == ["paired_ratio"] and not report["passed"]
+    assert report["accepted"] == "nothing recorded (failed)"
+
+
+def test_error_rates_on_seeded_trials(harness, tmp_path):
+    """A fast version of gates_bench's benchmark trials: identical models pass, a +50 % model fails, counted over runs."""
+    assert _sleepy_run(harness, tmp_path, SLEEP_S)[1] is None
+    outcomes: dict[float, list[bool]] = {1.0: [], 1.5: []}
+    for factor, passed in outcomes.items():
+        for _ in range(4):
+            report, failed = _sleepy_run(harness, tmp_path, factor * SLEEP_S)
+            assert {c["measure"] for c in report["checks"]} == {"paired_ratio"}
+            passed.append(failed is None)
+    assert sum(outcomes[1.0]) >= 3, outcomes  # at most one false alarm in four identical runs
+    assert sum(outcomes[1.5]) <= 1, outcomes  # at least three of four slow-downs caught
+
+
+def test_a_baseline_without_a_kept_model_is_compared_with_its_record_and_says_so(harness, tmp_path):
+    write_accepted(harness.context({}, {}, {}), {"calibration_ms": 1.0, "batches": {"4": {"p95_ms": GENEROUS}}})
+    report, failed = _sleepy_run(harness, tmp_path, SLEEP_S)
+    assert failed is None and [c["measure"] for c in report["checks"]] == ["p95_ratio"]
+    assert "keeps no model" in report["interleaved"]["why"]
+
+
+def test_a_tampered_kept_model_is_not_loaded(harness, tmp_path):
+    _sleepy_run(harness, tmp_path, SLEEP_S)
+    kept = json.loads((harness.state_dir / "accepted.json").read_text())["model"]
+    joblib.dump(Sleepy(0.0), harness.state_dir / kept["dir"] / "model.joblib")
+    report, _ = _sleepy_run(harness, tmp_path, SLEEP_S)
+    assert not report["interleaved"]["with_baseline_model"] and "cannot be timed" in report["interleaved"]["why"]
+    assert "sha256" in report["interleaved"]["why"]
