@@ -84,7 +84,8 @@ class Remotes:
             if self.default is None and len(self.remotes) == 1:
                 return next(iter(self.remotes.values()))
             if self.default is None:
-                raise SpecError([Problem(here, f"several remotes and no default: name one ({', '.join(sorted(self.remotes))})")])
+                names = ", ".join(sorted(self.remotes))
+                raise SpecError([Problem(here, f"several remotes ({names}) and no default: name one with --remote NAME")])
             name = self.default
         if name not in self.remotes:
             raise SpecError([Problem(here, f"no remote named '{name}' in {self.file.name}", hint=did_you_mean(name, self.remotes))])

@@ -52,7 +52,7 @@ REMOTES = {
     "none": None,
     "s3": "version: 1\nremotes:\n  team: {url: 's3://ml-cache/sluice', endpoint_url: 'http://127.0.0.1:8333'}\n",
     "signed": "version: 1\ndefault: b\nremotes:\n  a: {url: 'file:///a'}\n  b: {url: 'gs://b/c', require_signed: true}\n",
-    "read-only": "remotes:\n  mirror: {url: 'file:///mnt/cache', read_only: true}\n",
+    "read-only": "version: 1\nremotes:\n  mirror: {url: 'file:///mnt/cache', read_only: true}\n",
 }
 
 
@@ -134,21 +134,21 @@ def test_a_read_only_remote_is_never_pushed_to(repo: Workspace) -> None:
 
 
 def test_several_remotes_need_a_default_or_a_choice(repo: Workspace) -> None:
-    repo.write("ml/sluice.remotes.yaml", "remotes:\n  a: {url: 'file:///a'}\n  b: {url: 'file:///b'}\n")
+    repo.write("ml/sluice.remotes.yaml", "version: 1\nremotes:\n  a: {url: 'file:///a'}\n  b: {url: 'file:///b'}\n")
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml")
-    assert res.code == 2 and "several remotes are configured (a, b)" in res.err and "--remote" in res.err
+    assert res.code == 2 and "several remotes (a, b) and no default" in res.err and "--remote" in res.err
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml", "--remote", "c")
-    assert res.code == 2 and "no remote named 'c' is configured" in res.err
+    assert res.code == 2 and "no remote named 'c' in sluice.remotes.yaml" in res.err
     wf = _export(repo, "--remote", "b")
     assert any("--remote b" in s.get("run", "") for s in _steps(wf))
     assert "--remote b" in repo.read(WORKFLOW).splitlines()[2]  # the regenerate command keeps the choice
 
 
 def test_a_bad_remotes_file_is_located(repo: Workspace) -> None:
-    repo.write("ml/sluice.remotes.yaml", "remotes:\n  team: {url: 5}\n")
+    repo.write("ml/sluice.remotes.yaml", "version: 1\nremotes:\n  team: {url: 5}\n")
     res = repo.sluice("export", "github-actions", "-f", "ml/pipeline.yaml")
     assert res.code == 2
-    assert "ml/sluice.remotes.yaml:2:9: remotes.team: expected {url: URL} with optional read_only" in res.err
+    assert "ml/sluice.remotes.yaml:3:15: remotes.team.url: url is required and must be a string" in res.err
 
 
 def test_a_path_github_would_evaluate_is_refused(repo: Workspace) -> None:
