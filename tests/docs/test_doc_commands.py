@@ -37,6 +37,7 @@ class Where:
     cwd: str  # "example": a copy of pipelines/breast-cancer after one run; "repo": a fresh copy of pipelines/ under a root
     code: int = 0
     server: bool = False  # a long-running server: it must answer /health, then it is stopped
+    after: str = ""  # a documented command that must run first, in the same folder
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ COMMANDS: dict[str, Where | NotHere] = {
     "sluice run --dry-run": Where("example"),
     "sluice dag": Where("example"),
     "sluice schema > sluice.schema.json": Where("example"),
+    # with everything cached locally, `run --remote` contacts nothing: the bucket need not exist here
+    "sluice remote add team s3://bucket/sluice": Where("example"),
+    "sluice run --remote team": Where("example", after="sluice remote add team s3://bucket/sluice"),
     "sluice serve models/model --port 8000": Where("example", server=True),
     "sluice rollback deploy -f deploy.yaml": NotHere(
         "needs a cluster and a deployed release: tests/deploy/test_cli_deploy.py runs rollback against the fake API server"
@@ -95,6 +99,23 @@ COMMANDS: dict[str, Where | NotHere] = {
         "repo"
     ),
     "sluice export --check": Where("repo"),
+    # docs/remote.md: needs an S3 server
+    "sluice remote add team s3://bucket/sluice --endpoint-url http://127.0.0.1:8333": NotHere(
+        "tests/remote/ runs it against real SeaweedFS and rclone S3 servers"
+    ),
+    "sluice push [STAGES…] [--run-cache]": NotHere(
+        "a synopsis; tests/remote/ runs it against real SeaweedFS and rclone S3 servers (test_remote_run.py)"
+    ),
+    "sluice pull [STAGES…] [--run-cache]": NotHere(
+        "a synopsis; tests/remote/ runs it against real SeaweedFS and rclone S3 servers (test_remote_run.py)"
+    ),
+    "sluice cache verify --remote team": NotHere(
+        "tests/remote/ runs it against real SeaweedFS and rclone S3 servers (test_remote_upkeep.py)"
+    ),
+    "sluice gc --remote team --keep-days 7 [--dry-run]": NotHere(
+        "a synopsis; tests/remote/ runs it against real SeaweedFS and rclone S3 servers (test_remote_upkeep.py)"
+    ),
+    "sluice remote list | sluice remote remove NAME": NotHere("two synopses; tests/remote/test_remote_config.py runs both"),
 }
 
 
@@ -194,6 +215,9 @@ def test_documented_command_runs(command: str, where: Where, example_run: Path, 
     if where.server:
         _check_server(command, cwd, shim)
         return
+    if where.after:
+        first = _bash(where.after, cwd, shim)
+        assert first.returncode == 0, f"{where.after}\n{first.stdout}\n{first.stderr}"
     res = _bash(command, cwd, shim)
     assert res.returncode == where.code, f"{command}\n{res.stdout}\n{res.stderr}"
     assert "Traceback" not in res.stdout + res.stderr
