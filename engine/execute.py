@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,7 +128,7 @@ class Executor:
                     if item.decision is Decision.RESTORE and entry is not None:
                         fut = pool.submit(self._restore, stage, entry)
                     else:
-                        fut = pool.submit(self._execute, stage)
+                        fut = pool.submit(self._execute, stage, item.inputs)
                     futures[fut] = (sid, item, entry, comps, time.monotonic())
                 if not futures:
                     continue
@@ -143,8 +143,8 @@ class Executor:
                     if item.decision is Decision.RESTORE and not attempt.ok and not attempt.interrupted:
                         # A corrupt or vanished cache object: run the stage instead.
                         why = (*item.reasons, f"{attempt.error}; running instead")
-                        item = PlanItem(sid, Decision.RUN, why, item.fingerprint)
-                        futures[pool.submit(self._execute, stages[sid])] = (sid, item, None, comps, t0)
+                        item = replace(item, decision=Decision.RUN, reasons=why)
+                        futures[pool.submit(self._execute, stages[sid], item.inputs)] = (sid, item, None, comps, t0)
                         continue
                     complete(self._finish(stages[sid], item, entry, comps, attempt, time.monotonic() - t0))
         shutil.rmtree(self.layout.staging(self.run_id), ignore_errors=True)
@@ -287,13 +287,14 @@ class Executor:
             return _Attempt(False, f"the cache entry lacks {', '.join(missing)}")
         return _Attempt(True)
 
-    def _execute(self, stage: StageSpec) -> _Attempt:
+    def _execute(self, stage: StageSpec, hashed: Mapping[str, Mapping[str, str]]) -> _Attempt:
+        """`hashed`: the input digests the stage was decided on (`PlanItem.inputs`), for its plugin to check."""
         try:
-            return self._execute_checked(stage)
+            return self._execute_checked(stage, hashed)
         except PathEscape as exc:  # a symlink must not let the engine write (or delete) outside the workspace
             return _Attempt(False, str(exc))
 
-    def _execute_checked(self, stage: StageSpec) -> _Attempt:
+    def _execute_checked(self, stage: StageSpec, hashed: Mapping[str, Mapping[str, str]]) -> _Attempt:
         ws = self.layout.workspace
         log_path = self._log_path(stage.id)
         staging = self._staging(stage.id)
@@ -316,7 +317,7 @@ class Executor:
                     (staging / path).parent.mkdir(parents=True, exist_ok=True)
                 if stage.uses:
                     self._stage_state(stage, staging)
-                attempt = self._attempt_once(stage, staging, log)
+                attempt = self._attempt_once(stage, staging, log, hashed)
                 if attempt.ok:
                     missing = self._commit_outputs(stage, staging)
                     if missing:
@@ -354,7 +355,7 @@ class Executor:
             kept.append(path)
         return tuple(kept)
 
-    def _attempt_once(self, stage: StageSpec, staging: Path, log: Any) -> _Attempt:
+    def _attempt_once(self, stage: StageSpec, staging: Path, log: Any, hashed: Mapping[str, Mapping[str, str]]) -> _Attempt:
         ws = self.layout.workspace
         try:
             secrets = gather(stage, ws)  # read now, for this attempt: never kept beyond it
@@ -372,7 +373,7 @@ class Executor:
         else:
             argv = [sys.executable, "-m", "sluice.engine.stage_runner"]
             stage_log = logging.getLogger(f"sluice.stage.{stage.id}")
-            ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, stage_log, secrets)
+            ctx = stage_context(stage, self.pipeline.spec, staged, staging / _STATE, stage_log, secrets, hashed)
             stdin = payload(ctx, stage.uses or "", result_file, Path(log.name))
         mask = Masker(secrets.values())
         guard = self.guard

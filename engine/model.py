@@ -99,6 +99,9 @@ class PlanItem:
     decision: Decision
     reasons: tuple[str, ...]
     fingerprint: str | None = None  # None when it depends on an upstream stage that will run
+    # What the decision hashed: input name → {path inside the input ("" for a file) → BLAKE3 hex}.
+    # A plugin gets it as `StageContext.input_digests`, to check it reads the very bytes fingerprinted.
+    inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

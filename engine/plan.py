@@ -38,6 +38,15 @@ def components(stage: StageSpec, plugin_version: str | None, inputs: Mapping[str
     }
 
 
+def input_digests(digests: Mapping[str, Digest | None]) -> dict[str, dict[str, str]]:
+    """The planner's digests as `PlanItem.inputs`: per input, each file's BLAKE3 by its path inside it."""
+    out: dict[str, dict[str, str]] = {}
+    for name, d in digests.items():
+        if d is not None:
+            out[name] = {rel: value for rel, value, _, _ in d.manifest} if d.kind == "dir" else {"": d.value}
+    return out
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -174,11 +183,12 @@ class Planner:
             reasons = own + [f"upstream {up} will re-run" for up in waiting]
             return PlanItem(sid, Decision.RUN, tuple(reasons)), None, None
         fp = hash_data(comps)
+        hashed = input_digests(digests)
         if not stage.cache or (stage.uses in self.always_run):
             why = "cache: false, always runs" if not stage.cache else f"{stage.uses} has side effects, always runs"
-            return PlanItem(sid, Decision.RUN, (why,), fp), None, comps
+            return PlanItem(sid, Decision.RUN, (why,), fp, hashed), None, comps
         if self.force:
-            return PlanItem(sid, Decision.RUN, ("forced (--force)",), fp), None, comps
+            return PlanItem(sid, Decision.RUN, ("forced (--force)",), fp, hashed), None, comps
         if recorded and recorded.get("fingerprint") == fp:
             bad = self._damaged_outputs(stage, recorded)
             if not bad:
@@ -188,10 +198,10 @@ class Planner:
         if entry is None and self.remote is not None:
             entry = self.remote.lookup(fp, stage.outputs)
         if entry is None:
-            return PlanItem(sid, Decision.RUN, tuple(changes), fp), None, comps
+            return PlanItem(sid, Decision.RUN, tuple(changes), fp, hashed), None, comps
         if self._outputs_match(entry):
             return PlanItem(sid, Decision.SKIP, (*changes, "outputs already match the cache"), fp), entry, comps
-        return PlanItem(sid, Decision.RESTORE, (*changes, "outputs found in cache"), fp), entry, comps
+        return PlanItem(sid, Decision.RESTORE, (*changes, "outputs found in cache"), fp, hashed), entry, comps
 
     def _damaged_outputs(self, stage: StageSpec, recorded: Mapping[str, Any]) -> list[str]:
         outs = recorded.get("outputs") or {}

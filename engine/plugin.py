@@ -57,6 +57,11 @@ class StageContext:
     # The stage's `secrets:`, name → value. Out of repr, so logging a context cannot print them;
     # whatever the stage prints is masked in its log anyway.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # What the engine hashed of each input when it decided to run this attempt (the digests in its
+    # fingerprint and lock): input name → {path inside the input, "" for a file input → BLAKE3 hex}.
+    # A stage that loads code-bearing files (pickles) checks the bytes it read against these, which
+    # the input folder cannot rewrite. Empty when the engine hashed nothing (rollback, direct calls).
+    input_digests: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
 
 class Plugin:

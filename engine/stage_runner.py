@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sluice.engine.errors import StageFailed
@@ -28,8 +29,12 @@ def stage_context(
     state_dir: Path,
     log: logging.Logger,
     secrets: Mapping[str, str] | None = None,
+    input_digests: Mapping[str, Mapping[str, str]] | None = None,
 ) -> StageContext:
-    """The context a plugin stage sees; `outputs` are workspace-relative (staging or final) paths."""
+    """The context a plugin stage sees; `outputs` are workspace-relative (staging or final) paths.
+
+    `input_digests`: what the planner hashed for this attempt (`PlanItem.inputs`); none for a rollback.
+    """
     ws = spec.workspace
     return StageContext(
         stage=stage.id,
@@ -42,7 +47,13 @@ def stage_context(
         log=log,
         pipeline=spec.name,
         secrets=dict(secrets or {}),
+        input_digests=frozen_digests(input_digests or {}),
     )
+
+
+def frozen_digests(digests: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
+    """Read-only all the way down: a plugin cannot edit the digests it is meant to check against."""
+    return MappingProxyType({name: MappingProxyType(dict(files)) for name, files in digests.items()})
 
 
 def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | None = None) -> bytes:
@@ -65,6 +76,7 @@ def payload(ctx: StageContext, uses: str, result_file: Path, log_file: Path | No
             "result_file": str(result_file),
             "log_file": str(log_file) if log_file else "",
             "secrets": dict(ctx.secrets),
+            "input_digests": {name: dict(files) for name, files in ctx.input_digests.items()},
         },
         default=str,
     ).encode()
@@ -82,6 +94,7 @@ def context_from_payload(payload: dict[str, Any], log: logging.Logger) -> StageC
         log=log,
         pipeline=payload.get("pipeline", ""),
         secrets=payload.get("secrets") or {},
+        input_digests=frozen_digests(payload.get("input_digests") or {}),
     )
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,8 +66,12 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
 
 
-def load_model(directory: Path) -> LoadedModel:
-    """Reads a model directory, refusing one whose model file does not match its recorded hash."""
+def load_model(directory: Path, anchor: Mapping[str, str] | None = None, expected_sha256: str | None = None) -> LoadedModel:
+    """Reads a model directory, refusing one whose model file does not match its recorded hash.
+
+    `anchor`: the engine's digests of the directory for this run (`input_anchor(ctx, "model")`),
+    which the directory cannot rewrite; `expected_sha256`: a digest kept elsewhere (a baseline's).
+    """
     metadata_path = directory / METADATA_FILE
     if not metadata_path.is_file():
         raise StageFailed(f"{directory} is not a model directory: it has no {METADATA_FILE}")
@@ -77,7 +82,7 @@ def load_model(directory: Path) -> LoadedModel:
 
     # A joblib file is a pickle: the bytes loaded must be the very bytes whose hash was checked.
     try:
-        _, data = read_verified(directory)
+        _, data = read_verified(directory, expected_sha256, anchor)
         return LoadedModel(deserialize(metadata, data), metadata)
     except ModelError as exc:
         raise StageFailed(str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,11 @@ def _named(paths: dict[str, Path] | Any, name: str, role: str, stage: str) -> Pa
 
 def input_path(ctx: StageContext, name: str) -> Path:
     return _named(ctx.inputs, name, "input", ctx.stage)
+
+
+def input_anchor(ctx: StageContext, name: str) -> Mapping[str, str]:
+    """What the engine hashed of input `name` for this run (path inside it → BLAKE3); empty if it hashed none."""
+    return ctx.input_digests.get(name, {})
 
 
 def output_path(ctx: StageContext, name: str) -> Path:

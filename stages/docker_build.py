@@ -19,7 +19,7 @@ from typing import Any
 from sluice import schemas
 from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, write_json
 from sluice.stages._safe import control_characters, dockerfile_string, require_match, require_requirement, requirement_problems
-from sluice.stages._tables import input_path, output_path
+from sluice.stages._tables import input_anchor, input_path, output_path
 
 SERVING_DIR = Path(__file__).resolve().parent / "serving"
 # Pinned to the host's versions: the app is tested against exactly these.
@@ -59,9 +59,9 @@ class DockerBuildStage(Plugin):
             )
         model_dir = input_path(ctx, "model")
         try:
-            # Read once and checked (against expect_sha256 when given): these bytes, and only
-            # these, go into the image, so a file swapped after the check never gets built in.
-            meta, model_bytes = read_verified(model_dir, cfg.get("expect_sha256"))
+            # Read once and checked (against what the engine hashed, and expect_sha256 when given):
+            # these bytes, and only these, go into the image, so a file swapped after the check never gets built in.
+            meta, model_bytes = read_verified(model_dir, cfg.get("expect_sha256"), input_anchor(ctx, "model"))
         except ModelError as exc:
             raise StageFailed(str(exc)) from exc
         digest = hashlib.sha256(model_bytes).hexdigest()

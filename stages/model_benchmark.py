@@ -25,7 +25,7 @@ from sluice import schemas
 from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed
 from sluice.stages._accepted import read_accepted, write_accepted, write_strict_json
 from sluice.stages._model import load_model
-from sluice.stages._tables import input_path, read_table, sole_output, text_table
+from sluice.stages._tables import input_anchor, input_path, read_table, sole_output, text_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +74,7 @@ class BenchmarkStage(Plugin):
 
     def run(self, ctx: StageContext) -> None:
         config = {**DEFAULTS, **ctx.config}
-        loaded = load_model(input_path(ctx, "model"))
+        loaded = load_model(input_path(ctx, "model"), input_anchor(ctx, "model"))
         features = loaded.feature_frame(read_table(input_path(ctx, "table"), "benchmark"), "benchmark")
         method = getattr(loaded.model, config["method"], None)
         if method is None:
@@ -143,12 +143,12 @@ def _baseline_model(ctx: StageContext, accepted: Mapping[str, Any] | None, confi
     kept = accepted.get("model")
     if not isinstance(kept, dict) or not (ctx.state_dir / str(kept.get("dir"))).is_dir():
         return None, "the accepted baseline keeps no model (accept: true records one): compared with its recorded p95 ÷ calibration"
-    from sluice.stages.serving.model import ModelError, read_verified
+    from sluice.stages.serving.model import ModelError
 
     directory = ctx.state_dir / str(kept["dir"])
     try:
-        read_verified(directory, str(kept["sha256"]))  # the state folder is ours, but a pickle is loaded only with its digest checked
-        loaded = load_model(directory)
+        # The state folder is ours, but a pickle is loaded only with its digest checked, in the bytes checked.
+        loaded = load_model(directory, expected_sha256=str(kept["sha256"]))
         features = loaded.feature_frame(read_table(input_path(ctx, "table"), "benchmark"), "benchmark")
     except (ModelError, StageFailed) as exc:
         return None, f"the accepted model cannot be timed ({exc}): compared with its recorded p95 ÷ calibration"

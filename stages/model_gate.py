@@ -21,7 +21,7 @@ from sluice import schemas
 from sluice.engine.plugin import ConfigProblem, Plugin, Port, StageContext, StageFailed, did_you_mean
 from sluice.stages import _metrics, _paired
 from sluice.stages._accepted import read_accepted, write_accepted, write_strict_json
-from sluice.stages._tables import input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
+from sluice.stages._tables import input_anchor, input_path, read_json, read_table, sha256_file, sole_output, text_table, write_table
 
 BOOTSTRAP_DEFAULTS = {"resamples": 1000, "seed": 0, "confidence": 0.95}
 DECISIONS = ("regression", "non_inferiority")
@@ -271,7 +271,7 @@ def _model_identity(ctx: StageContext) -> dict[str, str] | None:
     from sluice.stages.serving.model import ModelError, read_verified
 
     try:
-        metadata, _ = read_verified(input_path(ctx, "model"))
+        metadata, _ = read_verified(input_path(ctx, "model"), anchor=input_anchor(ctx, "model"))
     except ModelError as exc:
         raise StageFailed(str(exc)) from exc
     return {"sha256": metadata.model_hash, "version": metadata.version}

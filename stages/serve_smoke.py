@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import schemas
 from sluice.engine.plugin import Plugin, Port, StageContext, StageFailed, write_json
-from sluice.stages._tables import input_path, output_path, read_table
+from sluice.stages._tables import input_anchor, input_path, output_path, read_table
 
 if TYPE_CHECKING:
     import httpx
@@ -32,7 +32,7 @@ class SmokeStage(Plugin):
         cfg = self.with_defaults(ctx.config)
         model_dir = input_path(ctx, "model")
         try:
-            model = load_model(model_dir, cfg.get("expect_sha256"))
+            model = load_model(model_dir, cfg.get("expect_sha256"), input_anchor(ctx, "model"))
         except ModelError as exc:
             raise StageFailed(str(exc)) from exc
         frame = read_table(input_path(ctx, "data"), "sample")
@@ -46,7 +46,8 @@ class SmokeStage(Plugin):
         import httpx
 
         with (
-            _Server(model_dir, float(cfg["startup_timeout"]), ctx, cfg.get("expect_sha256")) as url,
+            # The server rereads the directory: it must find the bytes verified here (their sha256 equals model_hash).
+            _Server(model_dir, float(cfg["startup_timeout"]), ctx, model.metadata.model_hash) as url,
             httpx.Client(base_url=url, timeout=30) as client,
         ):
             result = exercise(client, records, offline, model.metadata.task, cfg)

@@ -9,7 +9,7 @@ from sluice.engine.plugin import Plugin, Port, StageContext, StageFailed
 from sluice.stages import _metrics
 from sluice.stages._accepted import write_strict_json
 from sluice.stages._model import LoadedModel, load_model
-from sluice.stages._tables import input_path, output_path, read_table, require_columns, write_table
+from sluice.stages._tables import input_anchor, input_path, output_path, read_table, require_columns, write_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +28,7 @@ class EvaluateStage(Plugin):
     )
 
     def run(self, ctx: StageContext) -> None:
-        loaded = load_model(input_path(ctx, "model"))
+        loaded = load_model(input_path(ctx, "model"), input_anchor(ctx, "model"))
         frame = read_table(input_path(ctx, "test"), "test")
         target = loaded.metadata["target"]
         require_columns(frame, [target], "test")

@@ -67,12 +67,13 @@ class Metadata:
         return self.model_hash[:12]
 
 
-def read_metadata(model_dir: Path) -> Metadata:
+def read_metadata(model_dir: Path, anchor: Mapping[str, str] | None = None) -> Metadata:
+    """`anchor`: see `read_verified`; the metadata bytes parsed are the ones checked against it."""
     path = model_dir / METADATA_FILE
     if not path.is_file():
         raise ModelError(f"{model_dir} is not a model directory: {METADATA_FILE} is missing")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(check_anchor(path, path.read_bytes(), METADATA_FILE, anchor))
         if raw.get("format") != SUPPORTED_FORMAT:
             raise ModelError(f"{path}: unsupported model format {raw.get('format')!r}")
         hash_info = raw["model_hash"]
@@ -111,9 +112,9 @@ class LoadedModel:
         return pd.DataFrame([[r.get(n) for n in names] for r in records], columns=names)
 
 
-def load_model(model_dir: Path, expected_sha256: str | None = None) -> LoadedModel:
+def load_model(model_dir: Path, expected_sha256: str | None = None, anchor: Mapping[str, str] | None = None) -> LoadedModel:
     """Reads the model bytes once, checks them, then loads exactly those bytes."""
-    metadata, data = read_verified(model_dir, expected_sha256)
+    metadata, data = read_verified(model_dir, expected_sha256, anchor)
     return LoadedModel(metadata, deserialize(metadata.raw, data))
 
 
@@ -152,17 +153,19 @@ def skops_loads(data: bytes) -> Any:
     return sio.loads(data, trusted=[t for t in sio.get_untrusted_types(data=data) if t in SKOPS_TRUSTED])
 
 
-def read_verified(model_dir: Path, expected_sha256: str | None = None) -> tuple[Metadata, bytes]:
+def read_verified(model_dir: Path, expected_sha256: str | None = None, anchor: Mapping[str, str] | None = None) -> tuple[Metadata, bytes]:
     """The metadata and the model file's bytes, read once and checked against the recorded sha256.
 
     `metadata.json` sits beside the model, so whoever can rewrite the model can rewrite its hash
     too: `expected_sha256` comes from somewhere the model directory cannot change (an image
-    label, a lock file, the command line), and then it, not the metadata, decides.
+    label, a lock file, the command line), and then it, not the metadata, decides. `anchor`
+    (a pipeline stage's `ctx.input_digests` for the model input: path inside the directory →
+    BLAKE3) is what the engine hashed when it decided to run the stage; checked first.
     """
-    metadata = read_metadata(model_dir)
+    metadata = read_metadata(model_dir, anchor)
     model_path = confined(model_dir, metadata.model_file)
     try:
-        data = model_path.read_bytes()
+        data = check_anchor(model_path, model_path.read_bytes(), Path(metadata.model_file).as_posix(), anchor)
     except (FileNotFoundError, IsADirectoryError):
         raise ModelError(f"model file {model_path} is missing") from None
     actual = hashlib.sha256(data).hexdigest()
@@ -176,6 +179,23 @@ def read_verified(model_dir: Path, expected_sha256: str | None = None) -> tuple[
             f"{metadata.model_hash} (it does not match the sha256 recorded in {METADATA_FILE})"
         )
     return metadata, data
+
+
+def check_anchor(path: Path, data: bytes, rel: str, anchor: Mapping[str, str] | None) -> bytes:
+    """`data` (read from `path`, `rel` inside the model directory) if `anchor` vouches for it; no anchor vouches for all."""
+    if not anchor:
+        return data
+    import blake3  # only on the pipeline side: the image's server is anchored by --expect-sha256
+
+    want = anchor.get(rel)
+    if want is None:
+        raise ModelIntegrityError(f"refusing to load {path}: it was not in the model directory when sluice hashed it for this run")
+    actual = blake3.blake3(data).hexdigest()
+    if actual != want:
+        raise ModelIntegrityError(
+            f"refusing to load {path}: it changed since sluice hashed it for this run (BLAKE3 {actual}, hashed {want})"
+        )
+    return data
 
 
 def confined(model_dir: Path, name: str) -> Path:
