@@ -36,9 +36,12 @@ def test_latency_over_budget_fails(tmp_path: Path, model_dir: Path, sample_table
     assert json.loads((tmp_path / "out" / "smoke.json").read_text())["passed"] is False
 
 
-def test_online_offline_mismatch_fails(tmp_path: Path, sample_table: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The server loads the model it is given; swapping in a different model after the offline
-    # predictions were made is what a stale or wrong artefact looks like.
+def test_a_swapped_model_is_refused_by_the_anchored_server_and_caught_online_without_it(
+    tmp_path: Path, sample_table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server is handed another model after the offline predictions were made: what a stale or
+    # wrong artefact looks like. serve.smoke starts it with the verified model's sha256, so it
+    # refuses to start; without that digest, the online/offline comparison still catches it.
     model = write_model_dir(tmp_path / "m", c=1.0)
     other = write_model_dir(tmp_path / "other", c=1e-4)
     table = tmp_path / "t.csv"
@@ -53,6 +56,15 @@ def test_online_offline_mismatch_fails(tmp_path: Path, sample_table: Path, monke
             super().__init__(other, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(smoke, "_Server", SwappedServer)
+    with pytest.raises(StageFailed, match="exited with code 2 before it was ready") as refused:
+        SmokeStage().run(ctx)
+    assert "expected digest" in refused.value.details
+
+    class UnanchoredSwappedServer(real_server):  # type: ignore[misc,valid-type]
+        def __init__(self, model_dir: Path, startup_timeout: float, ctx: object, expected_sha256: str | None = None) -> None:
+            super().__init__(other, startup_timeout, ctx, None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smoke, "_Server", UnanchoredSwappedServer)
     with pytest.raises(StageFailed, match="online predictions differ from offline ones") as info:
         SmokeStage().run(ctx)
     assert "online" in info.value.details
