@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -37,6 +38,18 @@ def test_record_names_the_exact_image(built: dict, model_dir: Path) -> None:
     assert built["reference"] == f"sluice-test/serving:t1-{meta['model_hash']['value'][:12]}"
     assert built["tags"][1] == "sluice-test/serving:t1"
     assert f"scikit-learn=={meta['library_versions']['scikit-learn']}" in built["requirements"]
+
+
+def test_the_image_carries_the_verified_bytes_and_digest(built: dict, model_dir: Path) -> None:
+    """What reaches the image is the bytes that were checked, and the server insists on their digest."""
+    digest = hashlib.sha256((model_dir / "model.joblib").read_bytes()).hexdigest()
+    context = Path(built["context_dir"])
+    assert built["model_hash"] == digest
+    assert hashlib.sha256((context / "srv" / "model" / "model.joblib").read_bytes()).hexdigest() == digest
+    dockerfile = (context / "Dockerfile").read_text()
+    assert f'"dev.sluice.model.sha256"="{digest}"' in dockerfile
+    # The server in the image checks the bytes against the digest baked into it, not metadata.json.
+    assert f'ENTRYPOINT ["python3", "-m", "serving", "/srv/model", "--expect-sha256", "{digest}"]' in dockerfile
 
 
 def test_image_is_non_root_with_healthcheck(built: dict) -> None:

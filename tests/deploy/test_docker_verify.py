@@ -50,15 +50,3 @@ def test_a_rewritten_metadata_hash_loses_to_the_expected_digest(model_dir: Path,
     (model / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(StageFailed, match=f"but the expected digest is {trusted}"):
         _build(tmp_path, model, expect_sha256=trusted)
-
-
-def test_the_image_carries_the_verified_digest_and_refuses_other_bytes(model_dir: Path, tmp_path: Path, no_daemon: None) -> None:
-    digest = hashlib.sha256((model_dir / "model.joblib").read_bytes()).hexdigest()
-    with pytest.raises(StageFailed, match="no Docker daemon reachable"):  # the context is written first
-        _build(tmp_path, model_dir, expect_sha256=digest.upper())
-    context = tmp_path / "out" / "context"
-    assert hashlib.sha256((context / "srv" / "model" / "model.joblib").read_bytes()).hexdigest() == digest
-    dockerfile = (context / "Dockerfile").read_text()
-    assert f'"dev.sluice.model.sha256"="{digest}"' in dockerfile
-    # The server in the image checks the bytes against the digest baked into it, not metadata.json.
-    assert f'ENTRYPOINT ["python3", "-m", "serving", "/srv/model", "--expect-sha256", "{digest}"]' in dockerfile
