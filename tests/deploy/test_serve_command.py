@@ -3,12 +3,13 @@ by the serving package rather than the engine (item 13)."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,24 +34,12 @@ def test_serve_refuses_a_malformed_digest(model_dir: Path) -> None:
 
 
 def test_the_engine_imports_no_built_in_stage_module() -> None:
-    offenders = []
-    for path in sorted((REPO / "engine").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom) and not node.level
-                else []
-            )
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-            ):
-                names = [str(node.args[0].value)]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n.split(".")[:2] == ["sluice", "stages"]]
+    offenders = [
+        f"{path.relative_to(REPO)}:{line} {name}"
+        for path in sorted((REPO / "engine").rglob("*.py"))
+        for line, name in imported_modules(path, dynamic=True)
+        if name.split(".")[:2] == ["sluice", "stages"]
+    ]
     assert offenders == []
 
 

@@ -18,6 +18,7 @@ from sluice.engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
 from sluice.engine.interpolate import interpolate
 from sluice.engine.load import load_text
 from sluice.engine.resolve import resolve
+from tests.support.imports import imported_modules
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 scalars = st.one_of(st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.text(max_size=12))
@@ -283,20 +284,13 @@ def test_layering_check_sees_every_spelling_of_an_import() -> None:
 def test_nothing_imports_the_old_top_level_names() -> None:
     """Installed, there is no top-level `engine`, `stages` or `schemas`: everything is under `sluice.`."""
     root = ENGINE.parent
-    offenders = []
-    for folder in ("engine", "stages", "schemas", "sluice", "tests", "benchmarks"):
-        for path in sorted((root / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = (
-                    [a.name for a in node.names]
-                    if isinstance(node, ast.Import)
-                    else [node.module or ""]
-                    if isinstance(node, ast.ImportFrom) and not node.level
-                    else []
-                )
-                offenders += [
-                    f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] in {"engine", "stages", "schemas"}
-                ]
+    offenders = [
+        f"{path.relative_to(root)}:{line} {name}"
+        for folder in ("engine", "stages", "schemas", "sluice", "tests", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        for line, name in imported_modules(path)
+        if name.split(".")[0] in {"engine", "stages", "schemas"}
+    ]
     assert not offenders
 
 
