@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sluice.engine.plan import Plan, Planner
     from sluice.engine.remote.config import RemoteConfig, Remotes
     from sluice.engine.remote.sync import RemoteCache
+    from sluice.engine.state import LockFile
 
 DEFAULT_FILE = Path("pipeline.yaml")
 
@@ -143,9 +144,7 @@ def planner(
 ) -> Planner:
     from sluice.engine.cache import Store, links_from_env
     from sluice.engine.fingerprint import HashCache
-    from sluice.engine.limits import Limits
     from sluice.engine.plan import Planner
-    from sluice.engine.state import LockFile
 
     used = {st.uses for st in loaded.pipeline.stages.values() if st.uses}
     plugins = {name: loaded.registry.load(name) for name in used}
@@ -153,13 +152,7 @@ def planner(
         pipeline=loaded.pipeline,
         versions={name: cls.version for name, cls in plugins.items()},
         always_run=frozenset(name for name, cls in plugins.items() if cls.always_run),
-        lock=LockFile.read(
-            loaded.layout.lock_file,
-            loaded.layout.lock_shadow,
-            Limits.from_env(),
-            loaded.layout.section(loaded.pipeline.spec.file),
-            loaded.pipeline.stages,
-        ),
+        lock=_read_lock(loaded),
         # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
         store=Store(loaded.layout.cache_dir, links=links_from_env()),
@@ -473,14 +466,19 @@ def open_remote(layout: Layout, name: str | None, read_only: bool = False) -> Re
     return open_cache(remote_config(layout, name), Store(layout.cache_dir), read_only)
 
 
-def _lock_section(loaded: Loaded, targets: Sequence[str]) -> dict[str, Any]:
+def _read_lock(loaded: Loaded) -> LockFile:
+    """This pipeline file's section of the workspace's lock."""
     from sluice.engine.limits import Limits
     from sluice.engine.state import LockFile
 
     layout = loaded.layout
-    lock = LockFile.read(
+    return LockFile.read(
         layout.lock_file, layout.lock_shadow, Limits.from_env(), layout.section(loaded.pipeline.spec.file), loaded.pipeline.stages
     )
+
+
+def _lock_section(loaded: Loaded, targets: Sequence[str]) -> dict[str, Any]:
+    lock = _read_lock(loaded)
     chosen = _targets(loaded, targets)
     return {sid: e for sid, e in lock.stages.items() if sid in loaded.pipeline.stages and (chosen is None or sid in chosen)}
 
