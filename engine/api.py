@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -228,11 +228,15 @@ def run(
             from sluice.engine.remote.sync import open_cache
 
             p.remote = open_cache(config, p.store, read_only)  # the planner's store: pushes wait on its pending writes
+            p.fetch_ahead = True  # each restore's downloads start once it is decided, in parallel, not one stage at a time
         cache = p.remote
-        plan = p.plan()
-        preflight(loaded, plan)
-        if cache is not None:  # every restore's downloads start now, in parallel, not one stage at a time
-            cache.prefetch(plan.restore_from[sid] for sid, i in plan.items.items() if i.decision is Decision.RESTORE)
+        try:
+            plan = p.plan()
+            preflight(loaded, plan)
+        except BaseException:
+            if cache is not None:  # refused before anything ran: downloads not yet started never start
+                cache.close(cancel=True)
+            raise
         executor = Executor(
             pipeline=loaded.pipeline,
             planner=p,
@@ -253,7 +257,7 @@ def run(
         finally:
             restore_handlers()
             if cache is not None:
-                cache.finish()  # pushes still in flight: their warnings, if any, before the summary
+                pushed = cache.finish()  # pushes still in flight: their warnings, if any, before the summary
                 cache.close()
             # Whatever happened, record what did succeed: a rerun resumes from here.
             # Only this pipeline file's section is replaced: its neighbours' entries stay.
@@ -264,6 +268,8 @@ def run(
                 p.lock.keep_parse(layout.lock_shadow)
             with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
                 p.hashes.save()
+        if cache is not None:
+            summary = replace(summary, remote=cache.tally(pushed))
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
 

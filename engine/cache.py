@@ -117,6 +117,22 @@ class RunEntry:
         """The entry's file name in a store: its outputs' hash, so one result is filed once."""
         return hash_bytes(canonical(self.to_json()["outputs"]))[:16]
 
+    @staticmethod
+    def id_from_lock(outputs: Any) -> str | None:
+        """The id of the entry a lock's `outputs` describe, or None where the lock cannot tell (a
+        folder: its manifest is not in the lock) or is not well formed (a lock is untrusted input)."""
+        if not isinstance(outputs, dict) or not outputs:
+            return None
+        outs: dict[str, tuple[str, Digest]] = {}
+        for name, o in outputs.items():
+            if not isinstance(o, dict) or o.get("kind") != "file":
+                return None
+            path, value, size = o.get("path"), o.get("hash"), o.get("size")
+            if not (isinstance(name, str) and isinstance(path, str) and isinstance(value, str) and type(size) is int):
+                return None
+            outs[name] = (path, Digest("file", value, size, ()))
+        return RunEntry("", "", outs, 0.0).id
+
     def objects(self) -> Iterator[str]:
         """The digest of every object this entry needs."""
         for _, d in self.outputs.values():

@@ -82,6 +82,8 @@ class Executor:
     results: dict[str, StageResult] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # written by workers, one key each
     guard: RunGuard | None = field(default=None, init=False)
+    # stages decided by the plan itself: when one is skipped or restored, its outputs are what the plan simulated
+    _by_plan: set[str] = field(default_factory=set, init=False)
     remote: RemoteCache | None = None  # restores fetch from it; stages that ran are pushed to it
 
     def run(self) -> RunSummary:
@@ -154,8 +156,11 @@ class Executor:
     def _decision(self, sid: str) -> tuple[PlanItem, RunEntry | None, dict[str, Any] | None]:
         """The plan's answer while nothing upstream changed; otherwise decide again on fresh inputs."""
         planned = self.plan.items.get(sid)
-        unchanged = all(self.results[u].outcome is Outcome.SKIPPED for u in self.pipeline.upstream[sid])
+        unchanged = all(
+            u in self._by_plan and self.results[u].outcome in (Outcome.SKIPPED, Outcome.RESTORED) for u in self.pipeline.upstream[sid]
+        )
         if planned is not None and unchanged and (planned.fingerprint is not None or planned.decision is Decision.SKIP):
+            self._by_plan.add(sid)
             return planned, self.plan.restore_from.get(sid), self.plan.components.get(sid)
         return self.planner.decide(sid)
 

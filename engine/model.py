@@ -118,11 +118,35 @@ class StageResult:
 
 
 @dataclass(frozen=True)
+class RemoteTally:
+    """What a run asked of its remote: requests by verb (retries included), and what moved."""
+
+    name: str
+    requests: Mapping[str, int]
+    fetched_objects: int
+    fetched_bytes: int
+    pushed_entries: int
+    pushed_objects: int
+    pushed_bytes: int
+    down: str | None  # why the remote was given up on, if it was
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": dict(sorted(self.requests.items())),
+            "fetched": {"objects": self.fetched_objects, "bytes": self.fetched_bytes},
+            "pushed": {"entries": self.pushed_entries, "objects": self.pushed_objects, "bytes": self.pushed_bytes},
+            "down": self.down,
+        }
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run_id: str
     results: tuple[StageResult, ...]
     seconds: float
     interrupted: bool = False
+    remote: RemoteTally | None = None
 
     @property
     def failed(self) -> tuple[StageResult, ...]:

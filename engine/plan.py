@@ -111,6 +111,7 @@ class Planner:
     force: bool = False
     selected: frozenset[str] | None = None  # None: every stage
     remote: RemoteCache | None = None  # asked only on a local miss
+    fetch_ahead: bool = False  # a run: start a remote restore's downloads as soon as it is decided
 
     def __post_init__(self) -> None:
         self._data_ups: dict[str, dict[str, str]] = {sid: {} for sid in self.pipeline.stages}
@@ -125,6 +126,7 @@ class Planner:
         restored: dict[str, Digest] = {}
         missing: list[Problem] = []
         with self.hashes.steady():  # nothing runs while planning: each folder is checked once
+            self._ask_remote_ahead()
             for sid in self.pipeline.stages:
                 item, entry, comps = self.decide(sid, running, restored, missing)
                 plan.items[sid] = item
@@ -135,9 +137,29 @@ class Planner:
                 elif entry is not None:
                     plan.restore_from[sid] = entry
                     restored.update(entry.outputs.values())
+                    if self.remote is not None and self.fetch_ahead and item.decision is Decision.RESTORE:
+                        self.remote.prefetch((entry,))
         if missing:
             raise SpecError(missing)
         return plan
+
+    def _ask_remote_ahead(self) -> None:
+        """Start the remote lookups that planning will need, all at once.
+
+        Deciding is sequential (a stage's fingerprint needs its inputs' digests), but a stage the
+        lock records, whose outputs are not in the workspace and whose entry the local store lacks
+        (a fresh clone), will be looked up under its recorded fingerprint unless an input changed:
+        asking ahead turns a round trip per stage into one wait. A wrong guess costs one request.
+        """
+        if self.remote is None or self.force:
+            return
+        for sid, stage in self.pipeline.stages.items():
+            recorded = self.lock.stages.get(sid)
+            fp = recorded.get("fingerprint") if recorded else None
+            if recorded is None or not isinstance(fp, str) or not stage.cache or stage.uses in self.always_run:
+                continue
+            if (self.selected is None or sid in self.selected) and self._damaged_outputs(stage, recorded) and not self.store.lookup(fp):
+                self.remote.lookup_soon(fp, stage.outputs, RunEntry.id_from_lock(recorded.get("outputs")))
 
     def decide(
         self,
@@ -196,7 +218,8 @@ class Planner:
             changes = bad
         entry = self.store.lookup(fp)
         if entry is None and self.remote is not None:
-            entry = self.remote.lookup(fp, stage.outputs)
+            named = RunEntry.id_from_lock(recorded.get("outputs")) if recorded and recorded.get("fingerprint") == fp else None
+            entry = self.remote.lookup(fp, stage.outputs, named)
         if entry is None:
             return PlanItem(sid, Decision.RUN, tuple(changes), fp, hashed), None, comps
         if self._outputs_match(entry):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from sluice.engine.errors import Problem, SluiceError, format_key_path
-from sluice.engine.model import Decision, Outcome, PlanItem, RunSummary, StageResult
+from sluice.engine.model import Decision, Outcome, PlanItem, RemoteTally, RunSummary, StageResult
 from sluice.engine.state import result_record
 
 LOG_TAIL_LINES = 20
@@ -160,6 +160,8 @@ class ConsoleReporter:
                 self._print(f"[dim]last lines of {r.log_path}:[/]")
                 self._print(_esc(tail))
         self._print(f"{head}{', '.join(parts)} in {summary.seconds:.2f}s")
+        if summary.remote is not None:
+            self._print(_esc(remote_line(summary.remote)))
 
     def stage_note(self, stage: str, message: str) -> None:
         self._print(f"[yellow]{_esc(message)}[/]")
@@ -179,6 +181,23 @@ class QuietReporter:
         sys.stderr.write(message + "\n")  # stdout carries only the JSON
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def remote_line(t: RemoteTally) -> str:
+    """`remote team: fetched 3 objects (3.0 MB), pushed 0 objects (0.0 MB) in 0 entries; 9 requests (3 GET, 6 HEAD)`"""
+    if not t.requests and not t.down:
+        return f"remote {t.name}: not asked (nothing was missing locally)"
+    verbs = ", ".join(f"{n} {verb}" for verb, n in sorted(t.requests.items(), key=lambda kv: (-kv[1], kv[0])))
+    line = (
+        f"remote {t.name}: fetched {t.fetched_objects} objects ({_mb(t.fetched_bytes)}),"
+        f" pushed {t.pushed_objects} objects ({_mb(t.pushed_bytes)}) in {t.pushed_entries} entries;"
+        f" {sum(t.requests.values())} requests" + (f" ({verbs})" if verbs else "")
+    )
+    return line + (f"; given up: {t.down}" if t.down else "")
+
+
 def summary_json(summary: RunSummary, workspace: Path) -> str:
     return json.dumps(
         {
@@ -186,6 +205,7 @@ def summary_json(summary: RunSummary, workspace: Path) -> str:
             "ok": not summary.failed and not summary.interrupted,
             "interrupted": summary.interrupted,
             "seconds": round(summary.seconds, 3),
+            **({"remote": summary.remote.as_dict()} if summary.remote is not None else {}),
             "stages": {
                 r.stage: {
                     **result_record(r),

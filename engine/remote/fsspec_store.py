@@ -12,7 +12,9 @@ import base64
 import contextlib
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +103,9 @@ class FsspecStore:
     _fs: Any = field(default=None, init=False, repr=False)
     _root: str = field(default="", init=False, repr=False)
     _s3: bool = field(default=False, init=False, repr=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)  # one client, not one per thread
+    _counts: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    _counting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -108,33 +113,46 @@ class FsspecStore:
 
     def _open(self) -> Any:
         if self._fs is None:
-            try:
-                import fsspec
-            except ImportError:
-                raise RemoteError("remotes need fsspec (and s3fs for s3://): pip install 'sluice[remote]'") from None
-            protocol = self.remote.url.split("://", 1)[0]
-            s3 = _is_s3(protocol)
-            options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **self.remote.options}
-            try:
-                fs, root = fsspec.core.url_to_fs(self.remote.url, **options)
-            except ImportError as exc:
-                raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
-            except (ValueError, TypeError) as exc:
-                raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
-            for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in environment variables."
-                logging.getLogger(noisy).setLevel(logging.WARNING)
-            if s3:
-                fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
-            self._fs, self._root, self._s3 = fs, root.rstrip("/"), s3
+            with self._opening:
+                if self._fs is None:
+                    self._connect()
         return self._fs
+
+    def _connect(self) -> None:
+        try:
+            import fsspec
+        except ImportError:
+            raise RemoteError("remotes need fsspec (and s3fs for s3://): pip install 'sluice[remote]'") from None
+        protocol = self.remote.url.split("://", 1)[0]
+        s3 = _is_s3(protocol)
+        options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **self.remote.options}
+        try:
+            fs, root = fsspec.core.url_to_fs(self.remote.url, **options)
+        except ImportError as exc:
+            raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+        for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in environment variables."
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        if s3:
+            fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
+        self._root, self._s3 = root.rstrip("/"), s3
+        self._fs = fs  # last: another thread may use it as soon as it is set
 
     def _path(self, key: str) -> str:
         return f"{self._root}/{key}"
 
+    def requests(self) -> dict[str, int]:
+        with self._counting:
+            return dict(self._counts)
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one request with bounded retries; FileNotFoundError and AlreadyThere are answers, not failures."""
         delay = BACKOFF
+        verb = what.split(" ", 1)[0]
         for attempt in range(ATTEMPTS):
+            with self._counting:
+                self._counts[verb] += 1
             try:
                 return fn()
             except (FileNotFoundError, AlreadyThere, RemoteError):

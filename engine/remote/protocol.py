@@ -9,7 +9,7 @@ object is there is asked of the object itself (HEAD), never inferred from a list
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,4 +77,8 @@ class RemoteStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove `key`; absent is fine."""
+        ...
+
+    def requests(self) -> Mapping[str, int]:
+        """Requests made so far, by verb (HEAD, GET, PUT, LIST, DELETE, ...), each retry counted."""
         ...

@@ -21,13 +21,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import blake3
 
 from sluice.engine.cache import UNREADABLE, RunEntry, Store
 from sluice.engine.durable import temp_name
 from sluice.engine.fingerprint import hash_data
+from sluice.engine.model import RemoteTally
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.protocol import RemoteError, RemoteStore, entry_folder, entry_key, object_key
 from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
@@ -37,6 +38,10 @@ THREADS = 16  # requests in flight at once: HEADs and GETs are round trips, not 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _LOG = logging.getLogger("sluice")
 _CHUNK = 1 << 20
+# What a thread of the remote does: `ask` a small request (HEAD, LIST, an entry's GET), `move` an
+# object's bytes, or a whole `lookup` or `push`, which waits on the first two. Each kind has its own
+# threads, so a question is never queued behind a download, nor a task behind the requests it waits on.
+Work = Literal["ask", "move", "lookup", "push"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,12 @@ class RemoteCache:
     key: bytes | None = field(default_factory=key_from_env)
     down: str | None = None  # why the remote was given up on, once it failed
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict, repr=False)  # by Work
     _fetching: dict[str, Future[str | None]] = field(default_factory=dict, repr=False)
     _pushes: list[Future[PushReport]] = field(default_factory=list, repr=False)
-    _pusher: ThreadPoolExecutor | None = field(default=None, repr=False)  # whole pushes; their requests go to _pool
+    _lookups: dict[tuple[str, tuple[tuple[str, str], ...] | None, str | None], Future[RunEntry | None]] = field(
+        default_factory=dict, repr=False
+    )
     _warned_unsigned: bool = field(default=False, repr=False)
     fetched_objects: int = 0
     fetched_bytes: int = 0
@@ -126,11 +133,13 @@ class RemoteCache:
     def writable(self) -> bool:
         return not (self.read_only or self.config.read_only)
 
-    def _threads(self) -> ThreadPoolExecutor:
+    def threads(self, work: Work = "ask") -> ThreadPoolExecutor:
+        """This command's threads for one kind of work (see `Work`), started on first use."""
         with self._guard:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sluice-remote")
-            return self._pool
+            pool = self._pools.get(work)
+            if pool is None:
+                pool = self._pools[work] = ThreadPoolExecutor(2 if work == "push" else THREADS, thread_name_prefix=f"sluice-{work}")
+            return pool
 
     def _give_up(self, exc: RemoteError) -> None:
         with self._guard:
@@ -138,18 +147,46 @@ class RemoteCache:
         if first:
             _LOG.warning("sluice: warning: %s; going on without the remote '%s'", exc, self.config.name)
 
-    def close(self) -> None:
-        for pool in (self._pusher, self._pool):
-            if pool is not None:
-                pool.shutdown(wait=True)
+    def close(self, cancel: bool = False) -> None:
+        """Wait for what is under way; with `cancel`, drop queued downloads and pushes first."""
+        for work in ("lookup", "push", "move", "ask"):  # a task waits only on pools after its own
+            if pool := self._pools.get(work):
+                pool.shutdown(wait=True, cancel_futures=cancel or work == "lookup")  # lookups started ahead that nobody asked for
 
     # ---- lookup
 
-    def lookup(self, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
-        """The newest remote entry for `fingerprint` that passes every check, or None (a miss or a failure)."""
+    def lookup(self, fingerprint: str, outputs: Mapping[str, str] | None, entry_id: str | None = None) -> RunEntry | None:
+        """The remote entry for `fingerprint` that passes every check, or None (a miss or a failure).
+
+        With `entry_id` (the entry the lock records), that entry is asked for by name first: one
+        GET instead of a listing and then a GET. Otherwise, or when it is not there, the newest
+        entry that passes. Asked once per command: a second question gets the first answer.
+        """
+        return None if self.down else self._lookup(fingerprint, outputs, entry_id).result()
+
+    def lookup_soon(self, fingerprint: str, outputs: Mapping[str, str] | None, entry_id: str | None = None) -> None:
+        """Start looking `fingerprint` up in the background: planning one stage at a time then waits
+        on answers already under way instead of making its round trips in series."""
+        if not self.down:
+            self._lookup(fingerprint, outputs, entry_id)
+
+    def _lookup(self, fingerprint: str, outputs: Mapping[str, str] | None, entry_id: str | None) -> Future[RunEntry | None]:
+        key = (fingerprint, None if outputs is None else tuple(sorted(outputs.items())), entry_id)
+        pool = self.threads("lookup")
+        with self._guard:
+            fut = self._lookups.get(key)
+            if fut is None:
+                fut = self._lookups[key] = pool.submit(self._lookup_now, fingerprint, outputs, entry_id)
+            return fut
+
+    def _lookup_now(self, fingerprint: str, outputs: Mapping[str, str] | None, entry_id: str | None) -> RunEntry | None:
         if self.down:
             return None
         try:
+            if entry_id is not None:
+                named = self._entry(entry_key(fingerprint, entry_id), fingerprint, outputs)
+                if named is not None and named.id == entry_id and self._all_present(needed(named)):
+                    return named
             for entry in self._candidates(fingerprint, outputs):
                 if self._all_present(needed(entry)):
                     return entry
@@ -157,24 +194,26 @@ class RemoteCache:
             self._give_up(exc)
         return None
 
+    def _accept(self, data: bytes | None, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
+        """A remote entry's bytes as an entry, if they pass the shape and signing checks."""
+        parsed = parse_entry(data, fingerprint, outputs) if data is not None else None
+        return parsed[0] if parsed is not None and self._trusted(parsed[2]) else None
+
+    def _entry(self, key: str, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
+        return self._accept(self.store.get_bytes(key, ENTRY_BYTES), fingerprint, outputs)
+
     def _candidates(self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None) -> list[RunEntry]:
         keys = [item.key for item in self.store.list(folder or entry_folder(fingerprint or "")) if item.key.endswith(".json")]
-        bodies = list(self._threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys))
-        found = []
-        for key, data in zip(keys, bodies, strict=True):
-            filed_under = key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
-            parsed = parse_entry(data, fingerprint or filed_under, outputs) if data is not None else None
-            if parsed is None:
-                continue
-            entry, _, doc = parsed
-            if self._trusted(doc):
-                found.append(entry)
+        bodies = self.threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys)
+        found = [e for k, data in zip(keys, bodies, strict=True) if (e := self._accept(data, fingerprint or filed_under(k), outputs))]
         return sorted(found, key=lambda e: e.created, reverse=True)
 
     def _trusted(self, doc: Mapping[str, Any]) -> bool:
         state, _ = check(doc, self.key)
-        if self.config.require_signed and self.key is None and not self._warned_unsigned:
-            self._warned_unsigned = True
+        with self._guard:  # lookups run in parallel: one warning
+            warn = self.config.require_signed and self.key is None and not self._warned_unsigned
+            self._warned_unsigned = self._warned_unsigned or warn
+        if warn:
             _LOG.warning(
                 "sluice: warning: remote '%s' requires signed entries but SLUICE_REMOTE_KEY is not set: none is used", self.config.name
             )
@@ -182,7 +221,7 @@ class RemoteCache:
 
     def _all_present(self, objects: list[Needed]) -> bool:
         """HEAD every object, in parallel: present with the size the entry says, or the entry does not count."""
-        sizes = self._threads().map(lambda n: self.store.head(object_key(n.digest)), objects)
+        sizes = self.threads().map(lambda n: self.store.head(object_key(n.digest)), objects)
         return all(size == n.size for n, size in zip(objects, sizes, strict=True))
 
     # ---- fetch
@@ -194,12 +233,11 @@ class RemoteCache:
                 self._start(n)
 
     def _start(self, n: Needed) -> Future[str | None]:
+        pool = self.threads("move")
         with self._guard:
             fut = self._fetching.get(n.digest)
             if fut is None:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sluice-remote")
-                fut = self._fetching[n.digest] = self._pool.submit(self._download, n)
+                fut = self._fetching[n.digest] = pool.submit(self._download, n)
             return fut
 
     def fetch(self, entry: RunEntry) -> str | None:
@@ -259,10 +297,7 @@ class RemoteCache:
     def push_later(self, entry: RunEntry) -> None:
         """Push in the background (after a stage ran); `finish` waits and reports."""
         if self.writable and not self.down:
-            with self._guard:
-                if self._pusher is None:
-                    self._pusher = ThreadPoolExecutor(2, thread_name_prefix="sluice-push")
-            self._pushes.append(self._pusher.submit(self._push_quietly, entry))
+            self._pushes.append(self.threads("push").submit(self._push_quietly, entry))
 
     def _push_quietly(self, entry: RunEntry) -> PushReport:
         try:
@@ -270,6 +305,19 @@ class RemoteCache:
         except RemoteError as exc:
             self._give_up(exc)
             return PushReport(skipped=[f"{entry.stage}: {exc}"])
+
+    def tally(self, pushed: PushReport) -> RemoteTally:
+        """What this command asked of the remote and moved, for the run's summary."""
+        return RemoteTally(
+            self.config.name,
+            self.store.requests(),
+            self.fetched_objects,
+            self.fetched_bytes,
+            pushed.entries,
+            pushed.objects,
+            pushed.bytes,
+            self.down,
+        )
 
     def finish(self) -> PushReport:
         total = PushReport()
@@ -291,12 +339,11 @@ class RemoteCache:
             report.skipped.append(f"{entry.stage}: the remote '{self.config.name}' is read-only")
             return report
         objects = needed(entry)
-        pool = self._threads()
-        sizes = list(pool.map(lambda n: self.store.head(object_key(n.digest)), objects))
+        sizes = list(self.threads().map(lambda n: self.store.head(object_key(n.digest)), objects))
         todo = [n for n, size in zip(objects, sizes, strict=True) if size != n.size]
         for n in todo:
             self.local.flusher.settle(self.local.object_path(n.digest))  # just stored by this run: maybe not yet renamed
-        uploaded = list(pool.map(self._upload, todo))
+        uploaded = list(self.threads("move").map(self._upload, todo))
         bad = [why for why in uploaded if isinstance(why, str)]
         if bad:
             report.skipped.append(f"{entry.stage}: {bad[0]}")
@@ -327,6 +374,11 @@ class RemoteCache:
     def remote_entries(self) -> Iterator[RunEntry]:
         """Every trusted entry on the remote (for `pull --run-cache`)."""
         yield from self._candidates(None, None, folder="runs")
+
+
+def filed_under(key: str) -> str:
+    """The fingerprint folder an entry's key sits in (`runs/ab/<fp>/<id>.json`)."""
+    return key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
 
 
 def _blake3(path: Path) -> str:

@@ -17,12 +17,12 @@ from sluice.engine.errors import SluiceError
 from sluice.engine.maintenance import DAY, Bad, GcReport, VerifyReport, lock_entries
 from sluice.engine.remote.protocol import Listed, RemoteError, object_key
 from sluice.engine.remote.sign import accepted, check
-from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, _blake3, needed, parse_entry
+from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, _blake3, filed_under, needed, parse_entry
 from sluice.engine.state import Layout
 
 
 def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
-    store, pool = cache.store, cache._threads()
+    store, pool = cache.store, cache.threads("move")
     bad: list[Bad] = []
     objects = [item for item in store.list("objects") if item.key.count("/") == 2]
 
@@ -57,7 +57,7 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
     data = cache.store.get_bytes(item.key, ENTRY_BYTES)
     if data is None:
         return ""
-    parsed = parse_entry(data, item.key.rsplit("/", 2)[-2], None)
+    parsed = parse_entry(data, filed_under(item.key), None)
     if parsed is None:
         return "not a well-formed run entry for the fingerprint it is filed under"
     entry, _, doc = parsed

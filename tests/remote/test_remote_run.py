@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
 from tests.conftest import Workspace
-from tests.remote.conftest import S3Server, chain, copy_checkout
+from tests.remote.conftest import S3Server, chain, copy_checkout, remotes_yaml
 
 
 def _outcomes(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
@@ -152,3 +153,47 @@ def test_a_poisoned_entry_is_never_restored(seaweed: S3Server, tmp_path: Path) -
     chain(lax, 1, remote_url=url, endpoint=seaweed.endpoint)  # signatures not required: still the path is checked
     assert _outcomes(lax, "--remote", "team", "--read-only")[0] == {"s0": "ran"}
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
+    res = ws.sluice("run", "--json", "--remote", "team", *args)
+    assert res.code == 0, res.err
+    return cast(dict[str, Any], res.json())
+
+
+def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed: S3Server, tmp_path: Path) -> None:
+    """Per stage: its entry by name (no listing), one HEAD per object, one GET per object; a no-op asks nothing."""
+    first = Workspace(tmp_path / "first")
+    chain(first, 5, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
+    _outcomes(first, "--remote", "team")
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    restored = _remote_json(fresh)
+    assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
+    assert restored["remote"]["requests"] == {"GET": 10, "HEAD": 5}  # 5 entries + 5 objects; no LIST, nothing asked twice
+    assert restored["remote"]["fetched"] == {"objects": 5, "bytes": 5000}
+    again = _remote_json(fresh)
+    assert again["remote"]["requests"] == {}  # everything hit locally: the remote was not contacted
+    line = fresh.sluice("run", "--remote", "team").out.strip().splitlines()[-1]
+    assert line == "remote team: not asked (nothing was missing locally)"
+
+
+def test_a_fresh_checkout_restores_the_result_its_lock_records(seaweed: S3Server, tmp_path: Path) -> None:
+    """Two runs of one unchanged, non-deterministic stage file two entries under one fingerprint: a checkout
+    gets the one its own lock names, not the newest, so the restore leaves the committed lock as it was."""
+    url = seaweed.url()
+    pipeline = "version: 1\nstages:\n  draw:\n    cmd: od -An -N16 -tx1 /dev/urandom > ${outputs.o}\n    outputs: {o: out/draw.txt}\n"
+    mine = Workspace(tmp_path / "mine")
+    mine.write("pipeline.yaml", pipeline)
+    mine.write("sluice.remotes.yaml", remotes_yaml(url, seaweed.endpoint))
+    _outcomes(mine, "--remote", "team")
+    theirs = Workspace(tmp_path / "theirs")
+    copy_checkout(mine.root, theirs.root)
+    assert _outcomes(theirs, "--remote", "team", "--force")[0] == {"draw": "ran"}  # a newer entry, other bytes
+    assert theirs.read("out/draw.txt") != mine.read("out/draw.txt")
+    assert len([i for i in _store(seaweed, url).list("runs") if i.key.endswith(".json")]) == 2
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(mine.root, fresh.root)
+    assert _outcomes(fresh, "--remote", "team")[0] == {"draw": "restored"}
+    assert fresh.read("out/draw.txt") == mine.read("out/draw.txt")
+    assert fresh.read("sluice.lock") == mine.read("sluice.lock")
