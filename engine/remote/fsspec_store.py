@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,14 +259,15 @@ class FsspecStore:
         upload = {"Bucket": bucket, "Key": name, "UploadId": created["UploadId"]}
         try:
             parts = self._send_parts(key, src, sha256, part, upload)
-            done = self._call(
-                f"COMPLETE {key}",
-                lambda: fs.call_s3("complete_multipart_upload", MultipartUpload={"Parts": parts}, IfNoneMatch="*", **upload),
-            )
-        except FileNotFoundError:  # NoSuchUpload: aborted by someone else, or a retried COMPLETE whose first try went through
-            if self.head(key) != size:
-                raise RemoteError(f"remote {self.url}: the upload of {key} was cancelled on the server") from None
-            return
+            try:
+                done = self._call(
+                    f"COMPLETE {key}",
+                    lambda: fs.call_s3("complete_multipart_upload", MultipartUpload={"Parts": parts}, IfNoneMatch="*", **upload),
+                )
+            except FileNotFoundError:  # NoSuchUpload: a retried COMPLETE whose first try went through, or aborted by someone
+                if self.head(key) != size:
+                    raise _cancelled(self.url, key) from None
+                return
         except BaseException:
             with contextlib.suppress(Exception):
                 self._call(f"ABORT {key}", lambda: fs.call_s3("abort_multipart_upload", **upload))
@@ -278,10 +279,11 @@ class FsspecStore:
                 self._call(f"DELETE {key}", lambda: fs.rm_file(self._path(key)))
             raise RemoteError(f"remote {self.url}: {key} was assembled with composite SHA-256 {theirs}, not {ours}-{len(parts)}")
 
-    def _send_parts(self, key: str, src: Path, sha256: bytes, part: int, upload: Mapping[str, str]) -> list[dict[str, Any]]:
+    def _send_parts(self, key: str, src: Path, sha256: bytes, part: int, upload: Mapping[str, str]) -> Sequence[dict[str, Any]]:
         """Read `src` once, in order, hashing each part and the whole; at most `in_flight` parts are being sent."""
         whole = hashlib.sha256()
         sent: list[Future[dict[str, Any]]] = []
+        pending: set[Future[dict[str, Any]]] = set()
         pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="sluice-part")
         try:
             with open(src, "rb") as f:
@@ -289,12 +291,11 @@ class FsspecStore:
                     whole.update(data)
                     number, checksum = len(sent) + 1, _b64(hashlib.sha256(data).digest())
                     sent.append(pool.submit(self._send_part, key, number, self._part_body(number, data), checksum, upload))
-                    del data  # the pool holds the part until it is sent; keep no second reference
-                    while len(busy := [s for s in sent if not s.done()]) >= self.in_flight:
-                        wait(busy, return_when=FIRST_COMPLETED)
-                    for s in sent:
-                        if s.done():
-                            s.result()  # the first refused part ends the upload now, not after the rest are sent
+                    pending.add(sent[-1])
+                    if len(pending) >= self.in_flight:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for finished in done:
+                            finished.result()  # a refused part ends the upload now, not after the rest are sent
             if whole.digest() != sha256:
                 raise RemoteError(f"remote {self.url}: not completing {key}: {src} changed after it was hashed")
             return [s.result() for s in sent]
@@ -303,9 +304,13 @@ class FsspecStore:
 
     def _send_part(self, key: str, number: int, body: bytes, checksum: str, upload: Mapping[str, str]) -> dict[str, Any]:
         fs = self._fs
-        answer = self._call(
-            f"PUT {key} part {number}", lambda: fs.call_s3("upload_part", PartNumber=number, Body=body, ChecksumSHA256=checksum, **upload)
-        )
+        try:
+            answer = self._call(
+                f"PUT {key} part {number}",
+                lambda: fs.call_s3("upload_part", PartNumber=number, Body=body, ChecksumSHA256=checksum, **upload),
+            )
+        except FileNotFoundError:
+            raise _cancelled(self.url, key) from None
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
     def _part_body(self, number: int, data: bytes) -> bytes:
@@ -330,6 +335,10 @@ class FsspecStore:
             with contextlib.suppress(Exception):  # a leftover temp key: `sluice gc --remote` sweeps tmp/
                 fs.rm_file(tmp)
             raise
+
+
+def _cancelled(url: str, key: str) -> RemoteError:
+    return RemoteError(f"remote {url}: the multipart upload of {key} was cancelled on the server (NoSuchUpload)")
 
 
 def _b64(digest: bytes) -> str:
