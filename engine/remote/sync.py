@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -159,7 +159,7 @@ class RemoteCache:
 
     def _candidates(self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None) -> list[RunEntry]:
         keys = [item.key for item in self.store.list(folder or entry_folder(fingerprint or "")) if item.key.endswith(".json")]
-        bodies = list(self._threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys))
+        bodies = self.get_entries(keys)
         found = []
         for key, data in zip(keys, bodies, strict=True):
             filed_under = key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
@@ -170,6 +170,10 @@ class RemoteCache:
             if self._trusted(doc):
                 found.append(entry)
         return sorted(found, key=lambda e: e.created, reverse=True)
+
+    def get_entries(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's body (None: gone meanwhile), at most ENTRY_BYTES each, fetched in parallel."""
+        return list(self._threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys))
 
     def _trusted(self, doc: Mapping[str, Any]) -> bool:
         state, _ = check(doc, self.key)

@@ -79,7 +79,7 @@ def test_gc_names_each_kept_revision_and_one_without_a_lock_keeps_nothing_extra(
     assert "would remove 0 objects and 0 run entries" in res.out, res.out
     res = proj.sluice("gc", "--rev", "bare", "--json")
     assert res.code == 0, res.err
-    assert res.json()["revisions"] == [{"rev": "bare", "commit": bare, "lock": ""}]
+    assert res.json()["revisions"] == [{"rev": "bare", "commit": bare, "lock": None}]
     assert res.json()["removed_objects"] == 2
 
 

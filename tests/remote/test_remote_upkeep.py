@@ -72,7 +72,9 @@ def test_gc_refuses_a_read_only_remote(ws: Workspace, tmp_path: Path) -> None:
     assert res.code == 1 and "read-only" in res.err
 
 
-def test_gc_keeps_what_a_chosen_git_revisions_lock_names(seaweed: S3Server, ws: Workspace) -> None:
+def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
+    seaweed: S3Server, ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     url = seaweed.url()
     init(ws.root)
     ws.write(".gitignore", ".sluice/\nout/\n")
@@ -93,7 +95,7 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(seaweed: S3Server, ws: 
         report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=choice, now=later)
         assert (report.objects, report.entries) == (0, 0), report.removed
     assert store.head(_key(old)) == 1000
-    fresh = ws.root.parent / "fresh"
+    fresh = tmp_path_factory.mktemp("clone") / "release"
     git(ws.root.parent, "clone", "-q", "-b", "release", str(ws.root), str(fresh))
     assert Workspace(fresh).run_json("--remote", "team") == {"s0": "restored"}
     # a bad revision among good ones: refused before anything is listed, let alone removed
