@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sluice.engine.errors import Location, Problem, SluiceError, SpecError, ToolMissing, did_you_mean
@@ -63,13 +64,16 @@ def revision_locks(workspace: Path, choice: Choice, limits: Limits) -> tuple[tup
         named += git.refs("refs/heads/")
     if choice.all_tags:
         named += git.refs("refs/tags/")
-    parsed: dict[str, LockFile | None] = {}  # by commit: branches and tags often name the same one
+    blobs: dict[str | None, LockFile] = {None: LockFile()}  # many commits (and every tag of one) share a lock's blob
     out: dict[str, tuple[Revision, LockFile]] = {}
     for name, commit in named:
-        if commit not in parsed:
-            parsed[commit] = git.lock(name, commit, path, limits)
-        lock = parsed[commit]
-        out.setdefault(name, (Revision(name, commit, path, lock is not None), lock or LockFile()))
+        if name in out:
+            continue
+        blob = git.blob(name, commit, path)
+        oid = blob[0] if blob else None
+        if blob is not None and oid not in blobs:
+            blobs[oid] = LockFile.parse(f"{name}:{path}", blob[1], partial(git.call, ("cat-file", "blob", blob[0]), name), limits)
+        out[name] = (Revision(name, commit, path, blob is not None), blobs[oid])
     return tuple(out.values())
 
 
@@ -79,23 +83,25 @@ class _Git:
     flag: str  # what the user asked for, named in every message
 
     def run(self, *args: str, check: bool = True) -> str:
-        return self._call(args, check).decode("utf-8", "replace")
+        return self.call(args, "", check).decode("utf-8", "replace")
 
-    def _call(self, args: tuple[str, ...], check: bool = True) -> bytes:
+    def call(self, args: tuple[str, ...], rev: str, check: bool = True) -> bytes:
+        """git's stdout (b"" when it failed and `check` is off); `rev` is named in a failure's message."""
+        who = f"{self.flag}" + (f" ({rev})" if rev and not self.flag.endswith(f" {rev}") else "")
         exe = shutil.which("git")
         if exe is None:
-            raise ToolMissing(f"{self.flag}: git is not installed; gc reads the locks of other revisions with it (apt-get install git)")
+            raise ToolMissing(f"{who}: git is not installed; gc reads the locks of other revisions with it (apt-get install git)")
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
         try:
             proc = subprocess.run([exe, "-C", str(self.workspace), *args], capture_output=True, env=env, check=False)
         except OSError as exc:
-            raise ToolMissing(f"{self.flag}: cannot run git: {exc.strerror}") from None
+            raise ToolMissing(f"{who}: cannot run git: {exc.strerror}") from None
         if proc.returncode and check:
             said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             why = said[0].removeprefix("fatal: ") if said else f"exit code {proc.returncode}"
             if "not a git repository" in why:
-                raise SluiceError(f"{self.flag}: {self.workspace} is not in a git repository ({why})")
-            raise SluiceError(f"{self.flag}: git {args[0]} failed: {why}")
+                raise SluiceError(f"{who}: {self.workspace} is not in a git repository ({why})")
+            raise SluiceError(f"{who}: git {args[0]} failed: {why}")
         return proc.stdout if proc.returncode == 0 else b""
 
     def commit(self, rev: str) -> str:
@@ -120,15 +126,15 @@ class _Git:
                 out.append((name, peeled))
         return out
 
-    def lock(self, name: str, commit: str, path: str, limits: Limits) -> LockFile | None:
-        """The lock at `path` in `commit`, None when there is none; `name` is how the user named the commit."""
-        listed = self._call(("ls-tree", "-l", "-z", "--full-tree", commit, "--", path))
+    def blob(self, name: str, commit: str, path: str) -> tuple[str, int] | None:
+        """(object id, size) of the lock at `path` in `commit`, None when it has none; `name` as the user named it."""
+        listed = self.call(("ls-tree", "-l", "-z", "--full-tree", commit, "--", path), name)
         if not listed:
             return None
         meta, _, _ = listed.partition(b"\t")
         mode, _, oid, size = meta.decode().split(maxsplit=3)
-        shown = f"{name}:{path}"
         if mode not in _REGULAR:
             what = {"120000": "a symbolic link", "040000": "a folder", "160000": "a submodule"}.get(mode, f"mode {mode}")
-            raise SpecError([Problem(Location(shown), f"is {what} at this revision, not a lock file; gc cannot tell what it keeps")])
-        return LockFile.parse(shown, int(size), lambda: self._call(("cat-file", "blob", oid)), limits)
+            problem = f"is {what} at this revision, not a lock file; gc cannot tell what it keeps"
+            raise SpecError([Problem(Location(f"{name}:{path}"), problem)])
+        return oid, int(size)

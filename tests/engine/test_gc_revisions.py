@@ -83,10 +83,17 @@ def test_gc_names_each_kept_revision_and_one_without_a_lock_keeps_nothing_extra(
     assert res.json()["removed_objects"] == 2
 
 
-def _malformed_lock_on_a_branch(proj: Workspace, repo: Path) -> None:
-    git(repo, "checkout", "-q", "-b", "broken")
-    proj.write("sluice.lock", "version: 2\npipelines: [\n")
-    commit(repo, "a broken lock")
+def _bad_locks_on_branches(proj: Workspace, repo: Path) -> None:
+    """Branch `broken`: a lock that is not YAML; `huge`: one over SLUICE_MAX_LOCK_BYTES=20000; `linked`: a symlink."""
+    lock = proj.read("sluice.lock")
+    for branch, make in [
+        ("broken", lambda p: p.write_text("version: 2\npipelines: [\n")),
+        ("huge", lambda p: p.write_text(lock + "#" * 20_000 + "\n")),
+        ("linked", lambda p: (p.unlink(), p.symlink_to("pipeline.yaml"))),
+    ]:
+        git(repo, "checkout", "-q", "-b", branch, "main")
+        make(proj.root / "sluice.lock")
+        commit(repo, branch)
     git(repo, "checkout", "-q", "main")
 
 
@@ -97,15 +104,17 @@ def _malformed_lock_on_a_branch(proj: Workspace, repo: Path) -> None:
         (["--rev=--all"], 2, "--rev --all: not a commit in this repository"),
         (["--rev", "broken"], 2, "broken:ml/sluice.lock:3:1: the lock file is not valid YAML"),
         (["--all-branches"], 2, "broken:ml/sluice.lock:3:1: the lock file is not valid YAML"),
+        (["--rev", "huge"], 2, "huge:ml/sluice.lock: the lock file is 21,"),
+        (["--rev", "linked"], 2, "linked:ml/sluice.lock: is a symbolic link at this revision, not a lock file"),
     ],
-    ids=["unknown", "an option", "malformed", "malformed among all branches"],
+    ids=["unknown", "an option", "malformed", "malformed among all branches", "over the limit", "a symlink"],
 )
 def test_gc_refuses_a_bad_revision_and_removes_nothing(ws: Workspace, flags: list[str], code: int, message: str) -> None:
     proj = _two_branches(ws)
-    _malformed_lock_on_a_branch(proj, ws.root)
+    _bad_locks_on_branches(proj, ws.root)
     cache = proj.root / ".sluice/cache"
     before = (_objects(cache), _entries(cache))
-    res = proj.sluice("gc", *flags)
+    res = proj.sluice("gc", *flags, env={"SLUICE_MAX_LOCK_BYTES": "20000"})
     assert res.code == code, res.out + res.err
     assert message in res.err and "Traceback" not in res.err, res.err
     assert (_objects(cache), _entries(cache)) == before  # the working lock alone would have let 2 objects go
