@@ -3,6 +3,8 @@
 Grace periods, because a cache folder may be shared by checkouts that this one cannot see:
 a temp file or object younger than `durable.GRACE_SECONDS` may belong to a write in progress
 elsewhere, and a run entry younger than `--keep-days` may be another checkout's only record.
+What the locks name (the working tree's and the chosen git revisions', engine/revisions.py) is a
+`Keep`, decided in full before gc lists anything.
 """
 
 from __future__ import annotations
