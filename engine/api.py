@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sluice.engine.plan import Plan, Planner
     from sluice.engine.remote.config import RemoteConfig, Remotes
     from sluice.engine.remote.sync import RemoteCache
+    from sluice.engine.revisions import Choice
     from sluice.engine.state import LockFile
 
 DEFAULT_FILE = Path("pipeline.yaml")
@@ -339,25 +340,40 @@ def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delet
 
 
 def gc(
-    file: Path = DEFAULT_FILE, cache_dir: Path | None = None, keep_days: float = 7, dry_run: bool = False, remote: str | None = None
+    file: Path = DEFAULT_FILE,
+    cache_dir: Path | None = None,
+    keep_days: float = 7,
+    dry_run: bool = False,
+    remote: str | None = None,
+    revisions: Choice | None = None,
+    now: float | None = None,
 ) -> GcReport:
-    """`sluice gc`: drop what no lock entry and no recent run entry names (see engine.maintenance, engine.remote.upkeep)."""
+    """`sluice gc`: drop what no lock (the workspace's, or a chosen git revision's) and no recent run entry names.
+
+    See engine.maintenance and engine.remote.upkeep; every lock is read before anything is listed.
+    """
     from sluice.engine.cache import Store
+    from sluice.engine.limits import Limits
     from sluice.engine.maintenance import gc as collect
+    from sluice.engine.maintenance import keep_set
+    from sluice.engine.revisions import Choice, revision_locks
 
     layout = _maintenance_layout(file, cache_dir)
+    limits = Limits.from_env()
+    others = revision_locks(layout.workspace, revisions or Choice(), limits)
     if remote is not None:
         from sluice.engine.remote.upkeep import gc as collect_remote
 
+        keep = keep_set(layout, others, limits)
         cache = open_remote(layout, remote)
         try:
-            return collect_remote(layout, cache, keep_days, dry_run)
+            return collect_remote(keep, cache, keep_days, dry_run, now)
         finally:
             cache.close()
     if dry_run:  # read-only: no workspace lock file written
-        return collect(layout, Store(layout.cache_dir), keep_days, dry_run=True)
+        return collect(keep_set(layout, others, limits), Store(layout.cache_dir), keep_days, True, now)
     with workspace_lock(layout):  # a run here could be about to name what gc would take
-        return collect(layout, Store(layout.cache_dir), keep_days)
+        return collect(keep_set(layout, others, limits), Store(layout.cache_dir), keep_days, False, now)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,16 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="keep run entries younger than N days, and what they name (default: 7); they protect other checkouts sharing the cache",
     )
     g.add_argument("--dry-run", action="store_true", help="print what would be removed and how many bytes; remove nothing")
+    g.add_argument(
+        "--rev",
+        action="append",
+        default=[],
+        dest="revs",
+        metavar="REV",
+        help="also keep what sluice.lock names at this git revision (a branch, tag or commit); repeatable",
+    )
+    g.add_argument("--all-branches", action="store_true", help="also keep what the lock of every local git branch names")
+    g.add_argument("--all-tags", action="store_true", help="also keep what the lock of every git tag names")
 
     ex = sub.add_parser("export", help="generate a CI workflow that runs the pipeline with a cache (github-actions)")
     ex.add_argument("target", nargs="?", help="what to generate: github-actions")
@@ -421,12 +431,18 @@ def _maintenance(args: argparse.Namespace) -> int:
                 f"{_n(report.entries, 'run entry', 'run entries')}, {len(report.bad)} bad{tail}"
             )
         return EXIT_FAILED if report.bad else EXIT_OK
-    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run, args.remote)
+    from sluice.engine.revisions import Choice
+
+    revisions = Choice(tuple(args.revs), args.all_branches, args.all_tags)
+    gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run, args.remote, revisions)
     if args.json:
         print(json.dumps(gc.as_dict(), indent=2))
         return EXIT_OK
     for path in gc.removed if args.dry_run else ():
         print(f"would remove {path}")
+    if gc.revisions:
+        named = ", ".join(f"{r.name} {r.commit[:10]}" + ("" if r.found else f" (no {r.lock})") for r in gc.revisions)
+        print(f"kept what the locks of {_n(len(gc.revisions), 'git revision')} name: {named}")
     verb, freed = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
     print(
         f"{verb} {_n(gc.objects, 'object')} and {_n(gc.entries, 'run entry', 'run entries')}, {freed} {gc.bytes:,} bytes;"

@@ -3,6 +3,8 @@
 Grace periods, because a cache folder may be shared by checkouts that this one cannot see:
 a temp file or object younger than `durable.GRACE_SECONDS` may belong to a write in progress
 elsewhere, and a run entry younger than `--keep-days` may be another checkout's only record.
+What the locks name (the working tree's and the chosen git revisions', engine/revisions.py) is a
+`Keep`, decided in full before gc lists anything.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from sluice.engine.durable import GRACE_SECONDS, remove_tree, sweep_temps
 from sluice.engine.errors import SluiceError
 from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.limits import Limits
+from sluice.engine.revisions import Revision
 from sluice.engine.state import Layout, LockFile
 
 DAY = 86400.0
@@ -147,6 +150,7 @@ class GcReport:
     kept_entries: int
     dry_run: bool
     removed: tuple[str, ...]
+    revisions: tuple[Revision, ...] = ()  # the git revisions whose locks were kept too
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,29 +160,46 @@ class GcReport:
             "bytes_freed": self.bytes,
             "kept_objects": self.kept_objects,
             "kept_entries": self.kept_entries,
+            "revisions": [r.as_dict() for r in self.revisions],
             "removed": list(self.removed),
         }
 
 
-def lock_entries(layout: Layout, limits: Limits | None = None) -> Iterator[Mapping[str, Any]]:
-    """Every stage entry `sluice.lock` holds, for every pipeline file in the workspace."""
-    lock = LockFile.read(layout.lock_file, limits=limits or Limits.from_env())
-    # read as pipeline.yaml's section; the other files' sections and a version-1 lock's entries come aside
-    for section in (lock.stages, *lock.others.values(), lock.unclaimed):
-        yield from section.values()
+@dataclass(frozen=True)
+class Keep:
+    """What gc keeps whatever its age: what the workspace's lock and the chosen revisions' locks name.
+
+    Decided in full before gc lists anything, so a lock that cannot be read removes nothing.
+    """
+
+    fingerprints: frozenset[str]
+    objects: frozenset[str]  # file outputs' digests
+    dirs: frozenset[str]  # folder outputs' digests: their objects are named by a run entry's manifest
+    revisions: tuple[Revision, ...] = ()
+
+    def names(self, entry: RunEntry) -> bool:
+        # an entry carrying a locked folder's manifest is the only record of which objects it needs
+        return entry.fingerprint in self.fingerprints or any(d.kind == "dir" and d.value in self.dirs for _, d in entry.outputs.values())
 
 
-def gc(layout: Layout, store: Store, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:
-    """Remove what neither the lock nor a run entry newer than `keep_days` names; see the module note."""
+def keep_set(layout: Layout, revisions: Sequence[tuple[Revision, LockFile]] = (), limits: Limits | None = None) -> Keep:
+    """The workspace's `sluice.lock` (every pipeline file's section) and the revisions' locks, as one Keep."""
+    fingerprints: set[str] = set()
+    objects: set[str] = set()
+    dirs: set[str] = set()
+    for lock in (LockFile.read(layout.lock_file, limits=limits or Limits.from_env()), *(lock for _, lock in revisions)):
+        for e in lock.entries():
+            fingerprints.add(str(e.get("fingerprint")))
+            for out in (e.get("outputs") or {}).values():
+                (dirs if out.get("kind") == "dir" else objects).add(str(out.get("hash")))
+    return Keep(frozenset(fingerprints), frozenset(objects), frozenset(dirs), tuple(r for r, _ in revisions))
+
+
+def gc(keep: Keep, store: Store, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:
+    """Remove what neither `keep` nor a run entry newer than `keep_days` names; see the module note."""
     now = time.time() if now is None else now
     keep_after, grace_after = now - keep_days * DAY, now - GRACE_SECONDS
-    locked_fps: set[str] = set()
-    live: set[str] = set()  # object digests that must stay
-    locked_dirs: set[str] = set()
-    for e in lock_entries(layout):
-        locked_fps.add(str(e.get("fingerprint")))
-        for out in (e.get("outputs") or {}).values():
-            (locked_dirs if out.get("kind") == "dir" else live).add(str(out.get("hash")))
+    live = set(keep.objects)  # object digests that must stay
     doomed: list[tuple[Path, int]] = []
     kept_entries = 0
     for path in store.entry_paths():
@@ -186,12 +207,7 @@ def gc(layout: Layout, store: Store, keep_days: float, dry_run: bool = False, no
             entry: RunEntry | None = RunEntry.load(path)
         except UNREADABLE:
             entry = None
-        # an entry carrying a locked folder's manifest is the only record of which objects it needs
-        needed = entry is not None and (
-            entry.fingerprint in locked_fps
-            or entry.created >= keep_after
-            or any(d.kind == "dir" and d.value in locked_dirs for _, d in entry.outputs.values())
-        )
+        needed = entry is not None and (keep.names(entry) or entry.created >= keep_after)
         if needed or _mtime(path) >= grace_after:
             live.update(entry.objects() if entry is not None else ())
             kept_entries += 1
@@ -214,7 +230,14 @@ def gc(layout: Layout, store: Store, keep_days: float, dry_run: bool = False, no
         _prune_empty(store.root / "runs", store.root / "objects", store.root / "quarantine")
         sweep_temps(store.root / "tmp")
     return GcReport(
-        len(doomed) - n_entries, n_entries, sum(s for _, s in doomed), kept_objects, kept_entries, dry_run, tuple(str(p) for p, _ in doomed)
+        len(doomed) - n_entries,
+        n_entries,
+        sum(s for _, s in doomed),
+        kept_objects,
+        kept_entries,
+        dry_run,
+        tuple(str(p) for p, _ in doomed),
+        keep.revisions,
     )
 
 

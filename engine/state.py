@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -151,7 +151,19 @@ class LockFile:
             except (OSError, ValueError, AttributeError, KeyError, TypeError, _BadShape):
                 pass
         if doc is None:  # reading never writes: `status` must work on a read-only workspace
-            doc, parsed_at = _parse(path, st.st_size, limits), (st.st_size, st.st_mtime_ns, st.st_ino)
+            doc, parsed_at = _parse(_shown(path), st.st_size, path.read_bytes, limits), (st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls._of(doc, pipeline, stage_ids, parsed_at)
+
+    @classmethod
+    def parse(cls, name: str, size: int, read: Callable[[], bytes], limits: Limits = DEFAULT) -> LockFile:
+        """A lock that is not the workspace's file (one committed at a git revision): the same checks, no shadow.
+
+        `size` is checked against the limit before `read` is called; `name` is where problems are reported.
+        """
+        return cls._of(_parse(name, size, read, limits), DEFAULT_SECTION, (), None)
+
+    @classmethod
+    def _of(cls, doc: _Document, pipeline: str, stage_ids: Container[str], parsed_at: tuple[int, int, int] | None) -> LockFile:
         own = doc.sections.get(pipeline)
         pool = dict(doc.unclaimed)
         if own is None:
@@ -159,6 +171,11 @@ class LockFile:
         others = {k: v for k, v in doc.sections.items() if k != pipeline}
         settled = doc.version == LOCK_VERSION and pipeline in doc.sections
         return cls(own, doc.algorithm, pipeline, others, pool, settled, parsed_at)
+
+    def entries(self) -> Iterator[Mapping[str, Any]]:
+        """Every stage entry the lock holds: every pipeline file's section and a version-1 lock's."""
+        for section in (self.stages, *self.others.values(), self.unclaimed):
+            yield from section.values()
 
     def with_stages(self, stages: Entries) -> LockFile:
         """This pipeline's section replaced, in the current layout; every other section as it was."""
@@ -209,15 +226,14 @@ class _BadShape(Exception):
     pass
 
 
-def _parse(path: Path, size: int, limits: Limits) -> _Document:
+def _parse(name: str, size: int, read: Callable[[], bytes], limits: Limits) -> _Document:
     """A committed lock is untrusted input: bounded, guarded like a spec, and checked entry by entry."""
-    name = _shown(path)
     if size > limits.lock_bytes:
         raise _lock_error(
             name, f"the lock file is {size:,} bytes, over the limit of {limits.lock_bytes:,} (raise SLUICE_MAX_LOCK_BYTES if it is genuine)"
         )
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _lock_error(name, f"the lock file is not UTF-8 text (bad byte at offset {exc.start}); {_RECOVER}") from None
     except OSError as exc:

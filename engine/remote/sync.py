@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -204,9 +204,13 @@ class RemoteCache:
 
     def _candidates(self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None) -> list[RunEntry]:
         keys = [item.key for item in self.store.list(folder or entry_folder(fingerprint or "")) if item.key.endswith(".json")]
-        bodies = self.threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys)
+        bodies = self.get_entries(keys)
         found = [e for k, data in zip(keys, bodies, strict=True) if (e := self._accept(data, fingerprint or filed_under(k), outputs))]
         return sorted(found, key=lambda e: e.created, reverse=True)
+
+    def get_entries(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's body (None: gone meanwhile), at most ENTRY_BYTES each, fetched in parallel."""
+        return list(self.threads().map(lambda k: self.store.get_bytes(k, ENTRY_BYTES), keys))
 
     def _trusted(self, doc: Mapping[str, Any]) -> bool:
         state, _ = check(doc, self.key)

@@ -2,9 +2,10 @@
 
 verify downloads and re-hashes every object, reads every entry (shape, signature policy, and a
 HEAD for each object it names) and sets the bad ones aside under `quarantine/` on the remote.
-gc keeps every entry the lock names or younger than --keep-days, every object those name, and
-anything written within the grace period (`durable.GRACE_SECONDS`): a concurrent push uploads
-its objects before its entry, so a young unreferenced object may be about to be named.
+gc keeps every entry the locks name (the workspace's and the chosen git revisions': `maintenance.Keep`)
+or younger than --keep-days, every object those name, and anything written within the grace period
+(`durable.GRACE_SECONDS`): a concurrent push uploads its objects before its entry, so a young
+unreferenced object may be about to be named. Entries are read in parallel, on the remote's pool.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from collections.abc import Iterable
 
 from sluice.engine.durable import GRACE_SECONDS, temp_name
 from sluice.engine.errors import SluiceError
-from sluice.engine.maintenance import DAY, Bad, GcReport, VerifyReport, lock_entries
+from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
 from sluice.engine.remote.protocol import Listed, RemoteError, object_key
 from sluice.engine.remote.sign import accepted, check
 from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, _blake3, filed_under, needed, parse_entry
-from sluice.engine.state import Layout
 
 
 def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
@@ -42,8 +42,7 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
     bad += [b for b in pool.map(rehash, objects) if b is not None]
     entries = [item for item in store.list("runs") if item.key.endswith(".json")]
     corrupt = {b.expected for b in bad}
-    for item in entries:
-        why = _entry_problem(cache, item, corrupt)
+    for item, why in zip(entries, pool.map(lambda i: _entry_problem(cache, i, corrupt), entries), strict=True):
         if why:
             bad.append(Bad(item.key, why))
     if cache.writable:
@@ -81,23 +80,19 @@ def _set_aside(cache: RemoteCache, key: str, delete: bool) -> None:
     cache.store.delete(key)
 
 
-def gc(layout: Layout, cache: RemoteCache, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:
+def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:
     if not cache.writable:
         raise SluiceError(f"the remote '{cache.config.name}' is read-only: gc removes nothing from it")
     now = time.time() if now is None else now
     keep_after, grace_after = now - keep_days * DAY, now - GRACE_SECONDS
-    locked_fps: set[str] = set()
-    live: set[str] = set()
-    for e in lock_entries(layout):
-        locked_fps.add(str(e.get("fingerprint")))
-        live.update(str(o.get("hash")) for o in (e.get("outputs") or {}).values())
+    live = set(keep.objects)
     doomed: list[Listed] = []
     kept_entries = 0
-    for item in cache.store.list("runs"):
-        data = cache.store.get_bytes(item.key, ENTRY_BYTES)
-        parsed = parse_entry(data, item.key.rsplit("/", 2)[-2], None) if data is not None else None
+    items = list(cache.store.list("runs"))
+    for item, data in zip(items, cache.get_entries([i.key for i in items]), strict=True):
+        parsed = parse_entry(data, filed_under(item.key), None) if data is not None else None
         entry = parsed[0] if parsed else None
-        if item.modified >= grace_after or (entry is not None and (entry.fingerprint in locked_fps or entry.created >= keep_after)):
+        if item.modified >= grace_after or (entry is not None and (keep.names(entry) or entry.created >= keep_after)):
             live.update(n.digest for n in needed(entry)) if entry is not None else None
             kept_entries += 1
         else:
@@ -116,7 +111,14 @@ def gc(layout: Layout, cache: RemoteCache, keep_days: float, dry_run: bool = Fal
         for item in doomed:  # entries first: an entry never names an object already gone
             cache.store.delete(item.key)
     return GcReport(
-        len(doomed) - n_entries, n_entries, sum(i.size for i in doomed), kept_objects, kept_entries, dry_run, tuple(i.key for i in doomed)
+        len(doomed) - n_entries,
+        n_entries,
+        sum(i.size for i in doomed),
+        kept_objects,
+        kept_entries,
+        dry_run,
+        tuple(i.key for i in doomed),
+        keep.revisions,
     )
 
 

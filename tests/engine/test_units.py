@@ -210,6 +210,7 @@ ORDER = [
     "compile",
     "cache",
     "state",
+    "revisions",
     "maintenance",
     "remote",
     "plan",

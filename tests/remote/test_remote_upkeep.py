@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
-from sluice.engine.cache import Store
+import pytest
+
+from sluice.engine import api
+from sluice.engine.errors import SpecError
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.maintenance import DAY
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
-from sluice.engine.remote.sync import RemoteCache
-from sluice.engine.remote.upkeep import gc
-from sluice.engine.state import Layout
+from sluice.engine.revisions import Choice
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain
+from tests.support.git import commit, git, init
 
 
 def _key(digest: str) -> str:
@@ -53,10 +56,8 @@ def test_gc_keeps_what_the_lock_and_recent_entries_name(seaweed: S3Server, ws: W
     new = hash_file(ws.root / "out/s0.txt")
     young = ws.sluice("gc", "--remote", "team", "--keep-days", "0", "--json")
     assert young.code == 0 and young.json()["removed_objects"] == 0  # within the grace period: a push may be under way
-    config = RemoteConfig("team", url, endpoint_url=seaweed.endpoint)
-    store = FsspecStore(config)
-    cache = RemoteCache(config, store, Store(ws.root / ".sluice" / "cache"))
-    report = gc(Layout.for_workspace(ws.root), cache, keep_days=1, now=time.time() + 3 * DAY)
+    store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
+    report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=time.time() + 3 * DAY)
     assert (report.entries, report.objects) == (1, 1)
     assert store.head(_key(old)) is None and store.head(_key(new)) == 999
     assert len(list(store.list("runs"))) == 1
@@ -69,3 +70,42 @@ def test_gc_refuses_a_read_only_remote(ws: Workspace, tmp_path: Path) -> None:
     chain(ws, 1, remote_url=(tmp_path / "r").as_uri(), extra="read_only: true")
     res = ws.sluice("gc", "--remote", "team")
     assert res.code == 1 and "read-only" in res.err
+
+
+def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
+    seaweed: S3Server, ws: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = seaweed.url()
+    init(ws.root)
+    ws.write(".gitignore", ".sluice/\nout/\n")
+    chain(ws, 1, remote_url=url, endpoint=seaweed.endpoint)
+    ws.sluice("run", "--remote", "team")
+    old = hash_file(ws.root / "out/s0.txt")
+    release = commit(ws.root, "1000 bytes")
+    git(ws.root, "branch", "release")
+    chain(ws, 1, size=999, remote_url=url, endpoint=seaweed.endpoint)  # main's lock no longer names release's result
+    ws.sluice("run", "--remote", "team")
+    commit(ws.root, "999 bytes")
+    store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
+    res = ws.sluice("gc", "--remote", "team", "--rev", "release", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["revisions"] == [{"rev": "release", "commit": release, "lock": "sluice.lock"}]
+    later = time.time() + 3 * DAY  # past the grace period and --keep-days: only the locks keep anything
+    for choice in (Choice(revs=("release",)), Choice(all_branches=True)):
+        report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=choice, now=later)
+        assert (report.objects, report.entries) == (0, 0), report.removed
+    assert store.head(_key(old)) == 1000
+    fresh = tmp_path_factory.mktemp("clone") / "release"
+    git(ws.root.parent, "clone", "-q", "-b", "release", str(ws.root), str(fresh))
+    assert Workspace(fresh).run_json("--remote", "team") == {"s0": "restored"}
+    # a bad revision among good ones: refused before anything is listed, let alone removed
+    res = ws.sluice("gc", "--remote", "team", "--rev", "release", "--rev", "nope")
+    assert res.code == 2 and "--rev nope: not a commit in this repository" in res.err and "Traceback" not in res.err, res.err
+    with pytest.raises(SpecError, match="--rev nope"):
+        api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=Choice(("release", "nope")), now=later)
+    assert store.head(_key(old)) == 1000
+    report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=later)
+    assert (report.objects, report.entries) == (1, 1) and store.head(_key(old)) is None
+    for made in ("out", ".sluice"):  # what the restore wrote: a new clone again
+        shutil.rmtree(fresh / made)
+    assert Workspace(fresh).run_json("--remote", "team") == {"s0": "ran"}
