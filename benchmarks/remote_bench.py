@@ -1,18 +1,27 @@
 """Remote cache benchmark (issue 11) against a real SeaweedFS S3 server on 127.0.0.1.
 
-    python benchmarks/remote_bench.py            # 100-stage chain no-op; 100 x 1 MB restore vs s3fs get
+    python benchmarks/remote_bench.py                 # no-op, 100 x 1 MB and 1 x 1 GB restores
+    python benchmarks/remote_bench.py --big-mb 0      # without the 1 GB figure
     python benchmarks/remote_bench.py --repeat 5
 
-Prints: the no-op `sluice run --remote` of a 100-stage chain next to a local no-op (target
-<= 1.2x: nothing is fetched, nothing imported, when the local cache hits), and the restore
-throughput of a fresh checkout pulling 100 x 1 MB outputs through `sluice run --remote` next to
-s3fs's own batched `get` of the same objects (target >= 0.8x). Interpreter start and imports
-are inside the sluice figures and outside the s3fs one, so the ratio is conservative.
+Prints:
+- the no-op `sluice run --remote` of a 100-stage chain next to a local no-op (target <= 1.2x:
+  nothing is contacted when the local cache hits);
+- for 100 x 1 MB outputs and for one 1 GB output, a fresh checkout restoring everything through
+  `sluice run --remote`, next to s3fs's own batched `get` of the same objects, twice:
+  * `script`: a fresh Python process that imports s3fs, connects and gets the objects by their
+    keys (given to it: no listing), which is what a hand-written restore step costs; the
+    like-for-like figure, since the sluice command also starts from nothing;
+  * `in-process`: the get alone, in an already warm process (no interpreter, import or
+    connection): the transfer floor.
+  Sluice's figure is the whole command: start-up, planning with its lookups (an entry GET and a
+  HEAD per stage), the downloads, the BLAKE3 check of every byte, and the copy into the workspace.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -21,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -64,46 +74,102 @@ def _fresh(src: Path, dest: Path) -> None:
         shutil.copy2(src / name, dest / name)
 
 
+_SCRIPT = """
+import sys, s3fs
+endpoint, dest, keys_file = sys.argv[1:4]
+keys = open(keys_file).read().split()
+fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
+fs.get(keys, [f"{dest}/{i}" for i in range(len(keys))])
+"""
+
+
+def _run_json(folder: Path, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice", "run", "--json", *args], cwd=folder, env=ENV, capture_output=True, text=True, check=False
+    )
+    if proc.returncode:
+        raise SystemExit(proc.stdout + proc.stderr)
+    return cast(dict[str, Any], json.loads(proc.stdout))
+
+
+def _restore(ws: Path, tmp: Path, repeat: int) -> tuple[float, dict[str, int]]:
+    """Median seconds of a fresh checkout's `sluice run --remote`, and the requests one such run makes."""
+    times = []
+    fresh = tmp / "fresh"
+    for _ in range(repeat):
+        _fresh(ws, fresh)
+        times.append(_sluice(fresh, "--remote", "team"))
+        outcomes = {s["outcome"] for s in _run_json(fresh)["stages"].values()}
+        assert outcomes == {"skipped"}, outcomes  # everything was restored: now up to date
+    _fresh(ws, fresh)
+    requests: dict[str, int] = _run_json(fresh, "--remote", "team")["remote"]["requests"]
+    shutil.rmtree(fresh, ignore_errors=True)
+    return statistics.median(times), requests
+
+
+def _s3fs_gets(endpoint: str, keys: list[str], tmp: Path, repeat: int) -> tuple[float, float]:
+    """Median seconds of s3fs getting `keys`: as a fresh script, and in this (warm) process."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
+    listed = tmp / "keys.txt"
+    listed.write_text("\n".join(keys))
+    scripts, warm = [], []
+    for _ in range(repeat):
+        dest = tmp / "s3fs-get"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _SCRIPT, endpoint, str(dest), str(listed)], env=ENV, check=True)
+        scripts.append(time.perf_counter() - t0)
+        shutil.rmtree(dest)
+        dest.mkdir()
+        t0 = time.perf_counter()
+        fs.get(keys, [str(dest / str(i)) for i in range(len(keys))])
+        warm.append(time.perf_counter() - t0)
+        shutil.rmtree(dest)
+    return statistics.median(scripts), statistics.median(warm)
+
+
+def _figure(label: str, mb: float, restore: float, script: float, warm: float, requests: dict[str, int]) -> None:
+    asked = ", ".join(f"{n} {verb}" for verb, n in sorted(requests.items()))
+    print(
+        f"restore {label}: sluice run --remote {mb / restore:.0f} MB/s ({restore:.2f} s, whole command; {asked});"
+        f" s3fs script {mb / script:.0f} MB/s ({script:.2f} s), ratio {script / restore:.2f}x (target >= 0.8x);"
+        f" s3fs in-process get {mb / warm:.0f} MB/s ({warm:.2f} s), ratio {warm / restore:.2f}x"
+    )
+
+
+def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int, label: str, noop: bool) -> None:
+    url = f"s3://sluice-bench/{name}"
+    ws = tmp / name
+    _pipeline(ws, n, size, url, endpoint)
+    _sluice(ws, "--remote", "team")  # runs every stage and pushes it
+    if noop:
+        local = statistics.median(_sluice(ws) for _ in range(repeat))
+        remote = statistics.median(_sluice(ws, "--remote", "team") for _ in range(repeat))
+        print(f"no-op {n}-stage chain: local {local:.3f} s, --remote {remote:.3f} s, ratio {remote / local:.2f}x (target <= 1.2x)")
+    restore, requests = _restore(ws, tmp, repeat)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
+    keys = list(fs.find(f"sluice-bench/{name}/objects"))
+    script, warm = _s3fs_gets(endpoint, keys, tmp, repeat)
+    _figure(label, sum(fs.size(k) for k in keys) / 1e6, restore, script, warm, requests)
+    shutil.rmtree(ws, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--big-mb", type=int, default=1000, help="size of the single big output in MB (0: skip it)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         with seaweedfs(tmp / "seaweedfs", ("sluice-bench",)) as endpoint:
-            url = "s3://sluice-bench/chain"
-            ws = tmp / "ws"
-            _pipeline(ws, 100, 1_000_000, url, endpoint)
-            _sluice(ws, "--remote", "team")  # runs all 100 and pushes them
-            local = statistics.median(_sluice(ws) for _ in range(args.repeat))
-            remote = statistics.median(_sluice(ws, "--remote", "team") for _ in range(args.repeat))
-            print(f"no-op 100-stage chain: local {local:.3f} s, --remote {remote:.3f} s, ratio {remote / local:.2f}x (target <= 1.2x)")
-
-            restores = []
-            for _ in range(args.repeat):
-                fresh = tmp / "fresh"
-                _fresh(ws, fresh)
-                restores.append(_sluice(fresh, "--remote", "team"))
-            restore = statistics.median(restores)
-
-            import s3fs
-
-            fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
-            keys = list(fs.find("sluice-bench/chain/objects"))
-            gets = []
-            for _ in range(args.repeat):
-                dest = tmp / "s3fs-get"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                t0 = time.perf_counter()
-                fs.get(keys, [str(dest / k.replace("/", "_")) for k in keys])
-                gets.append(time.perf_counter() - t0)
-            get = statistics.median(gets)
-            mb = sum(fs.size(k) for k in keys) / 1e6
-            print(
-                f"restore 100 x 1 MB from the remote: sluice run --remote {mb / restore:.1f} MB/s ({restore:.2f} s, whole command),"
-                f" s3fs get {mb / get:.1f} MB/s ({get:.2f} s), ratio {get / restore:.2f}x (target >= 0.8x)"
-            )
+            _measure(tmp, endpoint, "chain", 100, 1_000_000, args.repeat, "100 x 1 MB", noop=True)
+            if args.big_mb:
+                _measure(tmp, endpoint, "big", 1, args.big_mb * 1_000_000, args.repeat, f"1 x {args.big_mb / 1000:g} GB", noop=False)
 
 
 if __name__ == "__main__":

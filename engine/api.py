@@ -143,7 +143,7 @@ def _targets(loaded: Loaded, targets: Sequence[str]) -> frozenset[str] | None:
 def planner(
     loaded: Loaded, targets: Sequence[str] = (), force: bool = False, rehash: bool = False, remote: RemoteCache | None = None
 ) -> Planner:
-    from sluice.engine.cache import Store, links_from_env
+    from sluice.engine.cache import Store
     from sluice.engine.fingerprint import HashCache
     from sluice.engine.plan import Planner
 
@@ -156,7 +156,7 @@ def planner(
         lock=_read_lock(loaded),
         # --force re-reads what it runs on: the lock must record the bytes the stage saw, not a stat match.
         hashes=HashCache(loaded.layout.hash_db, loaded.layout.workspace, rehash=rehash or force),
-        store=Store(loaded.layout.cache_dir, links=links_from_env()),
+        store=Store.at(loaded.layout.cache_dir),
         locate=loaded.doc.location,
         force=force,
         selected=_targets(loaded, targets),
@@ -336,7 +336,7 @@ def cache_verify(file: Path = DEFAULT_FILE, cache_dir: Path | None = None, delet
         finally:
             cache.close()
 
-    return verify(Store(_maintenance_layout(file, cache_dir).cache_dir), delete)
+    return verify(Store.at(_maintenance_layout(file, cache_dir).cache_dir), delete)
 
 
 def gc(
@@ -371,9 +371,9 @@ def gc(
         finally:
             cache.close()
     if dry_run:  # read-only: no workspace lock file written
-        return collect(keep_set(layout, others, limits), Store(layout.cache_dir), keep_days, True, now)
+        return collect(keep_set(layout, others, limits), Store.at(layout.cache_dir), keep_days, True, now)
     with workspace_lock(layout):  # a run here could be about to name what gc would take
-        return collect(keep_set(layout, others, limits), Store(layout.cache_dir), keep_days, False, now)
+        return collect(keep_set(layout, others, limits), Store.at(layout.cache_dir), keep_days, False, now)
 
 
 @dataclass(frozen=True)
@@ -485,7 +485,7 @@ def open_remote(layout: Layout, name: str | None, read_only: bool = False) -> Re
     from sluice.engine.cache import Store
     from sluice.engine.remote.sync import open_cache
 
-    return open_cache(remote_config(layout, name), Store(layout.cache_dir), read_only)
+    return open_cache(remote_config(layout, name), Store.at(layout.cache_dir), read_only)
 
 
 def _read_lock(loaded: Loaded) -> LockFile:

@@ -145,6 +145,11 @@ class Store:
     flusher: Flusher = field(default_factory=Flusher, compare=False, repr=False)
     links: tuple[Link, ...] = DEFAULT_LINKS
 
+    @classmethod
+    def at(cls, root: Path) -> Store:
+        """The store at `root`, restoring as `SLUICE_LINK` says: every command's store is made here."""
+        return cls(root, links=links_from_env())
+
     def object_path(self, digest: str) -> Path:
         return self.root / "objects" / digest[:2] / digest[2:]
 

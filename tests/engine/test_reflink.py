@@ -100,11 +100,13 @@ def test_hard_and_symbolic_links_are_refused_with_the_reason(ws: Workspace, valu
     assert f"$SLUICE_LINK: '{value.split(',')[-1]}' is not offered: a restored output would share the cached object" in res.err
 
 
-def test_an_unknown_mode_is_a_problem(ws: Workspace) -> None:
+@pytest.mark.parametrize("command", [("run",), ("gc", "--dry-run"), ("cache", "verify"), ("pull",)])
+def test_an_unknown_mode_is_a_problem_for_every_command_with_a_store(ws: Workspace, command: tuple[str, ...]) -> None:
     ws.write("pipeline.yaml", PIPELINE)
     ws.write("seed.txt", "1")
-    res = ws.sluice("run", env={"SLUICE_LINK": "reflnk"})
-    assert res.code == 2 and "$SLUICE_LINK: unknown mode 'reflnk'; expected reflink or copy" in res.err
+    ws.write("sluice.remotes.yaml", f"version: 1\nremotes:\n  team:\n    url: {(ws.root / 'remote').as_uri()}\n")
+    res = ws.sluice(*command, env={"SLUICE_LINK": "reflnk"})
+    assert res.code == 2 and "$SLUICE_LINK: unknown mode 'reflnk'; expected reflink or copy" in res.err, (res.code, res.err)
 
 
 # ---- a real copy-on-write filesystem
