@@ -151,6 +151,7 @@ class GcReport:
     dry_run: bool
     removed: tuple[str, ...]
     revisions: tuple[Revision, ...] = ()  # the git revisions whose locks were kept too
+    uploads: int = 0  # remote only: unfinished uploads of dead pushes given up
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +161,7 @@ class GcReport:
             "bytes_freed": self.bytes,
             "kept_objects": self.kept_objects,
             "kept_entries": self.kept_entries,
+            "aborted_uploads": self.uploads,
             "revisions": [r.as_dict() for r in self.revisions],
             "removed": list(self.removed),
         }

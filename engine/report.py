@@ -181,18 +181,18 @@ class QuietReporter:
         sys.stderr.write(message + "\n")  # stdout carries only the JSON
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def remote_line(t: RemoteTally) -> str:
-    """`remote team: fetched 3 objects (3.0 MB), pushed 0 objects (0.0 MB) in 0 entries; 9 requests (3 GET, 6 HEAD)`"""
+    """`remote team: fetched 3 objects (3.0 MB), pushed 0 objects (0 bytes) in 0 entries; 9 requests (6 GET, 3 HEAD)`"""
     if not t.requests and not t.down:
         return f"remote {t.name}: not asked (nothing was missing locally)"
     verbs = ", ".join(f"{n} {verb}" for verb, n in sorted(t.requests.items(), key=lambda kv: (-kv[1], kv[0])))
     line = (
-        f"remote {t.name}: fetched {t.fetched_objects} objects ({_mb(t.fetched_bytes)}),"
-        f" pushed {t.pushed_objects} objects ({_mb(t.pushed_bytes)}) in {t.pushed_entries} entries;"
+        f"remote {t.name}: fetched {t.fetched_objects} objects ({_size(t.fetched_bytes)}),"
+        f" pushed {t.pushed_objects} objects ({_size(t.pushed_bytes)}) in {t.pushed_entries} entries;"
         f" {sum(t.requests.values())} requests" + (f" ({verbs})" if verbs else "")
     )
     return line + (f"; given up: {t.down}" if t.down else "")
@@ -226,6 +226,7 @@ def summary_markdown(summary: RunSummary) -> str:
     lines = [
         f"### sluice run {state}: {head or 'no stages'} in {summary.seconds:.2f}s",
         "",
+        *([_cell(remote_line(summary.remote)), ""] if summary.remote is not None else []),
         "| stage | outcome | seconds | why |",
         "|---|---|---:|---|",
     ]

@@ -21,12 +21,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sluice.engine.durable import temp_name
 from sluice.engine.remote.config import RemoteConfig
-from sluice.engine.remote.protocol import AlreadyThere, Listed, RemoteError
+from sluice.engine.remote.protocol import AlreadyThere, Listed, RemoteError, Unfinished
 
 T = TypeVar("T")
 ATTEMPTS = 3
@@ -334,6 +335,32 @@ class FsspecStore:
     def _part_body(self, number: int, data: bytes) -> bytes:
         """The bytes sent as part `number`, already hashed (a seam: the tests corrupt one here)."""
         return data
+
+    def unfinished(self) -> Sequence[Unfinished]:
+        fs = self._open()
+        if not self._s3:  # other backends write a temp key (tmp/…), which gc sweeps by age
+            return []
+        bucket, prefix, _ = fs.split_path(self._root + "/")
+        found: list[Unfinished] = []
+        marks: dict[str, str] = {}
+        while True:  # a page holds up to 1,000 uploads
+            ask = partial(fs.call_s3, "list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marks)
+            try:
+                page = self._call(f"LIST-UPLOADS {prefix}", ask)
+            except FileNotFoundError:  # rclone answers NoSuchUpload: it keeps no uploads to list
+                return found
+            for u in page.get("Uploads") or []:
+                key = str(u["Key"])[len(prefix) :].lstrip("/")
+                found.append(Unfinished(key, _modified({"created": u.get("Initiated")}), str(u["UploadId"])))
+            if not page.get("IsTruncated"):
+                return found
+            marks = {"KeyMarker": page.get("NextKeyMarker") or "", "UploadIdMarker": page.get("NextUploadIdMarker") or ""}
+
+    def abort(self, upload: Unfinished) -> None:
+        fs = self._open()
+        bucket, name, _ = fs.split_path(self._path(upload.key))
+        with contextlib.suppress(FileNotFoundError):  # NoSuchUpload: completed or aborted meanwhile
+            self._call(f"ABORT {upload.key}", lambda: fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=upload.token))
 
     def _via_temp(self, key: str, write: Callable[[str], None]) -> None:
         """Write to a temp key, then rename: readers of `key` see all of it or nothing."""

@@ -9,7 +9,7 @@ object is there is asked of the object itself (HEAD), never inferred from a list
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +32,16 @@ class Listed:
     key: str
     size: int
     modified: float  # seconds since the epoch; 0 when the backend does not say
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An upload begun and never completed (an S3 multipart upload whose push died): it holds
+    storage, and nothing can read it."""
+
+    key: str
+    started: float  # seconds since the epoch
+    token: str  # the backend's handle on it (S3's UploadId)
 
 
 def object_key(digest: str) -> str:
@@ -77,6 +87,14 @@ class RemoteStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove `key`; absent is fine."""
+        ...
+
+    def unfinished(self) -> Sequence[Unfinished]:
+        """Uploads begun and never completed (for `gc`); a backend without such uploads has none."""
+        ...
+
+    def abort(self, upload: Unfinished) -> None:
+        """Give up an unfinished upload and free what it holds; one already gone is fine."""
         ...
 
     def requests(self) -> Mapping[str, int]:

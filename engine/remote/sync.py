@@ -27,7 +27,7 @@ import blake3
 
 from sluice.engine.cache import UNREADABLE, RunEntry, Store
 from sluice.engine.durable import temp_name
-from sluice.engine.fingerprint import hash_data
+from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.model import RemoteTally
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.protocol import RemoteError, RemoteStore, entry_folder, entry_key, object_key
@@ -266,7 +266,7 @@ class RemoteCache:
             except RemoteError as exc:
                 self._give_up(exc)
                 return f"the remote '{self.config.name}' failed: {exc}"
-            actual = _blake3(tmp)
+            actual = hash_file(tmp)  # big objects: mmap'd and hashed on every core
             if actual != n.digest:
                 where = self._quarantine(tmp, n.digest)
                 _LOG.warning(
@@ -383,14 +383,6 @@ class RemoteCache:
 def filed_under(key: str) -> str:
     """The fingerprint folder an entry's key sits in (`runs/ab/<fp>/<id>.json`)."""
     return key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
-
-
-def _blake3(path: Path) -> str:
-    h = blake3.blake3()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hashes(path: Path) -> tuple[str, bytes]:

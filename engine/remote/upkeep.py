@@ -15,10 +15,11 @@ from collections.abc import Iterable
 
 from sluice.engine.durable import GRACE_SECONDS, temp_name
 from sluice.engine.errors import SluiceError
+from sluice.engine.fingerprint import hash_file
 from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
 from sluice.engine.remote.protocol import Listed, RemoteError, object_key
 from sluice.engine.remote.sign import accepted, check
-from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, _blake3, filed_under, needed, parse_entry
+from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_entry
 
 
 def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
@@ -32,7 +33,7 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
         try:
             if not store.get_file(item.key, tmp):
                 return None  # deleted meanwhile
-            actual = _blake3(tmp)
+            actual = hash_file(tmp)
         except RemoteError as exc:  # one unreadable object is a finding, not the end of the check
             return Bad(item.key, f"unreadable: {exc}", digest)
         finally:
@@ -107,9 +108,12 @@ def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, 
             doomed.append(item)
     doomed += list(_older(cache.store.list("tmp"), grace_after))  # temp keys of pushes that died
     doomed += list(cache.store.list("quarantine"))
+    stale = [u for u in cache.store.unfinished() if u.started < grace_after]  # multipart uploads of pushes that died
     if not dry_run:
         for item in doomed:  # entries first: an entry never names an object already gone
             cache.store.delete(item.key)
+        for upload in stale:
+            cache.store.abort(upload)
     return GcReport(
         len(doomed) - n_entries,
         n_entries,
@@ -117,8 +121,9 @@ def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, 
         kept_objects,
         kept_entries,
         dry_run,
-        tuple(i.key for i in doomed),
+        (*(i.key for i in doomed), *(f"{u.key} (unfinished upload {u.token})" for u in stale)),
         keep.revisions,
+        len(stale),
     )
 
 

@@ -168,10 +168,14 @@ def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed:
     _outcomes(first, "--remote", "team")
     fresh = Workspace(tmp_path / "fresh")
     copy_checkout(first.root, fresh.root)
-    restored = _remote_json(fresh)
+    restored = _remote_json(fresh, "--markdown-summary", str(tmp_path / "summary.md"))
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
     assert restored["remote"]["requests"] == {"GET": 10, "HEAD": 5}  # 5 entries + 5 objects; no LIST, nothing asked twice
     assert restored["remote"]["fetched"] == {"objects": 5, "bytes": 5000}
+    assert (
+        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 15 requests (10 GET, 5 HEAD)"
+        in (tmp_path / "summary.md").read_text()
+    )
     again = _remote_json(fresh)
     assert again["remote"]["requests"] == {}  # everything hit locally: the remote was not contacted
     line = fresh.sluice("run", "--remote", "team").out.strip().splitlines()[-1]

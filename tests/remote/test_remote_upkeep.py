@@ -109,3 +109,24 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
     for made in ("out", ".sluice"):  # what the restore wrote: a new clone again
         shutil.rmtree(fresh / made)
     assert Workspace(fresh).run_json("--remote", "team") == {"s0": "ran"}
+
+
+def test_gc_aborts_the_unfinished_uploads_of_pushes_that_died(seaweed: S3Server, ws: Workspace) -> None:
+    """A push killed in a multipart upload leaves parts the server keeps (and bills); gc gives them up
+    once they are past the grace period, and leaves a young one, which may be a push under way."""
+    url = seaweed.url()
+    chain(ws, 1, remote_url=url, endpoint=seaweed.endpoint)
+    store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
+    fs = store._open()
+    bucket, name, _ = fs.split_path(store._path(_key("ab" * 32)))
+    upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=name)
+    fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1000)
+    assert [u.key for u in store.unfinished()] == [_key("ab" * 32)]
+    young = ws.sluice("gc", "--remote", "team", "--json")
+    assert young.code == 0 and young.json()["aborted_uploads"] == 0 and len(store.unfinished()) == 1
+    dry = api.gc(ws.root / "pipeline.yaml", remote="team", dry_run=True, now=time.time() + 3 * DAY)
+    assert dry.uploads == 1 and f"{_key('ab' * 32)} (unfinished upload {upload['UploadId']})" in dry.removed
+    assert len(store.unfinished()) == 1  # a dry run aborts nothing
+    report = api.gc(ws.root / "pipeline.yaml", remote="team", now=time.time() + 3 * DAY)
+    assert report.uploads == 1 and store.unfinished() == []
+    assert store.head(_key("ab" * 32)) is None
