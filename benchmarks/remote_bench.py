@@ -3,6 +3,7 @@
     python benchmarks/remote_bench.py                 # no-op, 100 x 1 MB and 1 x 1 GB restores
     python benchmarks/remote_bench.py --big-mb 0      # without the 1 GB figure
     python benchmarks/remote_bench.py --repeat 5
+    python benchmarks/remote_bench.py --workdir /mnt/btrfs   # workspaces where reflinks work
 
 Prints:
 - the no-op `sluice run --remote` of a 100-stage chain next to a local no-op (target <= 1.2x:
@@ -163,10 +164,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--big-mb", type=int, default=1000, help="size of the single big output in MB (0: skip it)")
+    ap.add_argument(
+        "--workdir", type=Path, help="where the workspaces and s3fs's copies go (e.g. a btrfs mount); the server's data stays in /tmp"
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as server_tmp, tempfile.TemporaryDirectory(dir=args.workdir) as tmp_name:
         tmp = Path(tmp_name)
-        with seaweedfs(tmp / "seaweedfs", ("sluice-bench",)) as endpoint:
+        with seaweedfs(Path(server_tmp) / "seaweedfs", ("sluice-bench",)) as endpoint:
             _measure(tmp, endpoint, "chain", 100, 1_000_000, args.repeat, "100 x 1 MB", noop=True)
             if args.big_mb:
                 _measure(tmp, endpoint, "big", 1, args.big_mb * 1_000_000, args.repeat, f"1 x {args.big_mb / 1000:g} GB", noop=False)

@@ -32,13 +32,15 @@ import blake3
 
 from sluice.engine.durable import Flusher, Pending, atomic_file
 from sluice.engine.errors import Location, Problem, SluiceError, SpecError
-from sluice.engine.fingerprint import Digest, canonical, hash_bytes
+from sluice.engine.fingerprint import Digest, canonical, hash_bytes, hash_file
 
 _CHUNK = 1 << 20
 LINK_ENV = "SLUICE_LINK"
 _FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int); fcntl.FICLONE from Python 3.12
 # What a filesystem (or a pair of them) says when it cannot clone: not an error, a reason to copy.
 _NO_CLONE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EBADF}
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
+_KERNEL_COPY_FROM = 8 << 20  # below this a read/write loop costs less than reading the copy back to hash it
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)  # what RunEntry.load raises
 
 
@@ -307,10 +309,11 @@ def _transfer(src: BinaryIO, out: BinaryIO, links: tuple[Link, ...]) -> str:
     """
     for mode in links:
         if mode is Link.COPY:
+            if os.fstat(src.fileno()).st_size >= _KERNEL_COPY_FROM and _kernel_copy(src, out):
+                return hash_file(out.name)  # read back from the page cache, on every core
             return _copy_hashing(src, out)
         if reflink(src, out):
-            with open(out.name, "rb") as back:
-                return _copy_hashing(back, None)
+            return hash_file(out.name)
     raise OSError(errno.EOPNOTSUPP, f"{LINK_ENV}={','.join(m.value for m in links)}, and this filesystem cannot reflink", out.name)
 
 
@@ -326,6 +329,25 @@ def reflink(src: BinaryIO, out: BinaryIO) -> bool:
         if exc.errno in _NO_CLONE:
             return False
         raise
+    return True
+
+
+def _kernel_copy(src: BinaryIO, out: BinaryIO) -> bool:
+    """Copy all of `src` into the empty `out` inside the kernel (copy_file_range: no trip through
+    Python's buffers); False, with `out` left empty, where the kernel cannot."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None:
+        return False
+    try:
+        while copy(src.fileno(), out.fileno(), _CHUNK * 64):
+            pass
+    except OSError as exc:
+        if exc.errno not in _NO_KERNEL_COPY:
+            raise
+        src.seek(0)
+        out.seek(0)
+        out.truncate()
+        return False
     return True
 
 

@@ -31,10 +31,10 @@ stages:
 """
 
 
-def _store_one(tmp: Path, links: tuple[Link, ...]) -> tuple[Store, RunEntry, Path]:
+def _store_one(tmp: Path, links: tuple[Link, ...], size: int = 1 << 16) -> tuple[Store, RunEntry, Path]:
     ws = tmp / "ws"
     (ws / "out").mkdir(parents=True)
-    (ws / "out/model.bin").write_bytes(os.urandom(1 << 16))
+    (ws / "out/model.bin").write_bytes(os.urandom(size))
     digest = HashCache(tmp / "h.db", ws).digest("out/model.bin")
     store = Store(tmp / "store", links=links)
     store.put(ws / "out/model.bin", digest)
@@ -65,6 +65,24 @@ def test_ext4_cannot_clone_and_the_copy_fallback_restores_verified(tmp_path: Pat
     obj.write_bytes(b"evil")
     assert not store.restore(digest, tmp_path / "again.bin")  # verification stays: a bad object is refused
     assert not obj.exists()
+
+
+def test_a_big_file_is_copied_by_the_kernel_and_every_byte_still_verified(tmp_path: Path) -> None:
+    """From 8 MiB a copy is copy_file_range, then the copy is read back and hashed: one flipped byte is caught."""
+    store, entry, ws = _store_one(tmp_path, (Link.COPY,), size=BIG + 12345)
+    (_, digest) = entry.outputs["o"]
+    obj = _object(store, entry)
+    assert obj.read_bytes() == (ws / "out/model.bin").read_bytes()
+    assert store.restore(digest, tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == (ws / "out/model.bin").read_bytes()
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.seek(BIG)
+        byte = f.read(1)
+        f.seek(BIG)
+        f.write(bytes([byte[0] ^ 1]))
+    assert not store.restore(digest, tmp_path / "again.bin")
+    assert not obj.exists() and not (tmp_path / "again.bin").exists()
 
 
 def test_reflink_only_on_a_filesystem_that_cannot_clone_runs_the_stage_saying_why(ws: Workspace) -> None:
