@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from compiled import compile_sources  # noqa: E402  (beside this script)
+
 # Targets from issue 2, "Performance".
 NOOP_TARGET_S = 0.5  # no-op rerun of 1,000 stages, both shapes
 OVERHEAD_TARGET_MS = 5.0  # per stage, beyond the command itself, flat in N
@@ -687,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated workspaces")
     ap.add_argument("--workdir", type=Path, help="where to create the temporary workspaces (default: $TMPDIR or /tmp)")
     args = ap.parse_args(argv)
+    compile_sources()
 
     sizes = [10, 100] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.quick:

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from compiled import compile_sources  # noqa: E402  (beside this script)
+
 from tests.support.s3servers import KEY, SECRET, seaweedfs  # noqa: E402
 
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}
@@ -168,6 +170,7 @@ def main() -> None:
         "--workdir", type=Path, help="where the workspaces and s3fs's copies go (e.g. a btrfs mount); the server's data stays in /tmp"
     )
     args = ap.parse_args()
+    compile_sources()
     with tempfile.TemporaryDirectory() as server_tmp, tempfile.TemporaryDirectory(dir=args.workdir) as tmp_name:
         tmp = Path(tmp_name)
         with seaweedfs(Path(server_tmp) / "seaweedfs", ("sluice-bench",)) as endpoint:

@@ -18,7 +18,6 @@ go to a fresh folder, filled by the untimed warm-up runs: the figures are of a w
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import resource
 import shlex
@@ -30,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from compiled import compile_sources  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"sluice validate (1 small file)": 5.0, "sluice run, no-op (1 stage)": 8.0}
@@ -138,11 +139,7 @@ def main() -> int:
     ap.add_argument("--sluice", help="how to start sluice (default: the console script beside this Python)")
     args = ap.parse_args()
 
-    if os.environ.get("PYTHONDONTWRITEBYTECODE") or sys.flags.dont_write_bytecode:
-        print("warning: PYTHONDONTWRITEBYTECODE is set: modules not compiled ahead are compiled on every start")
-    # py_compile writes bytecode whatever that variable says.
-    for folder in ("sluice", "engine", "stages", "schemas"):
-        compileall.compile_dir(ROOT / folder, quiet=1)
+    compile_sources(ROOT)
     script = Path(sys.executable).parent / "sluice"
     sluice = shlex.split(args.sluice) if args.sluice else [str(script)] if script.exists() else [shutil.which("sluice") or "sluice"]
     # The console script is a Python file: starting it through this interpreter lets --imports see inside.

@@ -30,7 +30,10 @@ def _console(stream: TextIO | None = None) -> Any:
     from rich.console import Console
 
     # PipeSafe is a TextIO by delegation (__getattr__), which a type checker cannot see.
-    return Console(file=cast(TextIO, PipeSafe(stream or sys.stdout)), highlight=False, soft_wrap=True)
+    console = Console(file=cast(TextIO, PipeSafe(stream or sys.stdout)), highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # a log or pipe cannot be resized: measured once, not at every line (~0.5 ms each)
+        console.size = console.size
+    return console
 
 
 class PipeSafe:
