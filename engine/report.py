@@ -110,11 +110,18 @@ class ConsoleReporter:
         """`text` in rich markup. A line without markup or emoji codes (a no-op run's summary) is
         written as it is, so a run that prints nothing else never imports rich."""
         if self.console is None and _PLAIN.fullmatch(text):
+            self._print_text(text)
+            return
+        self._rich().print(text)
+
+    def _print_text(self, text: str) -> None:
+        """`text` as it is: no markup, no emoji codes (and no rich, when nothing else needed it)."""
+        if self.console is None:
             out = PipeSafe(sys.stdout)
             out.write(text + "\n")
             out.flush()
-            return
-        self._rich().print(text)
+        else:
+            self.console.print(text, markup=False, emoji=False)
 
     def _rich(self) -> Any:
         if self.console is None:
@@ -164,7 +171,7 @@ class ConsoleReporter:
                 self._print(_esc(tail))
         self._print(f"{head}{', '.join(parts)} in {summary.seconds:.2f}s")
         if summary.remote is not None:
-            self._print(_esc(remote_line(summary.remote)))
+            self._print_text(remote_line(summary.remote))
 
     def stage_note(self, stage: str, message: str) -> None:
         self._print(f"[yellow]{_esc(message)}[/]")

@@ -86,3 +86,8 @@ def test_a_no_op_run_imports_neither_rich_nor_the_schema_libraries(ws: Workspace
     assert out.startswith("0 ran, 0 restored, 1 up to date in ")
     assert sorted(modules & NO_OP_RUN_AVOIDS) == []
     assert ws.read("o.txt") == "x\n"
+    # With a remote: nothing was missing, so nothing is asked, and neither fsspec nor s3fs is imported.
+    ws.write("sluice.remotes.yaml", "version: 1\nremotes:\n  team:\n    url: s3://bucket/cache\n")
+    code, modules, out = _probe(ws, cache, "run", "--remote", "team")
+    assert code == 0 and out.splitlines()[-1] == "remote team: not asked (nothing was missing locally)"
+    assert sorted(modules & (NO_OP_RUN_AVOIDS | {"fsspec", "s3fs", "botocore", "aiobotocore"})) == []
