@@ -272,12 +272,19 @@ class Store:
     def _runs(self, fingerprint: str) -> Path:
         return self.root / "runs" / fingerprint[:2] / fingerprint
 
-    def save_run(self, entry: RunEntry, batch: Pending | None = None) -> None:
+    def save_run(self, entry: RunEntry, batch: Pending | None = None, durable: bool = True) -> None:
+        """File `entry`; `durable=False` for a copy of one kept elsewhere (a remote's): all or nothing
+        still, but not synced to disk, since a copy lost in a crash is fetched again and a torn one is
+        skipped as unreadable."""
         body = entry.to_json()
         folder = self._runs(entry.fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
-        own: Pending = [] if batch is None else batch
         target = folder / f"{entry.id}.json"
+        if not durable:
+            with atomic_file(target, tmp_dir=self._tmp_dir(), sync=False) as f:
+                f.write(canonical(body))
+            return
+        own: Pending = [] if batch is None else batch
         with atomic_file(target, tmp_dir=self._tmp_dir(), defer=own) as f:
             f.write(canonical(body))
         if batch is None:

@@ -35,6 +35,7 @@ from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
 
 ENTRY_BYTES = 64 * 2**20  # a run entry is JSON: even a 100,000-file folder's manifest is far below this
 THREADS = 16  # requests in flight at once: HEADs and GETs are round trips, not CPU
+SMALL_OBJECT = 4 * 2**20  # up to this, a lookup checks an object by fetching it (a wrong guess costs little)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _LOG = logging.getLogger("sluice")
 _CHUNK = 1 << 20
@@ -185,10 +186,10 @@ class RemoteCache:
         try:
             if entry_id is not None:
                 named = self._entry(entry_key(fingerprint, entry_id), fingerprint, outputs)
-                if named is not None and named.id == entry_id and self._all_present(needed(named)):
+                if named is not None and named.id == entry_id and self._all_there(needed(named)):
                     return named
             for entry in self._candidates(fingerprint, outputs):
-                if self._all_present(needed(entry)):
+                if self._all_there(needed(entry)):
                     return entry
         except RemoteError as exc:
             self._give_up(exc)
@@ -223,6 +224,15 @@ class RemoteCache:
             )
         return accepted(state, self.config.require_signed)
 
+    def _all_there(self, objects: list[Needed]) -> bool:
+        """Whether a looked-up entry can be restored: each object it names is in the local store
+        already, or is on the remote, checked of the object itself. A small one is fetched: its
+        bytes re-hashed, which a HEAD cannot do, by the GET its restore needs anyway. A big one
+        gets a HEAD with its size, and is fetched once its restore is decided."""
+        wanted = [n for n in objects if not self.local.has_object(n.digest)]
+        fetched = [self._start(n) for n in wanted if n.size <= SMALL_OBJECT]
+        return self._all_present([n for n in wanted if n.size > SMALL_OBJECT]) and all(f.result() is None for f in fetched)
+
     def _all_present(self, objects: list[Needed]) -> bool:
         """HEAD every object, in parallel: present with the size the entry says, or the entry does not count."""
         sizes = self.threads().map(lambda n: self.store.head(object_key(n.digest)), objects)
@@ -252,7 +262,7 @@ class RemoteCache:
         problems = [p for p in (self._start(n).result() for n in missing) if p]
         if problems:
             return problems[0]
-        self.local.save_run(entry)
+        self.local.save_run(entry, durable=False)
         return None
 
     def _download(self, n: Needed) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
+from sluice.engine.remote.sync import SMALL_OBJECT
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain, copy_checkout, remotes_yaml
 
@@ -162,7 +163,8 @@ def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
 
 
 def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed: S3Server, tmp_path: Path) -> None:
-    """Per stage: its entry by name (no listing), one HEAD per object, one GET per object; a no-op asks nothing."""
+    """Per stage: its entry by name (no listing), then each small object fetched (the check and the download in
+    one GET); nothing asked twice; a no-op asks nothing."""
     first = Workspace(tmp_path / "first")
     chain(first, 5, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
     _outcomes(first, "--remote", "team")
@@ -170,10 +172,10 @@ def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed:
     copy_checkout(first.root, fresh.root)
     restored = _remote_json(fresh, "--markdown-summary", str(tmp_path / "summary.md"))
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
-    assert restored["remote"]["requests"] == {"GET": 10, "HEAD": 5}  # 5 entries + 5 objects; no LIST, nothing asked twice
+    assert restored["remote"]["requests"] == {"GET": 10}  # 5 entries + 5 objects
     assert restored["remote"]["fetched"] == {"objects": 5, "bytes": 5000}
     assert (
-        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 15 requests (10 GET, 5 HEAD)"
+        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 10 requests (10 GET)"
         in (tmp_path / "summary.md").read_text()
     )
     again = _remote_json(fresh)
@@ -201,3 +203,15 @@ def test_a_fresh_checkout_restores_the_result_its_lock_records(seaweed: S3Server
     assert _outcomes(fresh, "--remote", "team")[0] == {"draw": "restored"}
     assert fresh.read("out/draw.txt") == mine.read("out/draw.txt")
     assert fresh.read("sluice.lock") == mine.read("sluice.lock")
+
+
+def test_a_big_object_is_head_checked_at_lookup_and_fetched_once_its_restore_is_decided(seaweed: S3Server, tmp_path: Path) -> None:
+    first = Workspace(tmp_path / "first")
+    chain(first, 2, size=SMALL_OBJECT + 1, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
+    _outcomes(first, "--remote", "team")
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    restored = _remote_json(fresh)
+    assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
+    assert restored["remote"]["requests"] == {"GET": 4, "HEAD": 2}  # per stage: its entry, a HEAD, then the object
+    assert fresh.read("out/s1.txt") == first.read("out/s1.txt")
