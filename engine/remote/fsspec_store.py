@@ -62,6 +62,19 @@ def _s3_options(remote: RemoteConfig, timeout: float) -> dict[str, Any]:
     }
 
 
+def _bounds(protocol: str, timeout: float) -> tuple[dict[str, Any], int]:
+    """The options that bound one request, and how many attempts our loop makes, for backends that need them.
+
+    fsspec has no common timeout option. sftp (paramiko) connects when the filesystem is made, with no
+    TCP timeout and 15 s for the banner; gcsfs retries every request 6 times with up to ~31 s of backoff,
+    fixed when it is imported, so our own loop makes one attempt there instead of multiplying it."""
+    if protocol in ("ssh", "sftp"):
+        return dict.fromkeys(("timeout", "banner_timeout", "auth_timeout", "channel_timeout"), timeout), ATTEMPTS
+    if protocol in ("gs", "gcs"):
+        return {"requests_timeout": timeout}, 1
+    return {}, ATTEMPTS
+
+
 def _is_s3(protocol: str | tuple[str, ...]) -> bool:
     names = (protocol,) if isinstance(protocol, str) else protocol
     return any(p in ("s3", "s3a") for p in names)
@@ -101,6 +114,7 @@ class FsspecStore:
     _fs: Any = field(default=None, init=False, repr=False)
     _root: str = field(default="", init=False, repr=False)
     _s3: bool = field(default=False, init=False, repr=False)
+    _attempts: int = field(default=ATTEMPTS, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -114,15 +128,24 @@ class FsspecStore:
                 raise RemoteError("remotes need fsspec (and s3fs for s3://): pip install 'sluice[remote]'") from None
             protocol = self.remote.url.split("://", 1)[0]
             s3 = _is_s3(protocol)
-            options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **self.remote.options}
-            try:
-                fs, root = fsspec.core.url_to_fs(self.remote.url, **options)
-            except ImportError as exc:
-                raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
-            except (ValueError, TypeError) as exc:
-                raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+            bounds, self._attempts = _bounds(protocol, self.timeout)
+            options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **bounds, **self.remote.options}
+
+            def connect() -> tuple[Any, str]:
+                try:
+                    return fsspec.core.url_to_fs(self.remote.url, **options)  # type: ignore[no-any-return]
+                except ImportError as exc:
+                    raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
+                except (ValueError, TypeError) as exc:
+                    raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+
             for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in environment variables."
                 logging.getLogger(noisy).setLevel(logging.WARNING)
+            for noisy in ("paramiko", "gcsfs"):  # they log, with a traceback, each failure they then raise: RemoteError says it once
+                logging.getLogger(noisy).setLevel(logging.CRITICAL)
+            fs, root = self._call("CONNECT", connect)  # sftp connects here: unreachable is a RemoteError like any request
+            if protocol in ("ssh", "sftp"):  # paramiko waits for each SFTP reply forever unless its channel has a timeout
+                fs.ftp.get_channel().settimeout(self.timeout)
             if s3:
                 fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
             self._fs, self._root, self._s3 = fs, root.rstrip("/"), s3
@@ -134,7 +157,7 @@ class FsspecStore:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one request with bounded retries; FileNotFoundError and AlreadyThere are answers, not failures."""
         delay = BACKOFF
-        for attempt in range(ATTEMPTS):
+        for attempt in range(self._attempts):
             try:
                 return fn()
             except (FileNotFoundError, AlreadyThere, RemoteError):
@@ -147,8 +170,8 @@ class FsspecStore:
                 status = _status(exc)
                 if status is not None and 400 <= status < 500 and status not in (408, 429):  # refused, not flaky
                     raise RemoteError(f"remote {self.url}: {what} refused ({status}): {_reason(exc)}") from None
-                if attempt == ATTEMPTS - 1:
-                    raise RemoteError(f"remote {self.url}: {what} failed after {ATTEMPTS} attempts: {_reason(exc)}") from None
+                if attempt == self._attempts - 1:
+                    raise RemoteError(f"remote {self.url}: {what} failed after {self._attempts} attempts: {_reason(exc)}") from None
                 _LOG.debug("sluice: remote %s: %s failed (%s); retrying in %.1fs", self.url, what, exc, delay)
                 self.sleep(delay)
                 delay *= 4

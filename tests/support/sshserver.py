@@ -35,6 +35,23 @@ class SshServer:
     user: str
     key: Path  # the client's private key (its public half is the only authorized key)
     folder: Path  # where remotes live on the server (the same disk: a test can tamper behind it)
+    pid: int  # the listening sshd; each connection is a child of it
+
+    def sessions(self) -> list[int]:
+        """The pids serving open connections (sshd's descendants), e.g. to freeze one with SIGSTOP."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(stat.parent.name)] = int(fields[1])
+        found, frontier = [], [self.pid]
+        while frontier:
+            kids = [p for p, pp in parents.items() if pp in frontier]
+            found += kids
+            frontier = kids
+        return found
 
     def url(self) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{self.folder}/{uuid.uuid4().hex[:12]}"
@@ -92,6 +109,6 @@ def sshd(folder: Path) -> Iterator[SshServer]:
     try:
         _wait_banner(port, proc, log)
         (folder / "data").mkdir(exist_ok=True)
-        yield SshServer(port, getpass.getuser(), client, folder / "data")
+        yield SshServer(port, getpass.getuser(), client, folder / "data", proc.pid)
     finally:
         _stop(proc)
