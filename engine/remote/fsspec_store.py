@@ -12,6 +12,7 @@ import base64
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class FsspecStore:
     _root: str = field(default="", init=False, repr=False)
     _s3: bool = field(default=False, init=False, repr=False)
     _attempts: int = field(default=ATTEMPTS, init=False, repr=False)
+    _serial: contextlib.AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -144,8 +146,11 @@ class FsspecStore:
             for noisy in ("paramiko", "gcsfs"):  # they log, with a traceback, each failure they then raise: RemoteError says it once
                 logging.getLogger(noisy).setLevel(logging.CRITICAL)
             fs, root = self._call("CONNECT", connect)  # sftp connects here: unreachable is a RemoteError like any request
-            if protocol in ("ssh", "sftp"):  # paramiko waits for each SFTP reply forever unless its channel has a timeout
-                fs.ftp.get_channel().settimeout(self.timeout)
+            if protocol in ("ssh", "sftp"):
+                fs.ftp.get_channel().settimeout(self.timeout)  # paramiko waits for each SFTP reply forever otherwise
+                # fsspec's sftp shares one paramiko SFTP session between threads, and concurrent transfers on it
+                # stall until the timeout: the sync layer's parallel HEADs and downloads take turns here
+                self._serial = threading.Lock()
             if s3:
                 fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
             self._fs, self._root, self._s3 = fs, root.rstrip("/"), s3
@@ -159,7 +164,8 @@ class FsspecStore:
         delay = BACKOFF
         for attempt in range(self._attempts):
             try:
-                return fn()
+                with self._serial:
+                    return fn()
             except (FileNotFoundError, AlreadyThere, RemoteError):
                 raise
             except PermissionError as exc:  # retrying a 403 cannot help

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,14 @@ def test_a_wrong_transport_checksum_is_refused(store: RemoteStore, backend: tupl
     with pytest.raises(RemoteError):
         store.put_file(key, src, hashlib.sha256(b"other bytes").digest())
     assert store.head(key) is None
+
+
+def test_one_store_serves_many_threads_at_once(store: RemoteStore, tmp_path: Path) -> None:
+    """The sync layer HEADs, downloads and uploads in parallel through one store."""
+    srcs = [_file(tmp_path, bytes([i]) * (50_000 + i), f"src{i}.bin") for i in range(12)]
+    keys = [object_key(f"{i:02x}" * 32) for i in range(12)]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda i: store.put_file(keys[i], *srcs[i]), range(12))) == [True] * 12
+        assert list(pool.map(store.head, keys)) == [50_000 + i for i in range(12)]
+        assert list(pool.map(lambda i: store.get_file(keys[i], tmp_path / f"back{i}.bin"), range(12))) == [True] * 12
+    assert all((tmp_path / f"back{i}.bin").read_bytes() == srcs[i][0].read_bytes() for i in range(12))
