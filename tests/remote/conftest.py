@@ -88,8 +88,14 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
         os.environ.setdefault(k, v)
     import fsspec
 
-    if fsspec.get_filesystem_class("gs").__name__ != "GCSFileSystem":  # gcsfs read the variable when first imported
+    # both variables are read when gcsfs and google-auth are first imported: too late here would mean
+    # the control-plane lookup, or a probe of the GCE metadata address off this machine
+    if fsspec.get_filesystem_class("gs").__name__ != "GCSFileSystem":
         pytest.fail("gcsfs was imported before GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false was set (tests/support/gcsserver.py)")
+    from google.auth.compute_engine import _metadata
+
+    if not _metadata._NO_GCE_CHECK:
+        pytest.fail("google-auth was imported before NO_GCE_CHECK=true was set (tests/support/gcsserver.py)")
     folder = tmp_path_factory.mktemp("gcs") / "data"
     with fake_gcs(folder) as endpoint:
         yield GcsServer(endpoint, folder)
