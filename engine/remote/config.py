@@ -33,7 +33,9 @@ FILE_NAME = "sluice.remotes.yaml"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _KEYS = {"url", "endpoint_url", "read_only", "require_signed", "options"}
 # option names that carry secrets in some fsspec backend: refused, so none is ever committed
-_SECRET = re.compile(r"(key|secret|password|passwd|token|credential|session)", re.IGNORECASE)
+_SECRET = re.compile(r"(key|secret|password|passwd|passphrase|token|credential|session)", re.IGNORECASE)
+# ...except paramiko's (ssh://) names that hold where a key is or whether to look for one, never the key
+_NOT_SECRET = {"key_filename", "look_for_keys"}
 _HEADER = "# Remotes for `sluice push`, `pull` and `run --remote` (docs/remote.md). No credentials here: commit it.\n"
 
 
@@ -176,8 +178,10 @@ def _parse(doc: Document) -> tuple[dict[str, RemoteConfig], str | None]:
         if not isinstance(options, dict):
             bad((*at, "options"), "options must be a mapping passed to the fsspec filesystem")
             options = {}
-        for opt in options:
-            if _SECRET.search(str(opt)):
+        for opt, value in options.items():
+            if opt == "key_filename" and "PRIVATE KEY" in str(value):
+                bad((*at, "options", opt), "key_filename must be the path of a key file, not the key", key=True)
+            elif _SECRET.search(str(opt)) and opt not in _NOT_SECRET:
                 bad((*at, "options", opt), f"'{opt}' looks like a credential; credentials are never stored here", key=True)
         if isinstance(url, str):
             remotes[str(name)] = RemoteConfig(

@@ -72,6 +72,19 @@ def _s3_options(remote: RemoteConfig, timeout: float) -> dict[str, Any]:
     }
 
 
+def _bounds(protocol: str, timeout: float) -> tuple[dict[str, Any], int]:
+    """The options that bound one request, and how many attempts our loop makes, for backends that need them.
+
+    fsspec has no common timeout option. sftp (paramiko) connects when the filesystem is made, with no
+    TCP timeout and 15 s for the banner; gcsfs retries every request 6 times with up to ~31 s of backoff,
+    fixed when it is imported, so our own loop makes one attempt there instead of multiplying it."""
+    if protocol in ("ssh", "sftp"):
+        return dict.fromkeys(("timeout", "banner_timeout", "auth_timeout", "channel_timeout"), timeout), ATTEMPTS
+    if protocol in ("gs", "gcs"):
+        return {"requests_timeout": timeout}, 1
+    return {}, ATTEMPTS
+
+
 def _is_s3(protocol: str | tuple[str, ...]) -> bool:
     names = (protocol,) if isinstance(protocol, str) else protocol
     return any(p in ("s3", "s3a") for p in names)
@@ -117,6 +130,8 @@ class FsspecStore:
     _opening: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)  # one client, not one per thread
     _counts: Counter[str] = field(default_factory=Counter, init=False, repr=False)
     _counting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _attempts: int = field(default=ATTEMPTS, init=False, repr=False)
+    _serial: contextlib.AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -136,15 +151,27 @@ class FsspecStore:
             raise RemoteError("remotes need fsspec (and s3fs for s3://): pip install 'sluice[remote]'") from None
         protocol = self.remote.url.split("://", 1)[0]
         s3 = _is_s3(protocol)
-        options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **self.remote.options}
-        try:
-            fs, root = fsspec.core.url_to_fs(self.remote.url, **options)
-        except ImportError as exc:
-            raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
-        except (ValueError, TypeError) as exc:
-            raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+        bounds, self._attempts = _bounds(protocol, self.timeout)
+        options = _s3_options(self.remote, self.timeout) if s3 else {"skip_instance_cache": True, **bounds, **self.remote.options}
+
+        def connect() -> tuple[Any, str]:
+            try:
+                return fsspec.core.url_to_fs(self.remote.url, **options)  # type: ignore[no-any-return]
+            except ImportError as exc:
+                raise RemoteError(f"the remote {self.remote.url} needs a package fsspec could not import: {exc}") from None
+            except (ValueError, TypeError) as exc:
+                raise RemoteError(f"cannot open the remote {self.remote.url}: {exc}") from None
+
         for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):  # "Found credentials in environment variables."
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        for noisy in ("paramiko", "gcsfs"):  # they log, with a traceback, each failure they then raise: RemoteError says it once
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+        fs, root = self._call("CONNECT", connect, counted=False)  # sftp connects here: unreachable is a RemoteError like any request
+        if protocol in ("ssh", "sftp"):
+            fs.ftp.get_channel().settimeout(self.timeout)  # paramiko waits for each SFTP reply forever otherwise
+            # fsspec's sftp shares one paramiko SFTP session between threads, and concurrent transfers on it
+            # stall until the timeout: the sync layer's parallel HEADs and downloads take turns here
+            self._serial = threading.Lock()
         if s3:
             fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
         self._root, self._s3 = root.rstrip("/"), s3
@@ -157,15 +184,18 @@ class FsspecStore:
         with self._counting:
             return dict(self._counts)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one request with bounded retries; FileNotFoundError and AlreadyThere are answers, not failures."""
+    def _call(self, what: str, fn: Callable[[], T], counted: bool = True) -> T:
+        """Run one request with bounded retries; FileNotFoundError and AlreadyThere are answers, not failures.
+        Each attempt is counted under the verb `what` starts with, unless `counted` is False (a connection)."""
         delay = BACKOFF
         verb = what.split(" ", 1)[0]
-        for attempt in range(ATTEMPTS):
-            with self._counting:
-                self._counts[verb] += 1
+        for attempt in range(self._attempts):
+            if counted:
+                with self._counting:
+                    self._counts[verb] += 1
             try:
-                return fn()
+                with self._serial:
+                    return fn()
             except (FileNotFoundError, AlreadyThere, RemoteError):
                 raise
             except PermissionError as exc:  # retrying a 403 cannot help
@@ -176,8 +206,8 @@ class FsspecStore:
                 status = _status(exc)
                 if status is not None and 400 <= status < 500 and status not in (408, 429):  # refused, not flaky
                     raise RemoteError(f"remote {self.url}: {what} refused ({status}): {_reason(exc)}") from None
-                if attempt == ATTEMPTS - 1:
-                    raise RemoteError(f"remote {self.url}: {what} failed after {ATTEMPTS} attempts: {_reason(exc)}") from None
+                if attempt == self._attempts - 1:
+                    raise RemoteError(f"remote {self.url}: {what} failed after {self._attempts} attempts: {_reason(exc)}") from None
                 _LOG.debug("sluice: remote %s: %s failed (%s); retrying in %.1fs", self.url, what, exc, delay)
                 self.sleep(delay)
                 delay *= 4

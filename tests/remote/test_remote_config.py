@@ -54,3 +54,16 @@ def test_the_file_is_bounded(ws: Workspace) -> None:
     ws.write("sluice.remotes.yaml", "version: 1\nremotes: {}\n" + "#" * 5000 + "\n")
     res = ws.sluice("remote", "list", env={"SLUICE_MAX_SPEC_BYTES": "1000"})
     assert res.code == 2 and "SLUICE_MAX_SPEC_BYTES" in res.err
+
+
+def test_an_ssh_key_path_is_allowed_but_never_a_key_or_its_passphrase(ws: Workspace) -> None:
+    body = "version: 1\nremotes:\n  team:\n    url: ssh://ci@cache.example.com/srv/sluice\n    options:\n"
+    ws.write("sluice.remotes.yaml", body + "      key_filename: /home/ci/.ssh/sluice_cache\n      look_for_keys: false\n")
+    res = ws.sluice("remote", "list", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["remotes"]["team"]["options"] == {"key_filename": "/home/ci/.ssh/sluice_cache", "look_for_keys": False}
+    ws.write("sluice.remotes.yaml", body + "      key_filename: '-----BEGIN OPENSSH PRIVATE KEY----- b3Bl'\n      passphrase: hunter2\n")
+    res = ws.sluice("remote", "list")
+    assert res.code == 2
+    assert "sluice.remotes.yaml:6:7: remotes.team.options.key_filename: key_filename must be the path of a key file" in res.err
+    assert "sluice.remotes.yaml:7:7: remotes.team.options.passphrase: 'passphrase' looks like a credential" in res.err

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,9 +21,12 @@ import pytest
 from sluice.engine.cache import RunEntry, Store
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
+from sluice.engine.remote.protocol import RemoteError
 from sluice.engine.remote.sync import RemoteCache, needed
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain
+from tests.support.gcsserver import GCS_ENV
+from tests.support.sshserver import SshServer
 
 
 @contextmanager
@@ -107,12 +110,61 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
+def _remote_on(scheme: str, port: str) -> tuple[str, str]:
+    """An ssh:// or gs:// remote whose server is at 127.0.0.1:`port` (a URL and its remotes-file lines)."""
+    if scheme == "ssh":
+        return f"ssh://sluice@127.0.0.1:{port}/srv/cache", "options: {look_for_keys: false, allow_agent: false}"
+    return "gs://sluice-test/x", f"options: {{endpoint_url: 'http://127.0.0.1:{port}'}}"
+
+
+@pytest.mark.parametrize("scheme", ["ssh", "gs"])
+@pytest.mark.parametrize("kind", ["unreachable", "hang"])
+def test_a_dead_ssh_or_gcs_remote_is_one_message_and_a_local_run(ws: Workspace, scheme: str, kind: str) -> None:
+    """sftp connects when the filesystem is made and gcsfs retries inside each call: both bounded all the same."""
+    with _silent() if kind == "hang" else _nothing() as endpoint:
+        url, extra = _remote_on(scheme, (endpoint or _closed_port()).rsplit(":", 1)[1])
+        chain(ws, 3, remote_url=url, extra=extra)
+        # well inside the default 120 s: a dead remote must cost seconds, not paramiko's or gcsfs's own minutes
+        res = ws.sluice("run", "--json", "--remote", "team", env={"SLUICE_REMOTE_TIMEOUT": "1", **GCS_ENV}, timeout=60)
+    assert res.code == 0, res.err
+    assert {k: v["outcome"] for k, v in res.json()["stages"].items()} == dict.fromkeys(("s0", "s1", "s2"), "ran")
+    assert res.err.count("going on without the remote 'team'") == 1, res.err
+    assert "Traceback" not in res.err, res.err
+
+
 def test_push_to_an_unreachable_remote_fails_clearly(ws: Workspace) -> None:
     chain(ws, 1, remote_url="s3://sluice-test/x", endpoint=_closed_port())
     ws.run_json()
     res = ws.sluice("push", env={"SLUICE_REMOTE_TIMEOUT": "1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
     assert res.code == 1
     assert "Could not connect" in res.err and "Traceback" not in res.err
+
+
+def test_an_ssh_server_that_stops_answering_mid_session_costs_a_timeout_not_a_hang(ssh: SshServer) -> None:
+    store = FsspecStore(ssh.remote(), timeout=1)
+    store.put_bytes("runs/ab/f/1.json", b"{}")  # connected, and the SFTP session works
+    frozen = ssh.sessions()
+    assert frozen, "no sshd session process to freeze"
+    outcome: list[object] = []
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=lambda: outcome.append(_error_of(lambda: store.get_bytes("runs/ab/f/1.json", 100))))
+        worker.start()
+        worker.join(60)  # a bound, not a measurement: without a channel timeout paramiko waits forever
+        assert not worker.is_alive(), "a read from a frozen ssh server hung"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert isinstance(outcome[0], RemoteError), outcome
+
+
+def _error_of(fn: Callable[[], object]) -> BaseException | None:
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - the test asserts which one
+        return exc
+    return None
 
 
 class _Lying(FsspecStore):

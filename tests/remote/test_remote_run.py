@@ -1,4 +1,4 @@
-"""`sluice run --remote`, `push` and `pull` through the real CLI against real S3 servers."""
+"""`sluice run --remote`, `push` and `pull` through the real CLI against real S3 servers (and one OpenSSH sshd)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import yaml
+
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
 from sluice.engine.remote.sync import SMALL_OBJECT
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain, copy_checkout, remotes_yaml
+from tests.support.sshserver import SshServer
 
 
 def _outcomes(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
@@ -38,6 +41,25 @@ def test_a_fresh_checkout_restores_every_stage_from_the_remote(seaweed: S3Server
     assert _outcomes(fresh, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "restored")
     assert fresh.read("out/s3.txt") == first.read("out/s3.txt")
     assert _outcomes(fresh, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "skipped")
+
+
+def test_an_ssh_remote_added_on_the_command_line_restores_a_fresh_checkout(ssh: SshServer, tmp_path: Path) -> None:
+    first = Workspace(tmp_path / "first")
+    chain(first, 4)
+    url = ssh.url()
+    added = first.sluice("remote", "add", "team", url)
+    assert added.code == 0, added.err
+    remotes = yaml.safe_load(first.read("sluice.remotes.yaml"))
+    remotes["remotes"]["team"]["options"] = ssh.options()  # the key file's path, as a team commits it
+    first.write("sluice.remotes.yaml", yaml.safe_dump(remotes))
+    assert _outcomes(first, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "ran")
+    on_server = Path(url.split(str(ssh.port), 1)[1])  # ssh://user@127.0.0.1:PORT/abs/path
+    assert len([p for p in (on_server / "objects").rglob("*") if p.is_file()]) == 4
+    assert not [p for p in (on_server / "tmp").rglob("*") if p.is_file()]  # every temp key was renamed into place
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    assert _outcomes(fresh, "--remote", "team")[0] == dict.fromkeys(("s0", "s1", "s2", "s3"), "restored")
+    assert fresh.read("out/s3.txt") == first.read("out/s3.txt")
 
 
 def test_push_uploads_each_object_once_and_pull_fills_the_cache(seaweed: S3Server, tmp_path: Path) -> None:
