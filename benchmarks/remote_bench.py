@@ -4,6 +4,7 @@
     python benchmarks/remote_bench.py --big-mb 0      # without the 1 GB figure
     python benchmarks/remote_bench.py --repeat 5
     python benchmarks/remote_bench.py --workdir /mnt/btrfs   # workspaces where reflinks work
+    python benchmarks/remote_bench.py --dvc ~/.cache/sluice-bench/dvc-s3/bin/dvc   # also DVC's own pull
 
 Prints:
 - the no-op `sluice run --remote` of a 100-stage chain next to a local no-op (target <= 1.2x:
@@ -134,6 +135,47 @@ def _s3fs_gets(endpoint: str, keys: list[str], tmp: Path, repeat: int) -> tuple[
     return statistics.median(scripts), statistics.median(warm)
 
 
+def _dvc_pull(dvc: Path, tmp: Path, endpoint: str, n: int, size: int, repeat: int) -> float:
+    """Median seconds of `dvc pull` into a fresh clone of a DVC project with the same n stages, pushed
+    to the same server: DVC's own remote cache, read from its lock (dvc.lock), with its own checks."""
+    repo = tmp / "dvc-repo"
+    repo.mkdir()
+    env = {**ENV, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", "GIT_AUTHOR_NAME": "b"}
+    env |= {"GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
+
+    def sh(*cmd: str, cwd: Path = repo) -> None:
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+
+    lines = ["stages:"]
+    for i in range(n):
+        upstream = f"cat out/s{i - 1}.bin; " if i else ""
+        lines += [f"  s{i}:", f"    cmd: ({upstream}head -c {size} /dev/urandom) | tail -c {size} > out/s{i}.bin"]
+        lines += ([f"    deps: [out/s{i - 1}.bin]"] if i else []) + [f"    outs: [out/s{i}.bin]"]
+    (repo / "dvc.yaml").write_text("\n".join(lines) + "\n")
+    (repo / "out").mkdir()
+    (repo / "out" / ".gitkeep").write_text("")
+    sh("git", "init", "-q")
+    sh(str(dvc), "init", "-q")
+    sh(str(dvc), "remote", "add", "-d", "team", f"s3://sluice-bench/dvc-{n}")
+    sh(str(dvc), "remote", "modify", "team", "endpointurl", endpoint)
+    sh(str(dvc), "repro", "-q")
+    sh(str(dvc), "push", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "pipeline")
+    times = []
+    clone = tmp / "dvc-clone"
+    for _ in range(repeat):
+        shutil.rmtree(clone, ignore_errors=True)
+        sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp)
+        t0 = time.perf_counter()
+        sh(str(dvc), "pull", "-q", cwd=clone)
+        times.append(time.perf_counter() - t0)
+        assert all((clone / "out" / f"s{i}.bin").stat().st_size == size for i in range(n))
+    shutil.rmtree(clone, ignore_errors=True)
+    shutil.rmtree(repo, ignore_errors=True)
+    return statistics.median(times)
+
+
 def _figure(label: str, mb: float, restore: float, script: float, warm: float, requests: dict[str, int]) -> None:
     asked = ", ".join(f"{n} {verb}" for verb, n in sorted(requests.items()))
     print(
@@ -143,7 +185,7 @@ def _figure(label: str, mb: float, restore: float, script: float, warm: float, r
     )
 
 
-def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int, label: str, noop: bool) -> None:
+def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int, label: str, noop: bool, dvc: Path | None) -> None:
     url = f"s3://sluice-bench/{name}"
     ws = tmp / name
     _pipeline(ws, n, size, url, endpoint)
@@ -158,14 +200,19 @@ def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
     keys = list(fs.find(f"sluice-bench/{name}/objects"))
     script, warm = _s3fs_gets(endpoint, keys, tmp, repeat)
-    _figure(label, sum(fs.size(k) for k in keys) / 1e6, restore, script, warm, requests)
+    mb = sum(fs.size(k) for k in keys) / 1e6
+    _figure(label, mb, restore, script, warm, requests)
     shutil.rmtree(ws, ignore_errors=True)
+    if dvc is not None:
+        pull = _dvc_pull(dvc, tmp, endpoint, n, size, repeat)
+        print(f"  and dvc pull into a fresh clone: {mb / pull:.0f} MB/s ({pull:.2f} s); sluice / dvc speed {pull / restore:.2f}x")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--big-mb", type=int, default=1000, help="size of the single big output in MB (0: skip it)")
+    ap.add_argument("--dvc", type=Path, help="a dvc executable with S3 support (pip install 'dvc[s3]'): also time `dvc pull`")
     ap.add_argument(
         "--workdir", type=Path, help="where the workspaces and s3fs's copies go (e.g. a btrfs mount); the server's data stays in /tmp"
     )
@@ -174,9 +221,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as server_tmp, tempfile.TemporaryDirectory(dir=args.workdir) as tmp_name:
         tmp = Path(tmp_name)
         with seaweedfs(Path(server_tmp) / "seaweedfs", ("sluice-bench",)) as endpoint:
-            _measure(tmp, endpoint, "chain", 100, 1_000_000, args.repeat, "100 x 1 MB", noop=True)
+            _measure(tmp, endpoint, "chain", 100, 1_000_000, args.repeat, "100 x 1 MB", noop=True, dvc=args.dvc)
             if args.big_mb:
-                _measure(tmp, endpoint, "big", 1, args.big_mb * 1_000_000, args.repeat, f"1 x {args.big_mb / 1000:g} GB", noop=False)
+                _measure(
+                    tmp,
+                    endpoint,
+                    "big",
+                    1,
+                    args.big_mb * 1_000_000,
+                    args.repeat,
+                    f"1 x {args.big_mb / 1000:g} GB",
+                    noop=False,
+                    dvc=args.dvc,
+                )
 
 
 if __name__ == "__main__":
