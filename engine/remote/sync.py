@@ -122,6 +122,7 @@ class RemoteCache:
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict, repr=False)  # by Work
     _fetching: dict[str, Future[str | None]] = field(default_factory=dict, repr=False)
+    _adopted: list[str] = field(default_factory=list, repr=False)  # objects this command put into the local store
     _pushes: list[Future[PushReport]] = field(default_factory=list, repr=False)
     _lookups: dict[tuple[str, tuple[tuple[str, str], ...] | None, str | None], Future[RunEntry | None]] = field(
         default_factory=dict, repr=False
@@ -149,10 +150,14 @@ class RemoteCache:
             _LOG.warning("sluice: warning: %s; going on without the remote '%s'", exc, self.config.name)
 
     def close(self, cancel: bool = False) -> None:
-        """Wait for what is under way; with `cancel`, drop queued downloads and pushes first."""
+        """Wait for what is under way. With `cancel` (the command was refused before anything ran),
+        drop what is queued and take back out of the local store what this command fetched into it."""
         for work in ("lookup", "push", "move", "ask"):  # a task waits only on pools after its own
             if pool := self._pools.get(work):
                 pool.shutdown(wait=True, cancel_futures=cancel or work == "lookup")  # lookups started ahead that nobody asked for
+        if cancel:
+            for digest in self._adopted:
+                self.local.object_path(digest).unlink(missing_ok=True)
 
     # ---- lookup
 
@@ -288,6 +293,7 @@ class RemoteCache:
                 return f"remote object {n.digest[:12]}… is corrupt (BLAKE3 {actual[:12]}…)"
             self.local.adopt(tmp, n.digest)
             with self._guard:
+                self._adopted.append(n.digest)
                 self.fetched_objects += 1
                 self.fetched_bytes += n.size
             return None

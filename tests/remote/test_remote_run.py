@@ -237,3 +237,23 @@ def test_a_big_object_is_head_checked_at_lookup_and_fetched_once_its_restore_is_
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
     assert restored["remote"]["requests"] == {"GET": 4, "HEAD": 2}  # per stage: its entry, a HEAD, then the object
     assert fresh.read("out/s1.txt") == first.read("out/s1.txt")
+
+
+def test_a_run_refused_after_planning_leaves_the_local_cache_as_it_was(seaweed: S3Server, tmp_path: Path) -> None:
+    """Planning fetches small objects ahead; when it then refuses the run (an input is missing), what it
+    fetched is taken back out: bad input writes nothing."""
+    first = Workspace(tmp_path / "first")
+    chain(first, 3, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
+    _outcomes(first, "--remote", "team")
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    fresh.write(
+        "pipeline.yaml",
+        fresh.read("pipeline.yaml")
+        + "  extra:\n    cmd: cp ${inputs.i} ${outputs.o}\n    inputs: {i: nowhere.txt}\n    outputs: {o: out/extra.txt}\n",
+    )
+    res = fresh.sluice("run", "--remote", "team")
+    assert res.code == 2 and "input 'nowhere.txt' does not exist" in res.err, res.err
+    objects = fresh.root / ".sluice" / "cache" / "objects"
+    assert not objects.exists() or [p for p in objects.rglob("*") if p.is_file()] == []
+    assert not (fresh.root / "out").exists()
