@@ -275,3 +275,33 @@ def test_next_run_stops_a_dead_runs_stage_when_the_watchdog_died_too(ws: Workspa
     time.sleep(max(0.0, started + 7 - time.monotonic()))
     assert ws.read("out.txt") == "x\ny\n"
     assert not list((ws.root / ".sluice/running").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("same_again", [True, False])
+def test_a_failed_restore_upstream_of_restores_already_under_way_leaves_consistent_outputs(ws: Workspace, same_again: bool) -> None:
+    """Planned restores start at once, before their upstream stages are done. When one of those upstream
+    restores fails (a corrupt object) and its stage runs instead, every stage below it is decided again:
+    restored when the new output is the old one, run when it differs; never left with the early copy."""
+    s1 = "echo same > ${outputs.o}" if same_again else "od -An -N16 -tx1 /dev/urandom > ${outputs.o}"
+    stage = "  {0}:\n    cmd: {1}\n    inputs: {{i: '${{stages.{2}.outputs.o}}'}}\n    outputs: {{o: out/{0}.txt}}\n"
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nstages:\n  s0:\n    cmd: echo zero > ${outputs.o}\n    outputs: {o: out/s0.txt}\n"
+        + stage.format("s1", f"cat ${{inputs.i}} > /dev/null; {s1}", "s0")
+        + stage.format("s2", "(cat ${inputs.i}; echo two) > ${outputs.o}", "s1")
+        + stage.format("s3", "(cat ${inputs.i}; echo three) > ${outputs.o}", "s2"),
+    )
+    assert ws.run_json() == dict.fromkeys(("s0", "s1", "s2", "s3"), "ran")
+    from sluice.engine.fingerprint import hash_file
+
+    victim = hash_file(ws.root / "out/s1.txt")
+    for name in ("s0", "s1", "s2", "s3"):
+        (ws.root / f"out/{name}.txt").unlink()
+    (obj,) = [o for o in _objects(ws) if o.name == victim[2:]]
+    os.chmod(obj, 0o644)
+    obj.write_text("garbage\n")
+    below = "restored" if same_again else "ran"
+    assert ws.run_json("-j", "1") == {"s0": "restored", "s1": "ran", "s2": below, "s3": below}
+    assert ws.read("out/s2.txt") == ws.read("out/s1.txt") + "two\n"
+    assert ws.read("out/s3.txt") == ws.read("out/s2.txt") + "three\n"
+    assert ws.run_json() == dict.fromkeys(("s0", "s1", "s2", "s3"), "skipped")
