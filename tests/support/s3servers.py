@@ -12,10 +12,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 KEY, SECRET = "sluice-test", "sluice-test-secret"
 
 
@@ -35,19 +37,27 @@ def _port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 60) -> None:
+def wait_serving(probe: Callable[[], T], proc: subprocess.Popen[bytes], log: Path, what: str, seconds: float, pause: float = 0.2) -> T:
+    """`probe()`'s answer once it gives one (an OSError: not yet); the server's log if it exits or stays silent."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         try:
+            return probe()
+        except OSError:
+            time.sleep(pause)
+    raise RuntimeError(f"{what} did not answer within {seconds:g}s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 60) -> None:
+    def ask() -> None:
+        try:
             urllib.request.urlopen(url, timeout=1)
-            return
         except urllib.error.HTTPError:
             return  # any HTTP answer: it is serving
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {seconds:g}s:\n{log.read_text()[-3000:]}")
+
+    wait_serving(ask, proc, log, url, seconds)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.engine.remote.config import RemoteConfig
-from tests.support.s3servers import _stop
+from tests.support.s3servers import _stop, wait_serving
 from tests.support.servers import free_port
 
 SSHD_PATHS = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
@@ -69,16 +68,11 @@ def _keygen(path: Path) -> None:
 
 
 def _wait_banner(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: float = 30) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                return s.recv(256).decode(errors="replace").strip()  # "SSH-2.0-OpenSSH_9.2p1 ..."
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"sshd on port {port} did not answer within {seconds:g}s:\n{log.read_text()[-3000:]}")
+    def banner() -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            return s.recv(256).decode(errors="replace").strip()  # "SSH-2.0-OpenSSH_9.2p1 ..."
+
+    return wait_serving(banner, proc, log, f"sshd on port {port}", seconds, pause=0.1)
 
 
 @contextmanager
