@@ -453,4 +453,6 @@ def _maintenance(args: argparse.Namespace) -> int:
 
 
 def _n(count: int, one: str, many: str = "") -> str:
-    return f"{count} {one if count == 1 else many or one + 's'}"
+    from sluice.engine.report import plural  # report is imported only by the commands that print it
+
+    return plural(count, one, many)

@@ -195,15 +195,20 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
+def plural(count: int, one: str, many: str = "") -> str:
+    """`1 object`, `2 objects`, `0 run entries` (with `many`)."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def remote_line(t: RemoteTally) -> str:
     """`remote team: fetched 3 objects (3.0 MB), pushed 0 objects (0 bytes) in 0 entries; 9 requests (6 GET, 3 HEAD)`"""
     if not t.requests and not t.down:
         return f"remote {t.name}: not asked (nothing was missing locally)"
     verbs = ", ".join(f"{n} {verb}" for verb, n in sorted(t.requests.items(), key=lambda kv: (-kv[1], kv[0])))
     line = (
-        f"remote {t.name}: fetched {t.fetched_objects} objects ({_size(t.fetched_bytes)}),"
-        f" pushed {t.pushed_objects} objects ({_size(t.pushed_bytes)}) in {t.pushed_entries} entries;"
-        f" {sum(t.requests.values())} requests" + (f" ({verbs})" if verbs else "")
+        f"remote {t.name}: fetched {plural(t.fetched_objects, 'object')} ({_size(t.fetched_bytes)}),"
+        f" pushed {plural(t.pushed_objects, 'object')} ({_size(t.pushed_bytes)}) in {plural(t.pushed_entries, 'entry', 'entries')};"
+        f" {plural(sum(t.requests.values()), 'request')}" + (f" ({verbs})" if verbs else "")
     )
     return line + (f"; given up: {t.down}" if t.down else "")
 
