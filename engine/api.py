@@ -259,6 +259,7 @@ def run(
             restore_handlers()
             if cache is not None:
                 pushed = cache.finish()  # pushes still in flight: their warnings, if any, before the summary
+                cache.write_pack(executor.lock_stages, {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
                 cache.close()
             # Whatever happened, record what did succeed: a rerun resumes from here.
             # Only this pipeline file's section is replaced: its neighbours' entries stay.
@@ -554,6 +555,8 @@ def push(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None,
         cache.push_later(entry)
     try:
         report = cache.finish()
+        if not run_cache:
+            cache.write_pack(_lock_section(loaded, ()), {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
     finally:
         cache.close()
     if cache.down:
@@ -563,6 +566,8 @@ def push(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None,
 
 def pull(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None, run_cache: bool = False) -> Transfer:
     """Run entries and their objects, verified, into the local cache; `sluice run` then restores them."""
+    from sluice.engine.cache import RunEntry
+
     cache = open_remote(loaded.layout, remote, read_only=True)
     problems: list[str] = []
     wanted = []
@@ -571,11 +576,11 @@ def pull(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None,
         if run_cache:
             wanted = [(e.stage, e) for e in cache.remote_entries()]
         else:
-            for sid, rec in _lock_section(loaded, targets).items():
-                fp = rec["fingerprint"]
-                if cache.local.lookup(fp) is not None:
-                    continue
-                entry = cache.lookup(fp, loaded.pipeline.stages[sid].outputs)
+            todo = {sid: rec for sid, rec in _lock_section(loaded, targets).items() if cache.local.lookup(rec["fingerprint"]) is None}
+            if todo:
+                cache.expect_pack(_lock_section(loaded, ()))
+            for sid, rec in todo.items():
+                entry = cache.lookup(rec["fingerprint"], loaded.pipeline.stages[sid].outputs, RunEntry.id_from_lock(rec.get("outputs")))
                 if entry is None:
                     problems.append(f"{sid}: no usable entry on the remote")
                 else:

@@ -23,7 +23,7 @@ from sluice.engine.errors import SluiceError
 from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.limits import Limits
 from sluice.engine.revisions import Revision
-from sluice.engine.state import Layout, LockFile
+from sluice.engine.state import Layout, LockFile, section_digest
 
 DAY = 86400.0
 
@@ -152,6 +152,7 @@ class GcReport:
     removed: tuple[str, ...]
     revisions: tuple[Revision, ...] = ()  # the git revisions whose locks were kept too
     uploads: int = 0  # remote only: unfinished uploads of dead pushes given up
+    packs: int = 0  # remote only: lock packs removed (remote/pack.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +163,7 @@ class GcReport:
             "kept_objects": self.kept_objects,
             "kept_entries": self.kept_entries,
             "aborted_uploads": self.uploads,
+            "removed_packs": self.packs,
             "revisions": [r.as_dict() for r in self.revisions],
             "removed": list(self.removed),
         }
@@ -178,6 +180,7 @@ class Keep:
     objects: frozenset[str]  # file outputs' digests
     dirs: frozenset[str]  # folder outputs' digests: their objects are named by a run entry's manifest
     revisions: tuple[Revision, ...] = ()
+    sections: frozenset[str] = frozenset()  # each lock section's digest: the remote packs to keep
 
     def names(self, entry: RunEntry) -> bool:
         # an entry carrying a locked folder's manifest is the only record of which objects it needs
@@ -189,12 +192,14 @@ def keep_set(layout: Layout, revisions: Sequence[tuple[Revision, LockFile]] = ()
     fingerprints: set[str] = set()
     objects: set[str] = set()
     dirs: set[str] = set()
+    sections: set[str] = set()
     for lock in (LockFile.read(layout.lock_file, limits=limits or Limits.from_env()), *(lock for _, lock in revisions)):
         for e in lock.entries():
             fingerprints.add(str(e.get("fingerprint")))
             for out in (e.get("outputs") or {}).values():
                 (dirs if out.get("kind") == "dir" else objects).add(str(out.get("hash")))
-    return Keep(frozenset(fingerprints), frozenset(objects), frozenset(dirs), tuple(r for r, _ in revisions))
+        sections.update(d for section in lock.sections() if (d := section_digest(section)))
+    return Keep(frozenset(fingerprints), frozenset(objects), frozenset(dirs), tuple(r for r, _ in revisions), frozenset(sections))
 
 
 def gc(keep: Keep, store: Store, keep_days: float, dry_run: bool = False, now: float | None = None) -> GcReport:

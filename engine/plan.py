@@ -153,13 +153,22 @@ class Planner:
         """
         if self.remote is None or self.force:
             return
+        asks = []
         for sid, stage in self.pipeline.stages.items():
             recorded = self.lock.stages.get(sid)
             fp = recorded.get("fingerprint") if recorded else None
             if recorded is None or not isinstance(fp, str) or not stage.cache or stage.uses in self.always_run:
                 continue
             if (self.selected is None or sid in self.selected) and self._damaged_outputs(stage, recorded) and not self.store.lookup(fp):
-                self.remote.lookup_soon(fp, stage.outputs, RunEntry.id_from_lock(recorded.get("outputs")))
+                asks.append((fp, stage.outputs, RunEntry.id_from_lock(recorded.get("outputs"))))
+        if asks:  # the lock's entries in one GET, where a push left them (remote/pack.py)
+            self.remote.expect_pack(self.lock_section())
+        for fp, outputs, entry_id in asks:
+            self.remote.lookup_soon(fp, outputs, entry_id)
+
+    def lock_section(self) -> dict[str, Any]:
+        """What the lock records for this pipeline's stages."""
+        return {sid: rec for sid, rec in self.lock.stages.items() if sid in self.pipeline.stages}
 
     def decide(
         self,

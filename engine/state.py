@@ -19,7 +19,7 @@ import yaml
 
 from sluice.engine import durable
 from sluice.engine.errors import Location, Problem, SluiceError, SpecError, WorkspaceBusy
-from sluice.engine.fingerprint import ALGORITHM
+from sluice.engine.fingerprint import ALGORITHM, hash_data
 from sluice.engine.limits import DEFAULT, Limits
 from sluice.engine.load import load_text
 from sluice.engine.model import RunSummary, StageResult
@@ -103,6 +103,22 @@ def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
 Entries = Mapping[str, Mapping[str, Any]]  # stage id → what it last ran with
 
 
+def section_digest(section: Mapping[str, Any]) -> str | None:
+    """A hash of what a lock section records each stage produced, from what (fingerprints and outputs);
+    None when it records nothing, or holds what JSON cannot sort (the lock is untrusted: YAML allows int keys)."""
+    recorded = {
+        sid: [rec.get("fingerprint"), rec.get("outputs")]
+        for sid, rec in section.items()
+        if isinstance(rec, Mapping) and isinstance(rec.get("fingerprint"), str)
+    }
+    if not recorded:
+        return None
+    try:
+        return hash_data(recorded)
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class LockFile:
     """`sluice.lock` as one pipeline file sees it: `stages` is its own section, the rest is kept as found.
@@ -176,6 +192,11 @@ class LockFile:
         """Every stage entry the lock holds: every pipeline file's section and a version-1 lock's."""
         for section in (self.stages, *self.others.values(), self.unclaimed):
             yield from section.values()
+
+    def sections(self) -> Iterator[Entries]:
+        """Every pipeline file's section."""
+        yield self.stages
+        yield from self.others.values()
 
     def with_stages(self, stages: Entries) -> LockFile:
         """This pipeline's section replaced, in the current layout; every other section as it was."""

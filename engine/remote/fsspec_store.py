@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from sluice.engine.durable import temp_name
 from sluice.engine.remote.config import RemoteConfig
-from sluice.engine.remote.protocol import AlreadyThere, Listed, RemoteError, Unfinished
+from sluice.engine.remote.protocol import AlreadyThere, Listed, RemoteError, TooBig, Unfinished
 
 T = TypeVar("T")
 ATTEMPTS = 3
@@ -272,7 +272,7 @@ class FsspecStore:
         except FileNotFoundError:
             return None
         if len(data) > limit:
-            raise RemoteError(f"remote {self.url}: {key} is over {limit:,} bytes; not read")
+            raise TooBig(f"remote {self.url}: {key} is over {limit:,} bytes; not read")
         return data
 
     def list(self, prefix: str) -> Iterator[Listed]:

@@ -2,6 +2,7 @@
 
     objects/ab/cdef…                 one file's bytes, named by their BLAKE3 digest
     runs/<fp[:2]>/<fp>/<id>.json     a run entry, as the local store keeps it (plus a signature)
+    packs/<digest>.json              a lock's entries in one value (pack.py)
 
 A store moves bytes and answers presence questions; it never decides what to trust. Whether an
 object is there is asked of the object itself (HEAD), never inferred from a listing.
@@ -19,6 +20,10 @@ from sluice.engine.errors import SluiceError
 
 class RemoteError(SluiceError):
     """The remote could not be reached or refused a request (after bounded retries)."""
+
+
+class TooBig(RemoteError):
+    """A value read with a limit was over it."""
 
 
 class AlreadyThere(Exception):
@@ -78,7 +83,7 @@ class RemoteStore(Protocol):
         ...
 
     def get_bytes(self, key: str, limit: int) -> bytes | None:
-        """A small value, or None when absent; RemoteError when it is over `limit` bytes."""
+        """A small value, or None when absent; TooBig when it is over `limit` bytes."""
         ...
 
     def list(self, prefix: str) -> Iterator[Listed]:

@@ -11,13 +11,14 @@ alone for the rest of the command: the run goes on locally.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,8 +31,10 @@ from sluice.engine.durable import temp_name
 from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.model import RemoteTally
 from sluice.engine.remote.config import RemoteConfig
-from sluice.engine.remote.protocol import RemoteError, RemoteStore, entry_folder, entry_key, object_key
+from sluice.engine.remote.pack import pack_body, pack_entries, pack_key
+from sluice.engine.remote.protocol import RemoteError, RemoteStore, TooBig, entry_folder, entry_key, object_key
 from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
+from sluice.engine.state import section_digest
 
 ENTRY_BYTES = 64 * 2**20  # a run entry is JSON: even a 100,000-file folder's manifest is far below this
 THREADS = 16  # requests in flight at once: HEADs and GETs are round trips, not CPU
@@ -68,8 +71,16 @@ def parse_entry(data: bytes, fingerprint: str | None, outputs: Mapping[str, str]
     """
     try:
         doc = json.loads(data)
-        if not isinstance(doc, dict):
-            return None
+    except UNREADABLE:
+        return None
+    return parse_doc(doc, fingerprint, outputs) if isinstance(doc, dict) else None
+
+
+def parse_doc(
+    doc: dict[str, Any], fingerprint: str | None, outputs: Mapping[str, str] | None
+) -> tuple[RunEntry, Seal, dict[str, Any]] | None:
+    """`parse_entry` of an entry already decoded (one of a pack's)."""
+    try:
         state, body = check(doc, None)
         entry = RunEntry.from_json(body)
     except UNREADABLE:
@@ -128,6 +139,9 @@ class RemoteCache:
         default_factory=dict, repr=False
     )
     _warned_unsigned: bool = field(default=False, repr=False)
+    _pack: Future[dict[tuple[str, str], dict[str, Any]]] | None = field(default=None, repr=False)  # (fingerprint, id) → entry
+    _pack_name: str | None = field(default=None, repr=False)
+    _known: dict[str, list[tuple[RunEntry, dict[str, Any]]]] = field(default_factory=dict, repr=False)  # on the remote, checked
     fetched_objects: int = 0
     fetched_bytes: int = 0
 
@@ -190,29 +204,107 @@ class RemoteCache:
             return None
         try:
             if entry_id is not None:
-                named = self._entry(entry_key(fingerprint, entry_id), fingerprint, outputs)
-                if named is not None and named.id == entry_id and self._all_there(needed(named)):
-                    return named
-            for entry in self._candidates(fingerprint, outputs):
+                packed = self._packed(fingerprint, entry_id)
+                named = self._accept_doc(packed, fingerprint, outputs) if packed is not None else None
+                if named is None:
+                    named = self._entry(entry_key(fingerprint, entry_id), fingerprint, outputs)
+                if named is not None and named[0].id == entry_id and self._all_there(needed(named[0])):
+                    return self._known_now(*named)
+            for entry, doc in self._candidates(fingerprint, outputs):
                 if self._all_there(needed(entry)):
-                    return entry
+                    return self._known_now(entry, doc)
         except RemoteError as exc:
             self._give_up(exc)
         return None
 
-    def _accept(self, data: bytes | None, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
-        """A remote entry's bytes as an entry, if they pass the shape and signing checks."""
+    def _accept(self, data: bytes | None, fingerprint: str, outputs: Mapping[str, str] | None) -> tuple[RunEntry, dict[str, Any]] | None:
+        """A remote entry's bytes as an entry (and its document), if they pass the shape and signing checks."""
         parsed = parse_entry(data, fingerprint, outputs) if data is not None else None
-        return parsed[0] if parsed is not None and self._trusted(parsed[2]) else None
+        return (parsed[0], parsed[2]) if parsed is not None and self._trusted(parsed[2]) else None
 
-    def _entry(self, key: str, fingerprint: str, outputs: Mapping[str, str] | None) -> RunEntry | None:
+    def _accept_doc(
+        self, doc: dict[str, Any], fingerprint: str, outputs: Mapping[str, str] | None
+    ) -> tuple[RunEntry, dict[str, Any]] | None:
+        parsed = parse_doc(doc, fingerprint, outputs)
+        return (parsed[0], parsed[2]) if parsed is not None and self._trusted(parsed[2]) else None
+
+    def _entry(self, key: str, fingerprint: str, outputs: Mapping[str, str] | None) -> tuple[RunEntry, dict[str, Any]] | None:
         return self._accept(self.store.get_bytes(key, ENTRY_BYTES), fingerprint, outputs)
 
-    def _candidates(self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None) -> list[RunEntry]:
+    def _candidates(
+        self, fingerprint: str | None, outputs: Mapping[str, str] | None, folder: str | None = None
+    ) -> list[tuple[RunEntry, dict[str, Any]]]:
         keys = [item.key for item in self.store.list(folder or entry_folder(fingerprint or "")) if item.key.endswith(".json")]
         bodies = self.get_entries(keys)
         found = [e for k, data in zip(keys, bodies, strict=True) if (e := self._accept(data, fingerprint or filed_under(k), outputs))]
-        return sorted(found, key=lambda e: e.created, reverse=True)
+        return sorted(found, key=lambda e: e[0].created, reverse=True)
+
+    def _known_now(self, entry: RunEntry, doc: dict[str, Any]) -> RunEntry:
+        """`entry` (filed as `doc`) is on the remote with every object it names: a pack may carry it."""
+        with self._guard:
+            self._known.setdefault(entry.fingerprint, []).append((entry, doc))
+        return entry
+
+    # ---- packs (pack.py)
+
+    def expect_pack(self, section: Mapping[str, Any]) -> None:
+        """Start reading the pack of a lock `section`: lookups then take the entries it holds from it."""
+        name = section_digest(section)
+        if name is None or self.down:
+            return
+        pool = self.threads()
+        with self._guard:
+            if self._pack is None:
+                self._pack_name, self._pack = name, pool.submit(self._read_pack, name)
+
+    def _read_pack(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
+        try:
+            data = self.store.get_bytes(pack_key(name), ENTRY_BYTES)
+        except RemoteError as exc:
+            self._give_up(exc)
+            return {}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for doc in pack_entries(data):
+            if parsed := parse_doc(doc, None, None):
+                found.setdefault((parsed[0].fingerprint, parsed[0].id), doc)
+        return found
+
+    def _packed(self, fingerprint: str, entry_id: str) -> dict[str, Any] | None:
+        return None if self._pack is None else self._pack.result().get((fingerprint, entry_id))
+
+    def write_pack(self, section: Mapping[str, Any], cached: Container[str]) -> bool:
+        """File the pack of a lock `section` once each of its `cached` stages has an entry this command
+        pushed, or looked up and checked: on the remote, with every object. Otherwise nothing is written,
+        since an incomplete pack would replace a complete one. True when a pack was written."""
+        name = section_digest(section)
+        if name is None or not self.writable or self.down:
+            return False
+        chosen: list[tuple[RunEntry, dict[str, Any]]] = []
+        for sid, rec in section.items():
+            if sid in cached:
+                found = self._known_for(rec)
+                if found is None:
+                    return False
+                chosen.append(found)
+        if not chosen:
+            return False
+        if name == self._pack_name and self._pack is not None:
+            held = self._pack.result()
+            if all(held.get((e.fingerprint, e.id)) == doc for e, doc in chosen):
+                return False  # read from it already: nothing new to say
+        try:
+            self.store.put_bytes(pack_key(name), pack_body(doc for _, doc in chosen))
+        except RemoteError as exc:
+            _LOG.warning("sluice: warning: the lock's pack was not written to the remote '%s': %s", self.config.name, exc)
+            return False
+        return True
+
+    def _known_for(self, rec: Mapping[str, Any]) -> tuple[RunEntry, dict[str, Any]] | None:
+        outputs = rec.get("outputs") if isinstance(rec, Mapping) else None
+        want = {n: o.get("hash") for n, o in outputs.items() if isinstance(o, Mapping)} if isinstance(outputs, Mapping) else None
+        with self._guard:
+            known = list(self._known.get(str(rec.get("fingerprint")), ()))
+        return next(((e, d) for e, d in known if {n: dg.value for n, (_, dg) in e.outputs.items()} == want), None)
 
     def get_entries(self, keys: Sequence[str]) -> list[bytes | None]:
         """Each key's body (None: gone meanwhile), at most ENTRY_BYTES each, fetched in parallel."""
@@ -276,12 +368,12 @@ class RemoteCache:
         tmp = self.local.tmp_dir() / temp_name(n.digest[:40])
         try:
             try:
-                if not self.store.get_file(object_key(n.digest), tmp):
-                    return f"remote object {n.digest[:12]}… vanished"
+                actual = self._fetch_into(n, tmp)
             except RemoteError as exc:
                 self._give_up(exc)
                 return f"the remote '{self.config.name}' failed: {exc}"
-            actual = hash_file(tmp)  # big objects: mmap'd and hashed on every core
+            if actual is None:
+                return f"remote object {n.digest[:12]}… vanished"
             if actual != n.digest:
                 where = self._quarantine(tmp, n.digest)
                 _LOG.warning(
@@ -299,6 +391,22 @@ class RemoteCache:
             return None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _fetch_into(self, n: Needed, tmp: Path) -> str | None:
+        """Download object `n` to `tmp`: the BLAKE3 of what came, or None when the remote has no such key.
+        A small object is read in one piece and hashed in memory (less work on the event loop than a file
+        streamed in chunks); one bigger than its entry says goes the big way, to be found corrupt."""
+        key = object_key(n.digest)
+        if n.size <= SMALL_OBJECT:
+            with contextlib.suppress(TooBig):
+                data = self.store.get_bytes(key, n.size)
+                if data is None:
+                    return None
+                tmp.write_bytes(data)
+                return blake3.blake3(data).hexdigest()
+        if not self.store.get_file(key, tmp):
+            return None
+        return hash_file(tmp)  # big objects: mmap'd and hashed on every core
 
     def _quarantine(self, tmp: Path, digest: str) -> Path:
         """Keep the bad bytes locally to look at; drop them from a writable remote so the next push re-uploads."""
@@ -375,6 +483,7 @@ class RemoteCache:
             return report
         body = seal(entry.to_json(), self.key)
         self.store.put_bytes(entry_key(entry.fingerprint, entry.id), json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        self._known_now(entry, body)
         report.entries += 1
         return report
 
@@ -393,7 +502,7 @@ class RemoteCache:
 
     def remote_entries(self) -> Iterator[RunEntry]:
         """Every trusted entry on the remote (for `pull --run-cache`)."""
-        yield from self._candidates(None, None, folder="runs")
+        yield from (entry for entry, _ in self._candidates(None, None, folder="runs"))
 
 
 def filed_under(key: str) -> str:

@@ -6,6 +6,9 @@ gc keeps every entry the locks name (the workspace's and the chosen git revision
 or younger than --keep-days, every object those name, and anything written within the grace period
 (`durable.GRACE_SECONDS`): a concurrent push uploads its objects before its entry, so a young
 unreferenced object may be about to be named. Entries are read in parallel, on the remote's pool.
+A lock's pack (pack.py) goes with its lock: kept while a kept lock's section names it or it is
+younger than --keep-days. Removing one is always safe (lookups fall back to each entry), so verify
+retires only packs that could never serve: unreadable, or holding an entry that fails its checks.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from sluice.engine.durable import GRACE_SECONDS, temp_name
 from sluice.engine.errors import SluiceError
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
+from sluice.engine.remote.pack import pack_entries
 from sluice.engine.remote.protocol import Listed, RemoteError, object_key
 from sluice.engine.remote.sign import accepted, check
-from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_entry
+from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_doc, parse_entry
 
 
 def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
@@ -46,6 +50,9 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
     for item, why in zip(entries, pool.map(lambda i: _entry_problem(cache, i, corrupt), entries), strict=True):
         if why:
             bad.append(Bad(item.key, why))
+    for item in cache.store.list("packs"):
+        if why := _pack_problem(cache, item):
+            bad.append(Bad(item.key, why))
     if cache.writable:
         for b in bad:
             _set_aside(cache, b.path, delete)
@@ -68,6 +75,22 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
         return f"names a corrupt object, {named[0]}"
     missing = [n.digest for n in needed(entry) if cache.store.head(object_key(n.digest)) != n.size]
     return f"names {len(missing)} missing object(s), e.g. {missing[0]}" if missing else ""
+
+
+def _pack_problem(cache: RemoteCache, item: Listed) -> str:
+    data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+    if data is None:
+        return ""
+    docs = pack_entries(data)
+    if not docs:
+        return "not a readable lock pack"
+    for doc in docs:
+        parsed = parse_doc(doc, None, None)
+        if parsed is None:
+            return "holds an entry that is not well formed"
+        if not accepted(check(doc, cache.key)[0], cache.config.require_signed):
+            return f"holds an entry of stage {parsed[0].stage!r} whose signature does not pass"
+    return ""
 
 
 def _set_aside(cache: RemoteCache, key: str, delete: bool) -> None:
@@ -107,10 +130,15 @@ def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, 
         else:
             doomed.append(item)
     doomed += list(_older(cache.store.list("tmp"), grace_after))  # temp keys of pushes that died
+    packs = [
+        i
+        for i in cache.store.list("packs")
+        if i.modified < min(grace_after, keep_after) and i.key.removeprefix("packs/").removesuffix(".json") not in keep.sections
+    ]
     doomed += list(cache.store.list("quarantine"))
     stale = [u for u in cache.store.unfinished() if u.started < grace_after]  # multipart uploads of pushes that died
     if not dry_run:
-        for item in doomed:  # entries first: an entry never names an object already gone
+        for item in packs + doomed:  # packs, then entries: nothing left names an object already gone
             cache.store.delete(item.key)
         for upload in stale:
             cache.store.abort(upload)
@@ -121,9 +149,10 @@ def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, 
         kept_objects,
         kept_entries,
         dry_run,
-        (*(i.key for i in doomed), *(f"{u.key} (unfinished upload {u.token})" for u in stale)),
+        (*(i.key for i in packs + doomed), *(f"{u.key} (unfinished upload {u.token})" for u in stale)),
         keep.revisions,
         len(stale),
+        len(packs),
     )
 
 

@@ -6,6 +6,7 @@ import ast
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -14,10 +15,12 @@ from hypothesis import strategies as st
 from sluice.engine.cache import RunEntry, Store
 from sluice.engine.compile import compile_spec, normalize
 from sluice.engine.errors import SpecError
-from sluice.engine.fingerprint import RACY_NS, HashCache, canonical, hash_data
+from sluice.engine.fingerprint import RACY_NS, Digest, HashCache, canonical, hash_data
 from sluice.engine.interpolate import interpolate
 from sluice.engine.load import load_text
+from sluice.engine.plan import lock_entry
 from sluice.engine.resolve import resolve
+from sluice.engine.state import LockFile, section_digest
 from tests.support.imports import imported_modules
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
@@ -189,6 +192,33 @@ def test_store_roundtrip_and_corruption(tmp_path: Path) -> None:
     assert store.lookup("f" * 64) is None
 
 
+_DIGEST = st.builds(Digest, st.sampled_from(["file", "dir"]), st.text(min_size=1), st.integers(min_value=0))
+_RECORD = st.builds(
+    lambda fp, outs: lock_entry(fp, {"spec": 1, "cmd": "true", "params": {}, "matrix": {}, "inputs": {}}, outs),
+    st.text(min_size=1),
+    st.dictionaries(st.text(min_size=1), st.tuples(st.text(min_size=1), _DIGEST)),
+)
+
+
+@given(st.dictionaries(st.text(min_size=1), _RECORD, min_size=1))
+@settings(max_examples=50, deadline=None)
+def test_a_lock_sections_digest_survives_the_written_lock(tmp_path_factory: pytest.TempPathFactory, section: dict[str, Any]) -> None:
+    """A remote pack is named by the section a run records and found by the section a checkout reads back."""
+    path = tmp_path_factory.mktemp("lock") / "sluice.lock"
+    LockFile().with_stages(section).write(path)
+    read = LockFile.read(path)
+    assert read.stages == section
+    assert section_digest(read.stages) == section_digest(section) is not None
+
+
+def test_a_lock_section_digest_is_none_when_nothing_is_recorded_or_json_cannot_hold_it() -> None:
+    assert section_digest({"s": {"outputs": {}}}) is None  # no fingerprint: nothing to restore
+    assert section_digest({"s": {"fingerprint": "f", "outputs": {1: {}, "o": {}}}}) is None  # YAML keys JSON cannot sort
+    assert section_digest({"a": {"fingerprint": "f"}, "b": {"fingerprint": "g"}}) == section_digest(
+        {"b": {"fingerprint": "g"}, "a": {"fingerprint": "f"}}
+    )
+
+
 # The phases in import order. A subpackage (`dag`) takes one place in it, and its own modules
 # have an order of their own in SUBPACKAGES.
 ORDER = [
@@ -226,7 +256,7 @@ ORDER = [
 SUBPACKAGES = {
     "dag": ["view", "layout", "formats", "html", "render"],
     "export": ["protocol", "github", "info", "catalog"],
-    "remote": ["protocol", "config", "sign", "fsspec_store", "sync", "upkeep"],
+    "remote": ["protocol", "config", "sign", "pack", "fsspec_store", "sync", "upkeep"],
 }
 FREE = {"errors", "limits", "model", "fingerprint"}
 TOP = {"api", "cli", "__main__"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,6 +13,7 @@ import yaml
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
+from sluice.engine.remote.pack import pack_body
 from sluice.engine.remote.sync import SMALL_OBJECT
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain, copy_checkout, remotes_yaml
@@ -81,39 +84,66 @@ def test_push_uploads_each_object_once_and_pull_fills_the_cache(seaweed: S3Serve
     assert fresh.run_json() == dict.fromkeys(("s0", "s1", "s2"), "restored")  # offline: from the local cache now
 
 
-def test_an_object_deleted_out_of_band_reruns_exactly_that_stage_and_is_pushed_again(seaweed: S3Server, tmp_path: Path) -> None:
-    url = seaweed.url()
-    first = Workspace(tmp_path / "first")
-    chain(first, 4, remote_url=url, endpoint=seaweed.endpoint)
-    _outcomes(first, "--remote", "team")
-    digest = _object_of(first, "out/s1.txt")
-    store = _store(seaweed, url)
-    store.delete(f"objects/{digest[:2]}/{digest[2:]}")
-    fresh = Workspace(tmp_path / "fresh")
-    copy_checkout(first.root, fresh.root)
-    outcomes, _ = _outcomes(fresh, "--remote", "team")
-    assert outcomes == {"s0": "restored", "s1": "ran", "s2": "restored", "s3": "restored"}
-    assert store.head(f"objects/{digest[:2]}/{digest[2:]}") == 1000  # the run pushed it again
+@dataclass(frozen=True)
+class _Tampered:
+    first: Workspace  # ran and pushed
+    fresh: Workspace  # a checkout of it, restored after the tampering
+    outcomes: dict[str, str]
+    err: str
+    url: str
+    key: str  # the tampered object's key
 
 
-def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Server, tmp_path: Path) -> None:
-    url = rclone.url()
+def _restore_tampered(server: S3Server, tmp_path: Path, n: int, output: str, tamper: Callable[[str, str], object]) -> _Tampered:
+    """A chain of `n` stages run and pushed; `tamper(url, key)` changes the remote object of `output`; a fresh checkout restores."""
+    url = server.url()
     first = Workspace(tmp_path / "first")
-    chain(first, 3, remote_url=url, endpoint=rclone.endpoint)
+    chain(first, n, remote_url=url, endpoint=server.endpoint)
     _outcomes(first, "--remote", "team")
-    digest = _object_of(first, "out/s1.txt")
-    assert rclone.folder is not None
-    on_disk = rclone.folder / url.removeprefix("s3://") / "objects" / digest[:2] / digest[2:]
-    on_disk.write_bytes(b"b" * 1000)  # same size, other bytes: only a re-hash can tell
+    digest = _object_of(first, output)
+    key = f"objects/{digest[:2]}/{digest[2:]}"
+    tamper(url, key)
     fresh = Workspace(tmp_path / "fresh")
     copy_checkout(first.root, fresh.root)
     outcomes, err = _outcomes(fresh, "--remote", "team")
-    assert outcomes == {"s0": "restored", "s1": "ran", "s2": "restored"}
-    assert "corrupt" in err
-    assert fresh.read("out/s1.txt") == first.read("out/s1.txt")
-    quarantined = fresh.root / ".sluice" / "cache" / "quarantine" / "remote" / "team" / digest
-    assert quarantined.read_bytes() == b"b" * 1000
-    assert hash_file(on_disk) == digest  # dropped from the remote, and the run pushed the good bytes
+    return _Tampered(first, fresh, outcomes, err, url, key)
+
+
+def _quarantined(ws: Workspace, key: str) -> bytes:
+    return (ws.root / ".sluice" / "cache" / "quarantine" / "remote" / "team" / key.removeprefix("objects/").replace("/", "")).read_bytes()
+
+
+def test_an_object_deleted_out_of_band_reruns_exactly_that_stage_and_is_pushed_again(seaweed: S3Server, tmp_path: Path) -> None:
+    done = _restore_tampered(seaweed, tmp_path, 4, "out/s1.txt", lambda url, key: _store(seaweed, url).delete(key))
+    assert done.outcomes == {"s0": "restored", "s1": "ran", "s2": "restored", "s3": "restored"}
+    assert _store(seaweed, done.url).head(done.key) == 1000  # the run pushed it again
+
+
+def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Server, tmp_path: Path) -> None:
+    assert rclone.folder is not None
+    folder = rclone.folder
+
+    def on_disk(url: str, key: str) -> Path:
+        return folder / url.removeprefix("s3://") / key
+
+    # same size, other bytes: only a re-hash can tell
+    done = _restore_tampered(rclone, tmp_path, 3, "out/s1.txt", lambda url, key: on_disk(url, key).write_bytes(b"b" * 1000))
+    assert done.outcomes == {"s0": "restored", "s1": "ran", "s2": "restored"}
+    assert "corrupt" in done.err
+    assert done.fresh.read("out/s1.txt") == done.first.read("out/s1.txt")
+    assert _quarantined(done.fresh, done.key) == b"b" * 1000
+    assert hash_file(on_disk(done.url, done.key)) == _object_of(done.first, "out/s1.txt")  # dropped, and the good bytes pushed
+
+
+def test_a_remote_object_longer_than_its_entry_says_is_quarantined_and_the_stage_runs(seaweed: S3Server, tmp_path: Path) -> None:
+    # the named bytes, and more: a bounded read must not pass it
+    done = _restore_tampered(
+        seaweed, tmp_path, 2, "out/s0.txt", lambda url, key: _store(seaweed, url).put_bytes(key, b"a" * 1000 + b"tail")
+    )
+    assert done.outcomes == {"s0": "ran", "s1": "restored"} and "corrupt" in done.err, done.err
+    assert _quarantined(done.fresh, done.key) == b"a" * 1000 + b"tail"
+    assert done.fresh.read("out/s0.txt") == "a" * 1000
+    assert _store(seaweed, done.url).head(done.key) == 1000  # dropped from the remote, and pushed again
 
 
 def test_read_only_runs_never_push(seaweed: S3Server, tmp_path: Path) -> None:
@@ -164,18 +194,75 @@ def test_a_poisoned_entry_is_never_restored(seaweed: S3Server, tmp_path: Path) -
     digest = hash_file(evil)
     store.put_file(f"objects/{digest[:2]}/{digest[2:]}", evil, __import__("hashlib").sha256(evil.read_bytes()).digest())
     entry["outputs"]["o"]["hash"] = digest  # the signature no longer matches
-    store.put_bytes(key, json.dumps(entry).encode())
+    _forge(store, key, entry)
     fresh = Workspace(tmp_path / "fresh")
     copy_checkout(first.root, fresh.root)
     assert _outcomes(fresh, "--remote", "team", "--read-only", env={"SLUICE_REMOTE_KEY": "k"})[0] == {"s0": "ran"}
     assert fresh.read("out/s0.txt") == "a" * 1000
     entry.pop("signature")
     entry["outputs"]["o"]["path"] = "../escaped.txt"
-    store.put_bytes(key, json.dumps(entry).encode())
+    _forge(store, key, entry)
     lax = Workspace(tmp_path / "lax")
     chain(lax, 1, remote_url=url, endpoint=seaweed.endpoint)  # signatures not required: still the path is checked
     assert _outcomes(lax, "--remote", "team", "--read-only")[0] == {"s0": "ran"}
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def _forge(store: FsspecStore, key: str, entry: dict[str, Any]) -> None:
+    """Put `entry` at `key` and in place of every entry of every pack: where a lookup could find it."""
+    store.put_bytes(key, json.dumps(entry).encode())
+    for item in store.list("packs"):
+        store.put_bytes(item.key, pack_body([entry]))
+
+
+def test_a_pack_is_a_transport_a_forged_or_missing_one_falls_back_to_each_stage_entry(seaweed: S3Server, tmp_path: Path) -> None:
+    """The lock's entries come in one GET (its pack); an entry in it that fails a check (a forged signature, an
+    id other than the lock's) is looked up on its own instead, and a missing pack costs one GET."""
+    url = seaweed.url()
+    key = {"SLUICE_REMOTE_KEY": "k"}
+    first = Workspace(tmp_path / "first")
+    chain(first, 3, remote_url=url, endpoint=seaweed.endpoint, extra="require_signed: true")
+    _outcomes(first, "--remote", "team", env=key)
+    store = _store(seaweed, url)
+    (pack,) = [item.key for item in store.list("packs")]  # written once every stage's entry was confirmed
+    docs = json.loads(store.get_bytes(pack, 1 << 20) or b"")["entries"]
+    assert sorted(d["stage"] for d in docs) == ["s0", "s1", "s2"]
+    forged = json.loads(json.dumps(docs))
+    forged[0]["outputs"]["o"]["size"] = 999  # the signature no longer matches
+    forged[1]["outputs"]["o"]["path"] = "out/elsewhere.txt"  # not the stage's outputs
+    store.put_bytes(pack, pack_body(forged))
+
+    def restore(name: str) -> dict[str, Any]:
+        fresh = Workspace(tmp_path / name)
+        copy_checkout(first.root, fresh.root)
+        res = fresh.sluice("run", "--json", "--remote", "team", "--read-only", env=key)
+        assert res.code == 0, res.err
+        assert {k: v["outcome"] for k, v in res.json()["stages"].items()} == dict.fromkeys(("s0", "s1", "s2"), "restored")
+        assert fresh.read("out/s2.txt") == first.read("out/s2.txt")
+        return cast(dict[str, Any], res.json()["remote"]["requests"])
+
+    assert restore("forged") == {"GET": 1 + 2 + 3}  # the pack, the two stages' own entries, the objects
+    store.delete(pack)
+    assert restore("unpacked") == {"GET": 1 + 3 + 3}
+    assert list(store.list("packs")) == []  # read-only: no pack written either
+
+
+def test_a_pack_is_written_only_once_the_remote_holds_every_stage_of_the_lock(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    ws = Workspace(tmp_path / "ws")
+    chain(ws, 3, remote_url=url, endpoint=seaweed.endpoint)
+    assert _outcomes(ws)[0] == dict.fromkeys(("s0", "s1", "s2"), "ran")  # no remote: nothing pushed
+    ws.write("pipeline.yaml", ws.read("pipeline.yaml").replace("echo 2)", "echo 22)"))
+    assert _outcomes(ws, "--remote", "team")[0] == {"s0": "skipped", "s1": "skipped", "s2": "ran"}
+    store = _store(seaweed, url)
+    assert list(store.list("packs")) == []  # s0 and s1 were never confirmed on the remote
+    pushed = ws.sluice("push")
+    assert pushed.code == 0, pushed.err
+    assert len(list(store.list("packs"))) == 1
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(ws.root, fresh.root)
+    restored = _remote_json(fresh)
+    assert restored["remote"]["requests"] == {"GET": 1 + 3}
 
 
 def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
@@ -185,8 +272,8 @@ def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
 
 
 def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed: S3Server, tmp_path: Path) -> None:
-    """Per stage: its entry by name (no listing), then each small object fetched (the check and the download in
-    one GET); nothing asked twice; a no-op asks nothing."""
+    """The lock's entries in one GET (its pack, remote/pack.py), then each small object fetched (the check and the
+    download in one GET); nothing asked twice; a no-op asks nothing."""
     first = Workspace(tmp_path / "first")
     chain(first, 5, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
     _outcomes(first, "--remote", "team")
@@ -194,10 +281,10 @@ def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed:
     copy_checkout(first.root, fresh.root)
     restored = _remote_json(fresh, "--markdown-summary", str(tmp_path / "summary.md"))
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
-    assert restored["remote"]["requests"] == {"GET": 10}  # 5 entries + 5 objects
+    assert restored["remote"]["requests"] == {"GET": 6}  # the pack + 5 objects
     assert restored["remote"]["fetched"] == {"objects": 5, "bytes": 5000}
     assert (
-        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 10 requests (10 GET)"
+        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 6 requests (6 GET)"
         in (tmp_path / "summary.md").read_text()
     )
     again = _remote_json(fresh)
@@ -235,7 +322,7 @@ def test_a_big_object_is_head_checked_at_lookup_and_fetched_once_its_restore_is_
     copy_checkout(first.root, fresh.root)
     restored = _remote_json(fresh)
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
-    assert restored["remote"]["requests"] == {"GET": 4, "HEAD": 2}  # per stage: its entry, a HEAD, then the object
+    assert restored["remote"]["requests"] == {"GET": 3, "HEAD": 2}  # the pack; per stage a HEAD, then the object
     assert fresh.read("out/s1.txt") == first.read("out/s1.txt")
 
 

@@ -34,10 +34,13 @@ def test_verify_finds_corrupt_objects_and_dangling_entries_and_sets_them_aside(s
     corrupt, lost = hash_file(ws.root / "out/s0.txt"), hash_file(ws.root / "out/s2.txt")
     store.put_bytes(_key(corrupt), b"z" * 1000)  # a raw PUT over the object, bypassing sluice
     store.delete(_key(lost))
+    (pack,) = [i.key for i in store.list("packs")]
+    store.put_bytes(pack, b'{"version": 1, "entries": [{"stage": "s0"}]}')
     res = ws.sluice("cache", "verify", "--remote", "team", "--json")
     assert res.code == 1 and res.out.startswith("{"), res.out + res.err
     problems = {b["path"]: b["problem"] for b in res.json()["bad"]}
     assert problems[_key(corrupt)] == "content does not match its name"
+    assert problems[pack] == "holds an entry that is not well formed"
     assert sorted(p.split(",")[0] for p in problems.values() if "object(s)" in p or "names a" in p) == [
         "names 1 missing object(s)",
         "names a corrupt object",
@@ -58,9 +61,9 @@ def test_gc_keeps_what_the_lock_and_recent_entries_name(seaweed: S3Server, ws: W
     assert young.code == 0 and young.json()["removed_objects"] == 0  # within the grace period: a push may be under way
     store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
     report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=time.time() + 3 * DAY)
-    assert (report.entries, report.objects) == (1, 1)
+    assert (report.entries, report.objects, report.packs) == (1, 1, 1)  # the old lock's pack went with its entry
     assert store.head(_key(old)) is None and store.head(_key(new)) == 999
-    assert len(list(store.list("runs"))) == 1
+    assert len(list(store.list("runs"))) == len(list(store.list("packs"))) == 1
     fresh = Workspace(ws.root.parent / "fresh")
     chain(fresh, 1, size=999, remote_url=url, endpoint=seaweed.endpoint)
     assert fresh.run_json("--remote", "team") == {"s0": "restored"}
@@ -93,7 +96,7 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
     later = time.time() + 3 * DAY  # past the grace period and --keep-days: only the locks keep anything
     for choice in (Choice(revs=("release",)), Choice(all_branches=True)):
         report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=choice, now=later)
-        assert (report.objects, report.entries) == (0, 0), report.removed
+        assert (report.objects, report.entries, report.packs) == (0, 0, 0), report.removed
     assert store.head(_key(old)) == 1000
     fresh = tmp_path_factory.mktemp("clone") / "release"
     git(ws.root.parent, "clone", "-q", "-b", "release", str(ws.root), str(fresh))
@@ -105,7 +108,7 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
         api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=Choice(("release", "nope")), now=later)
     assert store.head(_key(old)) == 1000
     report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=later)
-    assert (report.objects, report.entries) == (1, 1) and store.head(_key(old)) is None
+    assert (report.objects, report.entries, report.packs) == (1, 1, 1) and store.head(_key(old)) is None
     for made in ("out", ".sluice"):  # what the restore wrote: a new clone again
         shutil.rmtree(fresh / made)
     assert Workspace(fresh).run_json("--remote", "team") == {"s0": "ran"}
