@@ -45,7 +45,19 @@ from sluice.engine.state import Layout, safe_name
 from sluice.engine.watchdog import group_alive, terminate
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+RESTORE_AHEAD = 8  # planned restores under way at once: copies and downloads, not stages running
 _STATE = ".state"  # a plugin's staged state_dir, inside its staging folder
+
+
+def _settle(fut: Future[_Attempt] | None) -> bool:
+    """Wait for a restore started ahead that is not used as it is (or cancel it if it has not begun):
+    whether it put its outputs in place."""
+    if fut is None or fut.cancel():
+        return False
+    try:
+        return fut.result().ok
+    except OSError:
+        return False
 
 
 class Reporter(Protocol):
@@ -108,27 +120,45 @@ class Executor:
                 if waiting[down] == 0:
                     ready.append(down)
 
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="stage") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="stage") as pool,
+            ThreadPoolExecutor(max_workers=RESTORE_AHEAD, thread_name_prefix="restore") as ahead,
+        ):
+            # A restore reads no inputs: every restore the plan decided starts now, not once its upstream
+            # stages are done. Each counts when its stage's turn comes and the plan still stands then;
+            # otherwise the stage waits for it to finish (its staging folder is the stage's) and is decided again.
+            early = {
+                sid: ahead.submit(self._restore, stages[sid], entry)
+                for sid, entry in self.plan.restore_from.items()
+                if self.plan.items[sid].decision is Decision.RESTORE
+            }
             while ready or futures:
                 while ready and len(futures) < self.jobs:
                     sid = ready.popleft()
+                    started_early = early.pop(sid, None)
                     blocked = [u for u in self.pipeline.upstream[sid] if self.results[u].outcome in (Outcome.FAILED, Outcome.NOT_RUN)]
-                    if self.stop.is_set():
-                        complete(StageResult(sid, Outcome.NOT_RUN, ("run interrupted",)))
-                        continue
-                    if blocked:
-                        complete(StageResult(sid, Outcome.NOT_RUN, (f"upstream {blocked[0]} did not succeed",)))
+                    if self.stop.is_set() or blocked:
+                        _settle(started_early)
+                        halt = "run interrupted" if self.stop.is_set() else f"upstream {blocked[0]} did not succeed"
+                        complete(StageResult(sid, Outcome.NOT_RUN, (halt,)))
                         continue
                     item, entry, comps = self._decision(sid)
+                    planned = started_early is not None and entry is not None and entry is self.plan.restore_from.get(sid)
+                    restored_early = False
+                    if not (planned and item.decision is Decision.RESTORE):
+                        restored_early = _settle(started_early)
                     if item.decision is Decision.SKIP:
                         if entry is not None and comps is not None and item.fingerprint:
                             self.lock_stages[sid] = lock_entry(item.fingerprint, comps, entry.outputs)
-                        complete(StageResult(sid, Outcome.SKIPPED, item.reasons))
+                        # decided again, its outputs match because this run put them there: it was restored
+                        early_entry = self.plan.restore_from.get(sid)
+                        ours = restored_early and early_entry is not None and (entry is None or entry.id == early_entry.id)
+                        complete(StageResult(sid, Outcome.RESTORED if ours else Outcome.SKIPPED, item.reasons))
                         continue
                     self.reporter.stage_started(item)
                     stage = stages[sid]
                     if item.decision is Decision.RESTORE and entry is not None:
-                        fut = pool.submit(self._restore, stage, entry)
+                        fut = started_early if planned and started_early is not None else pool.submit(self._restore, stage, entry)
                     else:
                         fut = pool.submit(self._execute, stage, item.inputs)
                     futures[fut] = (sid, item, entry, comps, time.monotonic())
@@ -149,6 +179,8 @@ class Executor:
                         futures[pool.submit(self._execute, stages[sid], item.inputs)] = (sid, item, None, comps, t0)
                         continue
                     complete(self._finish(stages[sid], item, entry, comps, attempt, time.monotonic() - t0))
+            for left in early.values():  # an interrupted run: restores that have not begun never will
+                left.cancel()
         shutil.rmtree(self.layout.staging(self.run_id), ignore_errors=True)
         ordered = tuple(self.results[sid] for sid in stages if sid in self.results)
         return RunSummary(self.run_id, ordered, time.monotonic() - started, self.stop.is_set())
@@ -287,8 +319,8 @@ class Executor:
                 shutil.rmtree(staging, ignore_errors=True)
                 return _Attempt(False, f"cache object for {path} is missing or corrupt")
         missing = self._commit_outputs(stage, staging)
+        shutil.rmtree(staging, ignore_errors=True)  # here, in parallel, rather than all at the end of the run
         if missing:
-            shutil.rmtree(staging, ignore_errors=True)
             return _Attempt(False, f"the cache entry lacks {', '.join(missing)}")
         return _Attempt(True)
 

