@@ -25,6 +25,7 @@ EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 # Kept in step with sluice.engine.dag.view.FORMATS; not imported from there so `--help` stays cheap.
 DAG_FORMATS = ("text", "json", "dot", "mermaid", "svg", "png", "html")
 _REHASH = "distrust the stat cache: read every input and output again"
+_SHOWN = 10  # revisions named in gc's summary line; --json lists them all
 
 
 def _positive(text: str) -> int:
@@ -148,6 +149,7 @@ def parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     g.add_argument("--all-branches", action="store_true", help="also keep what the lock of every local git branch names")
     g.add_argument("--all-tags", action="store_true", help="also keep what the lock of every git tag names")
+    g.add_argument("--all-commits", action="store_true", help="also keep what every version of the lock in the git history names")
 
     ex = sub.add_parser("export", help="generate a CI workflow that runs the pipeline with a cache (github-actions)")
     ex.add_argument("target", nargs="?", help="what to generate: github-actions")
@@ -433,7 +435,7 @@ def _maintenance(args: argparse.Namespace) -> int:
         return EXIT_FAILED if report.bad else EXIT_OK
     from sluice.engine.revisions import Choice
 
-    revisions = Choice(tuple(args.revs), args.all_branches, args.all_tags)
+    revisions = Choice(tuple(args.revs), args.all_branches, args.all_tags, args.all_commits)
     gc = api.gc(args.file, args.cache_dir, args.keep_days, args.dry_run, args.remote, revisions)
     if args.json:
         print(json.dumps(gc.as_dict(), indent=2))
@@ -441,7 +443,9 @@ def _maintenance(args: argparse.Namespace) -> int:
     for path in gc.removed if args.dry_run else ():
         print(f"would remove {path}")
     if gc.revisions:
-        named = ", ".join(f"{r.name} {r.commit[:10]}" + ("" if r.found else f" (no {r.lock})") for r in gc.revisions)
+        shown = [f"{r.name} {r.commit[:10]}" if r.name != r.commit else r.commit[:10] for r in gc.revisions[:_SHOWN]]
+        named = ", ".join(s + ("" if r.found else f" (no {r.lock})") for s, r in zip(shown, gc.revisions, strict=False))
+        named += f" and {len(gc.revisions) - _SHOWN} more" if len(gc.revisions) > _SHOWN else ""
         print(f"kept what the locks of {_n(len(gc.revisions), 'git revision')} name: {named}")
     verb, freed = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
     print(

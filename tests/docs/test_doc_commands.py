@@ -112,7 +112,7 @@ COMMANDS: dict[str, Where | NotHere] = {
     "sluice cache verify --remote team": NotHere(
         "tests/remote/ runs it against real SeaweedFS and rclone S3 servers (test_remote_upkeep.py)"
     ),
-    "sluice gc --remote team --keep-days 7 [--rev REV]… [--all-branches] [--all-tags] [--dry-run]": NotHere(
+    "sluice gc --remote team --keep-days 7 [--rev REV]… [--all-branches] [--all-tags] [--all-commits] [--dry-run]": NotHere(
         "a synopsis; tests/remote/test_remote_upkeep.py runs gc --remote, with --rev and --all-branches, against a real SeaweedFS server"
     ),
     "sluice remote list | sluice remote remove NAME": NotHere("two synopses; tests/remote/test_remote_config.py runs both"),

@@ -1,4 +1,4 @@
-"""`sluice gc --rev / --all-branches / --all-tags`: what the locks of other git revisions name is kept."""
+"""`sluice gc --rev / --all-branches / --all-tags / --all-commits`: what the locks of other git revisions name is kept."""
 
 from __future__ import annotations
 
@@ -83,6 +83,38 @@ def test_gc_names_each_kept_revision_and_one_without_a_lock_keeps_nothing_extra(
     assert res.json()["removed_objects"] == 2
 
 
+def _lock_version(proj: Workspace, repo: Path, n: int, message: str = "") -> None:
+    proj.write("pipeline.yaml", GC.replace("{n: 1}", f"{{n: {n}}}"))
+    assert set(proj.run_json().values()) <= {"ran", "restored"}
+    commit(repo, message or f"n={n}")
+
+
+def test_gc_all_commits_keeps_every_version_of_the_lock_in_the_history(ws: Workspace) -> None:
+    """Versions no branch or tag points at (a commit since superseded, a merge's own resolution) are kept too."""
+    proj = _two_branches(ws)  # release: n=1, main: n=2
+    _lock_version(proj, ws.root, 3)  # n=2 is now only in main's history
+    git(ws.root, "checkout", "-q", "-b", "side")
+    _lock_version(proj, ws.root, 4)
+    git(ws.root, "checkout", "-q", "main")
+    _lock_version(proj, ws.root, 5)
+    git(ws.root, "merge", "-q", "--no-commit", "-s", "ours", "side")
+    _lock_version(proj, ws.root, 6, "merge side, resolved as n=6")  # a lock neither parent has
+    merge = git(ws.root, "rev-parse", "HEAD")
+    _lock_version(proj, ws.root, 7)
+    git(ws.root, "branch", "-D", "side")  # n=4 is left only in the merge's second parent
+    _age_cache(proj.root / ".sluice/cache", 30)
+    branches = proj.sluice("gc", "--all-branches", "--all-tags", "--dry-run", "--json").json()
+    assert branches["removed_entries"] == 2 * 5  # n=2 to 6, on no branch or tag: each stage's entry
+    res = proj.sluice("gc", "--all-commits", "--dry-run")
+    assert res.code == 0, res.err
+    assert "would remove 0 objects and 0 run entries" in res.out, res.out
+    assert "kept what the locks of 7 git revisions name: " in res.out and merge[:10] in res.out, res.out
+    kept = proj.sluice("gc", "--all-commits", "--json").json()
+    assert (kept["removed_objects"], kept["removed_entries"]) == (0, 0)
+    assert {r["commit"] for r in kept["revisions"]} >= {merge, git(ws.root, "rev-parse", "release")}
+    assert _run_on_release(proj) == {"s": "restored", "d": "restored"}
+
+
 def _bad_locks_on_branches(proj: Workspace, repo: Path) -> None:
     """Branch `broken`: a lock that is not YAML; `huge`: one over SLUICE_MAX_LOCK_BYTES=20000; `linked`: a symlink."""
     lock = proj.read("sluice.lock")
@@ -106,8 +138,9 @@ def _bad_locks_on_branches(proj: Workspace, repo: Path) -> None:
         (["--all-branches"], 2, "broken:ml/sluice.lock:3:1: the lock file is not valid YAML"),
         (["--rev", "huge"], 2, "huge:ml/sluice.lock: the lock file is 21,"),
         (["--rev", "linked"], 2, "linked:ml/sluice.lock: is a symbolic link at this revision, not a lock file"),
+        (["--all-commits"], 2, ":ml/sluice.lock: is a symbolic link at this revision, not a lock file"),
     ],
-    ids=["unknown", "an option", "malformed", "malformed among all branches", "over the limit", "a symlink"],
+    ids=["unknown", "an option", "malformed", "malformed among all branches", "over the limit", "a symlink", "a symlink in history"],
 )
 def test_gc_refuses_a_bad_revision_and_removes_nothing(ws: Workspace, flags: list[str], code: int, message: str) -> None:
     proj = _two_branches(ws)
