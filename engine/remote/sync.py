@@ -260,6 +260,8 @@ class RemoteCache:
     def _read_pack(self, name: str) -> dict[tuple[str, str], dict[str, Any]]:
         try:
             data = self.store.get_bytes(pack_key(name), ENTRY_BYTES)
+        except TooBig:
+            return {}  # not one we wrote: each entry is asked for on its own
         except RemoteError as exc:
             self._give_up(exc)
             return {}
@@ -275,13 +277,15 @@ class RemoteCache:
     def write_pack(self, section: Mapping[str, Any], cached: Container[str]) -> bool:
         """File the pack of a lock `section` once each of its `cached` stages has an entry this command
         pushed, or looked up and checked: on the remote, with every object. Otherwise nothing is written,
-        since an incomplete pack would replace a complete one. True when a pack was written."""
+        since an incomplete pack would replace a complete one. A stage whose entry the lock cannot name
+        (a folder output: its manifest is not in the lock) is looked up by listing, so it is left out.
+        True when a pack was written."""
         name = section_digest(section)
         if name is None or not self.writable or self.down:
             return False
         chosen: list[tuple[RunEntry, dict[str, Any]]] = []
         for sid, rec in section.items():
-            if sid in cached:
+            if sid in cached and RunEntry.id_from_lock(rec.get("outputs")) is not None:
                 found = self._known_for(rec)
                 if found is None:
                     return False
@@ -292,8 +296,11 @@ class RemoteCache:
             held = self._pack.result()
             if all(held.get((e.fingerprint, e.id)) == doc for e, doc in chosen):
                 return False  # read from it already: nothing new to say
+        body = pack_body(doc for _, doc in chosen)
+        if len(body) > ENTRY_BYTES:
+            return False
         try:
-            self.store.put_bytes(pack_key(name), pack_body(doc for _, doc in chosen))
+            self.store.put_bytes(pack_key(name), body)
         except RemoteError as exc:
             _LOG.warning("sluice: warning: the lock's pack was not written to the remote '%s': %s", self.config.name, exc)
             return False

@@ -265,6 +265,28 @@ def test_a_pack_is_written_only_once_the_remote_holds_every_stage_of_the_lock(se
     assert restored["remote"]["requests"] == {"GET": 1 + 3}
 
 
+def test_a_pack_leaves_out_folder_outputs_which_are_looked_up_by_listing(seaweed: S3Server, tmp_path: Path) -> None:
+    """The lock does not record a folder's manifest, so it cannot name that entry: the pack holds the others."""
+    url = seaweed.url()
+    ws = Workspace(tmp_path / "ws")
+    ws.write(
+        "pipeline.yaml",
+        "version: 1\nstages:\n  f:\n    cmd: echo f > ${outputs.o}\n    outputs: {o: out/f.txt}\n"
+        "  d:\n    cmd: mkdir -p ${outputs.o} && echo a > ${outputs.o}/a && echo b > ${outputs.o}/b\n    outputs: {o: out/d}\n",
+    )
+    ws.write("sluice.remotes.yaml", remotes_yaml(url, seaweed.endpoint))
+    assert _outcomes(ws, "--remote", "team")[0] == {"f": "ran", "d": "ran"}
+    store = _store(seaweed, url)
+    (pack,) = [item.key for item in store.list("packs")]
+    assert [d["stage"] for d in json.loads(store.get_bytes(pack, 1 << 20) or b"")["entries"]] == ["f"]
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(ws.root, fresh.root)
+    restored = _remote_json(fresh)
+    assert {k: v["outcome"] for k, v in restored["stages"].items()} == {"f": "restored", "d": "restored"}
+    assert restored["remote"]["requests"] == {"GET": 1 + 1 + 1 + 2, "LIST": 1}  # pack, f's object; d's entry, its 2 files
+    assert fresh.read("out/d/b") == "b\n"
+
+
 def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
     res = ws.sluice("run", "--json", "--remote", "team", *args)
     assert res.code == 0, res.err
