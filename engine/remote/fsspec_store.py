@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import MethodType
 from typing import Any, TypeVar
 
 from sluice.engine.durable import temp_name
@@ -76,13 +77,34 @@ def _bounds(protocol: str, timeout: float) -> tuple[dict[str, Any], int]:
     """The options that bound one request, and how many attempts our loop makes, for backends that need them.
 
     fsspec has no common timeout option. sftp (paramiko) connects when the filesystem is made, with no
-    TCP timeout and 15 s for the banner; gcsfs retries every request 6 times with up to ~31 s of backoff,
-    fixed when it is imported, so our own loop makes one attempt there instead of multiplying it."""
+    TCP timeout and 15 s for the banner; gcsfs bounds a request with `requests_timeout` (and retries it
+    itself, which `_one_try` takes back)."""
     if protocol in ("ssh", "sftp"):
         return dict.fromkeys(("timeout", "banner_timeout", "auth_timeout", "channel_timeout"), timeout), ATTEMPTS
     if protocol in ("gs", "gcs"):
-        return {"requests_timeout": timeout}, 1
+        return {"requests_timeout": timeout}, ATTEMPTS
     return {}, ATTEMPTS
+
+
+_GCSFS_RETRIED = ("_request", "_get_file_request", "_get_file_concurrent")
+
+
+def _one_try(fs: Any) -> bool:
+    """Give this gcsfs filesystem one attempt per request, so our loop's bounded retries are the only ones.
+
+    gcsfs retries each request up to 6 times with ~31 s of backoff (a refused port cost 35 s), fixed by a
+    decorator when its class is defined. The undecorated methods, wrapped again with one try, are bound
+    to this instance alone. False (our loop then makes one attempt) when gcsfs is not built that way."""
+    try:
+        from gcsfs.retry import retry_request
+    except ImportError:
+        return False
+    inner = [getattr(getattr(type(fs), name, None), "__wrapped__", None) for name in _GCSFS_RETRIED]
+    if not all(callable(f) for f in inner):
+        return False
+    for name, f in zip(_GCSFS_RETRIED, inner, strict=True):
+        setattr(fs, name, MethodType(retry_request(retries=1)(f), fs))
+    return True
 
 
 def _is_s3(protocol: str | tuple[str, ...]) -> bool:
@@ -174,6 +196,8 @@ class FsspecStore:
             self._serial = threading.Lock()
         if s3:
             fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
+        if protocol in ("gs", "gcs") and not _one_try(fs):
+            self._attempts = 1  # gcsfs's own retries stand: ours would multiply them
         self._root, self._s3 = root.rstrip("/"), s3
         self._fs = fs  # last: another thread may use it as soon as it is set
 
