@@ -105,6 +105,15 @@ def parse_doc(
     return entry, state, doc
 
 
+def pack_index(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """A pack's well-formed entries by (fingerprint, id); whatever else it holds is left out (it is untrusted)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for doc in pack_entries(data):
+        if parsed := parse_doc(doc, None, None):
+            found.setdefault((parsed[0].fingerprint, parsed[0].id), doc)
+    return found
+
+
 def _safe_rel(rel: Any) -> bool:
     if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
         return False
@@ -265,11 +274,7 @@ class RemoteCache:
         except RemoteError as exc:
             self._give_up(exc)
             return {}
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for doc in pack_entries(data):
-            if parsed := parse_doc(doc, None, None):
-                found.setdefault((parsed[0].fingerprint, parsed[0].id), doc)
-        return found
+        return pack_index(data)
 
     def _packed(self, fingerprint: str, entry_id: str) -> dict[str, Any] | None:
         return None if self._pack is None else self._pack.result().get((fingerprint, entry_id))
