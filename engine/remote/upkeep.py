@@ -21,7 +21,7 @@ from sluice.engine.errors import SluiceError
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
 from sluice.engine.remote.pack import pack_entries
-from sluice.engine.remote.protocol import Listed, RemoteError, object_key
+from sluice.engine.remote.protocol import Listed, RemoteError, TooBig, object_key
 from sluice.engine.remote.sign import accepted, check
 from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_doc, parse_entry
 
@@ -78,7 +78,10 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
 
 
 def _pack_problem(cache: RemoteCache, item: Listed) -> str:
-    data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+    try:
+        data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+    except TooBig:
+        return f"over {ENTRY_BYTES:,} bytes: not a pack sluice writes"
     if data is None:
         return ""
     docs = pack_entries(data)
