@@ -91,15 +91,15 @@ def _translate(doc: Document, error: Any, prefix: KeyPath) -> Iterable[Problem]:
     path = prefix + tuple(error.absolute_path)
     keyword, schema, instance = error.validator, error.schema, error.instance
     loc = doc.location(path)
-    if keyword == "additionalProperties" and isinstance(instance, dict):
+    if keyword == "additionalProperties" and isinstance(instance, dict) and schema.get("additionalProperties") is False:
         known = list(schema.get("properties", {}))
-        patterns = schema.get("patternProperties", {})
-        for key in instance:
-            if key in known or patterns:
-                continue
+        patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+        unknown = [k for k in instance if k not in known and not any(p.search(str(k)) for p in patterns)]
+        for key in unknown:
             where = doc.location((*path, key), key=True)
-            yield Problem(where, f"unknown key '{key}'", (*path, key), did_you_mean(key, known))
-        return
+            yield Problem(where, f"unknown key '{key}'", (*path, key), did_you_mean(str(key), known))
+        if unknown:
+            return
     if keyword == "required" and "then" in error.absolute_schema_path and schema.get("description"):
         yield Problem(loc, schema["description"], path)
         return

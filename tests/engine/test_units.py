@@ -333,3 +333,14 @@ def test_stages_see_only_the_plugin_api() -> None:
                 assert node.module == "sluice.engine.plugin", f"{path.relative_to(root.parent)} imports {node.module}"
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("sluice.engine") for a in node.names), f"{path} imports the engine"
+
+
+def test_a_key_no_pattern_admits_is_reported_where_a_schema_has_pattern_properties() -> None:
+    """A plugin's `with:` schema may admit keys by pattern; a key matching none must still be an error, at its line."""
+    from sluice.engine.validate import schema_problems
+
+    schema = {"type": "object", "properties": {"mode": {"type": "string"}}, "patternProperties": {"^x-": {}}, "additionalProperties": False}
+    doc = load_text("mode: fast\nx-note: fine\nmdoe: slow\n", "with.yaml")
+    problems = [str(p) for p in schema_problems(doc, schema, doc.data)]
+    assert problems == ["with.yaml:3:1: mdoe: unknown key 'mdoe' (did you mean 'mode'?)"]
+    assert schema_problems(doc, schema, {"mode": "fast", "x-note": 1}) == []
