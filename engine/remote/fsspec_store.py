@@ -154,6 +154,7 @@ class FsspecStore:
     _counting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _attempts: int = field(default=ATTEMPTS, init=False, repr=False)
     _serial: contextlib.AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext, init=False, repr=False)
+    _checked: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # what makes the backend check a write
 
     @property
     def url(self) -> str:
@@ -196,8 +197,12 @@ class FsspecStore:
             self._serial = threading.Lock()
         if s3:
             fs.retries = 1  # s3fs retries inside each call too; ours is the one bound
-        if protocol in ("gs", "gcs") and not _one_try(fs):
-            self._attempts = 1  # gcsfs's own retries stand: ours would multiply them
+        if protocol in ("gs", "gcs"):
+            if not _one_try(fs):
+                self._attempts = 1  # gcsfs's own retries stand: ours would multiply them
+            # gcsfs compares the MD5 of the bytes it sent with the one the server computed: after the write,
+            # but the write goes to a temp key, so a mismatch leaves nothing under the real one
+            self._checked = {"consistency": "md5"}
         self._root, self._s3 = root.rstrip("/"), s3
         self._fs = fs  # last: another thread may use it as soon as it is set
 
@@ -271,7 +276,7 @@ class FsspecStore:
             except AlreadyThere:
                 return False
             return True
-        self._via_temp(key, lambda tmp: fs.put_file(str(src), tmp))
+        self._via_temp(key, lambda tmp: fs.put_file(str(src), tmp, **self._checked))
         return True
 
     def get_file(self, key: str, dest: Path) -> bool:
@@ -287,7 +292,7 @@ class FsspecStore:
         if self._s3:
             self._call(f"PUT {key}", lambda: fs.pipe_file(self._path(key), data))
         else:
-            self._via_temp(key, lambda tmp: fs.pipe_file(tmp, data))
+            self._via_temp(key, lambda tmp: fs.pipe_file(tmp, data, **self._checked))
 
     def get_bytes(self, key: str, limit: int) -> bytes | None:
         fs = self._open()

@@ -81,9 +81,19 @@ def test_delete_is_seen_by_head_at_once(store: RemoteStore, backend: tuple[str, 
     assert store.put_file(key, src, sha) is True  # and it can be pushed again
 
 
-def test_a_wrong_transport_checksum_is_refused(store: RemoteStore, backend: tuple[str, RemoteConfig], tmp_path: Path) -> None:
-    if backend[0] in ("file", "ssh", "gcs"):
-        pytest.skip(f"{backend[0]} writes by temp key and rename, with no SHA-256 to check; the BLAKE3 check on pull still applies")
+def test_a_wrong_transport_checksum_is_refused(
+    store: RemoteStore, backend: tuple[str, RemoteConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend[0] == "gcs":  # gcsfs checks an MD5 of what it sent against the server's: make what it hashes differ
+        src, sha = _file(tmp_path, b"the real bytes")
+        key = object_key("13" * 32)
+        monkeypatch.setattr("gcsfs.checkers.MD5Checker.update", lambda self, data: self.md.update(b"other " + bytes(data)))
+        with pytest.raises(RemoteError, match="checksum"):
+            store.put_file(key, src, sha)
+        assert store.head(key) is None and list(store.list("tmp")) == []  # the temp key went too
+        return
+    if backend[0] in ("file", "ssh"):
+        pytest.skip(f"{backend[0]} writes by temp key and rename, with no checksum to check; the BLAKE3 check on pull still applies")
     if backend[0] == "rclone":
         pytest.skip("rclone serve s3 does not check x-amz-checksum-sha256; SeaweedFS does")
     src, _ = _file(tmp_path, b"the real bytes")
