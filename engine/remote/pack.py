@@ -3,10 +3,10 @@
     packs/<name>.json    {"version": 1, "entries": [<entry as filed under runs/>, ...]}
 
 The name is the lock section's digest (`state.section_digest`: its fingerprints and outputs), so a
-checkout of a commit finds the pack written when that commit's lock was produced. A pack is a transport, never a trust record:
-each entry in it passes exactly the checks of one fetched alone (shape, the stage's outputs, the
-signing policy, the id the lock records, every object it names present), and anything a pack lacks
-or gets wrong is looked up entry by entry instead.
+checkout of a commit finds the pack written when that commit's lock was produced. A pack is a
+transport, never a trust record: each entry in it passes exactly the checks of one fetched alone
+(shape, the stage's outputs, the signing policy, the id the lock records, every object it names
+present), and anything a pack lacks or gets wrong is looked up entry by entry instead.
 """
 
 from __future__ import annotations
