@@ -259,17 +259,21 @@ def run(
             restore_handlers()
             if cache is not None:
                 pushed = cache.finish()  # pushes still in flight: their warnings, if any, before the summary
-                cache.write_pack(executor.lock_stages, {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
-                cache.close()
-            # Whatever happened, record what did succeed: a rerun resumes from here.
-            # Only this pipeline file's section is replaced: its neighbours' entries stay.
-            recorded = p.lock.with_stages(executor.lock_stages)
-            if recorded != p.lock or not layout.lock_file.exists():
-                recorded.write(layout.lock_file, layout.lock_shadow)
-            else:
-                p.lock.keep_parse(layout.lock_shadow)
-            with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
-                p.hashes.save()
+            try:
+                # Whatever happened, record what did succeed: a rerun resumes from here.
+                # Only this pipeline file's section is replaced: its neighbours' entries stay.
+                recorded = p.lock.with_stages(executor.lock_stages)
+                if recorded != p.lock or not layout.lock_file.exists():
+                    recorded.write(layout.lock_file, layout.lock_shadow)
+                else:
+                    p.lock.keep_parse(layout.lock_shadow)
+                with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
+                    p.hashes.save()
+                if cache is not None:  # after the lock is recorded: the pack is named by it, and only saves requests
+                    cache.write_pack(executor.lock_stages, {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
+            finally:
+                if cache is not None:
+                    cache.close()
         if cache is not None:
             summary = replace(summary, remote=cache.tally(pushed))
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
