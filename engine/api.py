@@ -270,7 +270,7 @@ def run(
                 with contextlib.suppress(OSError, sqlite3.Error):  # only a cache of digests (a full disk, say): the next run hashes again
                     p.hashes.save()
                 if cache is not None:  # after the lock is recorded: the pack is named by it, and only saves requests
-                    cache.write_pack(executor.lock_stages, {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
+                    cache.write_pack(executor.lock_stages, _cached(loaded))
             finally:
                 if cache is not None:
                     cache.close()
@@ -278,6 +278,11 @@ def run(
             summary = replace(summary, remote=cache.tally(pushed))
         write_run_record(layout, summary, display_path(loaded.pipeline.spec.file))
     return summary
+
+
+def _cached(loaded: Loaded) -> frozenset[str]:
+    """The stages whose results are filed in the cache (`cache: true`): the ones a lock's pack holds."""
+    return frozenset(sid for sid, st in loaded.pipeline.stages.items() if st.cache)
 
 
 def kept_reports(loaded: Loaded) -> dict[str, frozenset[str]]:
@@ -560,7 +565,7 @@ def push(loaded: Loaded, targets: Sequence[str] = (), remote: str | None = None,
     try:
         report = cache.finish()
         if not run_cache:
-            cache.write_pack(_lock_section(loaded, ()), {sid for sid, st in loaded.pipeline.stages.items() if st.cache})
+            cache.write_pack(_lock_section(loaded, ()), _cached(loaded))
     finally:
         cache.close()
     if cache.down:

@@ -150,7 +150,7 @@ class RemoteCache:
     _warned_unsigned: bool = field(default=False, repr=False)
     _pack: Future[dict[tuple[str, str], dict[str, Any]]] | None = field(default=None, repr=False)  # (fingerprint, id) → entry
     _pack_name: str | None = field(default=None, repr=False)
-    _known: dict[str, list[tuple[RunEntry, dict[str, Any]]]] = field(default_factory=dict, repr=False)  # on the remote, checked
+    _known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)  # (fingerprint, id) → entry on the remote
     fetched_objects: int = 0
     fetched_bytes: int = 0
 
@@ -214,7 +214,7 @@ class RemoteCache:
         try:
             if entry_id is not None:
                 packed = self._packed(fingerprint, entry_id)
-                named = self._accept_doc(packed, fingerprint, outputs) if packed is not None else None
+                named = self._passing(parse_doc(packed, fingerprint, outputs)) if packed is not None else None
                 if named is None:
                     named = self._entry(entry_key(fingerprint, entry_id), fingerprint, outputs)
                 if named is not None and named[0].id == entry_id and self._all_there(needed(named[0])):
@@ -228,13 +228,9 @@ class RemoteCache:
 
     def _accept(self, data: bytes | None, fingerprint: str, outputs: Mapping[str, str] | None) -> tuple[RunEntry, dict[str, Any]] | None:
         """A remote entry's bytes as an entry (and its document), if they pass the shape and signing checks."""
-        parsed = parse_entry(data, fingerprint, outputs) if data is not None else None
-        return (parsed[0], parsed[2]) if parsed is not None and self._trusted(parsed[2]) else None
+        return self._passing(parse_entry(data, fingerprint, outputs) if data is not None else None)
 
-    def _accept_doc(
-        self, doc: dict[str, Any], fingerprint: str, outputs: Mapping[str, str] | None
-    ) -> tuple[RunEntry, dict[str, Any]] | None:
-        parsed = parse_doc(doc, fingerprint, outputs)
+    def _passing(self, parsed: tuple[RunEntry, Seal, dict[str, Any]] | None) -> tuple[RunEntry, dict[str, Any]] | None:
         return (parsed[0], parsed[2]) if parsed is not None and self._trusted(parsed[2]) else None
 
     def _entry(self, key: str, fingerprint: str, outputs: Mapping[str, str] | None) -> tuple[RunEntry, dict[str, Any]] | None:
@@ -251,7 +247,7 @@ class RemoteCache:
     def _known_now(self, entry: RunEntry, doc: dict[str, Any]) -> RunEntry:
         """`entry` (filed as `doc`) is on the remote with every object it names: a pack may carry it."""
         with self._guard:
-            self._known.setdefault(entry.fingerprint, []).append((entry, doc))
+            self._known[(entry.fingerprint, entry.id)] = doc
         return entry
 
     # ---- packs (pack.py)
@@ -288,20 +284,23 @@ class RemoteCache:
         name = section_digest(section)
         if name is None or not self.writable or self.down:
             return False
-        chosen: list[tuple[RunEntry, dict[str, Any]]] = []
+        chosen: dict[tuple[str, str], dict[str, Any]] = {}
         for sid, rec in section.items():
-            if sid in cached and RunEntry.id_from_lock(rec.get("outputs")) is not None:
-                found = self._known_for(rec)
-                if found is None:
+            entry_id = RunEntry.id_from_lock(rec.get("outputs")) if sid in cached else None
+            if entry_id is not None:
+                key = (str(rec.get("fingerprint")), entry_id)
+                with self._guard:
+                    doc = self._known.get(key)
+                if doc is None:
                     return False
-                chosen.append(found)
+                chosen[key] = doc
         if not chosen:
             return False
         if name == self._pack_name and self._pack is not None:
             held = self._pack.result()
-            if all(held.get((e.fingerprint, e.id)) == doc for e, doc in chosen):
+            if all(held.get(key) == doc for key, doc in chosen.items()):
                 return False  # read from it already: nothing new to say
-        body = pack_body(doc for _, doc in chosen)
+        body = pack_body(chosen.values())
         if len(body) > ENTRY_BYTES:
             return False
         try:
@@ -310,13 +309,6 @@ class RemoteCache:
             _LOG.warning("sluice: warning: the lock's pack was not written to the remote '%s': %s", self.config.name, exc)
             return False
         return True
-
-    def _known_for(self, rec: Mapping[str, Any]) -> tuple[RunEntry, dict[str, Any]] | None:
-        outputs = rec.get("outputs") if isinstance(rec, Mapping) else None
-        want = {n: o.get("hash") for n, o in outputs.items() if isinstance(o, Mapping)} if isinstance(outputs, Mapping) else None
-        with self._guard:
-            known = list(self._known.get(str(rec.get("fingerprint")), ()))
-        return next(((e, d) for e, d in known if {n: dg.value for n, (_, dg) in e.outputs.items()} == want), None)
 
     def get_entries(self, keys: Sequence[str]) -> list[bytes | None]:
         """Each key's body (None: gone meanwhile), at most ENTRY_BYTES each, fetched in parallel."""
