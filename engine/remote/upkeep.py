@@ -60,10 +60,18 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
     return VerifyReport(len(objects), sum(i.size for i in objects), len(entries), tuple(bad), action, f"{store.url}/quarantine")
 
 
+def _read(cache: RemoteCache, item: Listed, what: str) -> tuple[bytes | None, str]:
+    """An entry's or a pack's bytes (None: gone meanwhile), or the problem that one over the bound is."""
+    try:
+        return cache.store.get_bytes(item.key, ENTRY_BYTES), ""
+    except TooBig:
+        return None, f"over {ENTRY_BYTES:,} bytes: not {what} sluice writes"
+
+
 def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
-    data = cache.store.get_bytes(item.key, ENTRY_BYTES)
+    data, why = _read(cache, item, "a run entry")
     if data is None:
-        return ""
+        return why
     parsed = parse_entry(data, filed_under(item.key), None)
     if parsed is None:
         return "not a well-formed run entry for the fingerprint it is filed under"
@@ -78,12 +86,9 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
 
 
 def _pack_problem(cache: RemoteCache, item: Listed) -> str:
-    try:
-        data = cache.store.get_bytes(item.key, ENTRY_BYTES)
-    except TooBig:
-        return f"over {ENTRY_BYTES:,} bytes: not a pack sluice writes"
+    data, why = _read(cache, item, "a pack")
     if data is None:
-        return ""
+        return why
     docs = pack_entries(data)
     if not docs:
         return "not a readable lock pack"

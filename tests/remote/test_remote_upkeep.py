@@ -133,3 +133,13 @@ def test_gc_aborts_the_unfinished_uploads_of_pushes_that_died(seaweed: S3Server,
     report = api.gc(ws.root / "pipeline.yaml", remote="team", now=time.time() + 3 * DAY)
     assert report.uploads == 1 and store.unfinished() == []
     assert store.head(_key("ab" * 32)) is None
+
+
+def test_verify_reports_an_oversized_entry_or_pack_as_a_finding(seaweed: S3Server, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value over the read bound is one bad item in the report, not the end of the check."""
+    chain(ws, 1, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
+    ws.sluice("run", "--remote", "team")
+    monkeypatch.setattr("sluice.engine.remote.upkeep.ENTRY_BYTES", 10)  # every entry and pack is over it now
+    report = api.cache_verify(ws.root / "pipeline.yaml", remote="team")
+    problems = sorted((b.path.split("/")[0], b.problem) for b in report.bad)
+    assert problems == [("packs", "over 10 bytes: not a pack sluice writes"), ("runs", "over 10 bytes: not a run entry sluice writes")]
