@@ -313,15 +313,23 @@ class Executor:
     def _restore_checked(self, stage: StageSpec, entry: RunEntry) -> _Attempt:
         if self.remote is not None and (problem := self.remote.fetch(entry)):
             return _Attempt(False, problem)
-        staging = self._staging(stage.id)
-        self._check_internal(staging, "staging folder")
-        shutil.rmtree(staging, ignore_errors=True)
-        for path, digest in entry.outputs.values():
-            if not self.store.restore(digest, staging / path):
-                shutil.rmtree(staging, ignore_errors=True)
-                return _Attempt(False, f"cache object for {path} is missing or corrupt")
-        missing = self._commit_outputs(stage, staging)
-        shutil.rmtree(staging, ignore_errors=True)  # here, in parallel, rather than all at the end of the run
+        # Each output is staged as one entry of the run's staging folder, not under folders of its own:
+        # on a fresh checkout of many small stages, making and removing those was a third of the work.
+        base = self.layout.staging(self.run_id)
+        self._check_internal(base, "staging folder")
+        name = safe_name(stage.id)
+        staged = {path: base / f"{name}@{i}" for i, path in enumerate(stage.outputs.values())}  # '@' is quoted in names
+        try:
+            for path, digest in entry.outputs.values():
+                if (tmp := staged.get(path)) is None:
+                    continue
+                _remove(tmp)  # an earlier attempt's, in this run
+                if not self.store.restore(digest, tmp):
+                    return _Attempt(False, f"cache object for {path} is missing or corrupt")
+            missing = self._move_in(staged)
+        finally:
+            for tmp in staged.values():
+                _remove(tmp)
         if missing:
             return _Attempt(False, f"the cache entry lacks {', '.join(missing)}")
         return _Attempt(True)
@@ -504,15 +512,19 @@ class Executor:
         shutil.rmtree(old, ignore_errors=True)
 
     def _commit_outputs(self, stage: StageSpec, staging: Path) -> list[str]:
-        """Move staged outputs into place; an output written straight to its final path counts too.
+        return self._move_in({path: staging / path for path in stage.outputs.values()})
+
+    def _move_in(self, outputs: Mapping[str, Path]) -> list[str]:
+        """Move each output (workspace path → where it was staged) into place; an output written straight
+        to its final path counts too.
 
         Every output is checked (PathEscape) before any is moved: the command may have made a symlink.
         If one is missing, none is moved: the stage failed, and only its reports may be kept.
         """
         ws = self.layout.workspace
         missing, staged = [], []
-        for path in stage.outputs.values():
-            src, dst = staging / path, ws / path
+        for path, src in outputs.items():
+            dst = ws / path
             if os.path.lexists(src):
                 check_output(self._root, path, src)
                 staged.append((src, dst))
