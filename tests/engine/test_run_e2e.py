@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from tests.conftest import Workspace
 
@@ -279,3 +280,30 @@ def test_hand_edited_lock_file_wins_over_its_cached_copy(ws: Workspace) -> None:
     assert not status["train"]["stale"]
     assert ws.run_json()["other"] == "skipped"
     assert "  other:\n" in ws.read("sluice.lock")  # recorded again
+
+
+def test_matrix_stages_with_file_and_folder_outputs_restore_all_of_them_and_leave_no_staging(ws: Workspace) -> None:
+    # Stage ids hold '/' and '=' (matrix values), each stage has a file and a folder output: each is
+    # staged on its own in the run's staging folder, then moved into place.
+    ws.write(
+        "pipeline.yaml",
+        """\
+        version: 1
+        stages:
+          make:
+            cmd: >-
+              echo "${matrix.model}" > ${outputs.summary} && mkdir -p ${outputs.plots}/sub &&
+              echo "a ${matrix.model}" > ${outputs.plots}/a.txt && echo "b ${matrix.model}" > ${outputs.plots}/sub/b.txt
+            matrix: {model: [lr/l1, lr/l2, svm]}
+            outputs: {summary: "out/${matrix.model}/summary.txt", plots: "out/${matrix.model}/plots"}
+        """,
+    )
+    first = ws.run_json()
+    assert set(first.values()) == {"ran"} and len(first) == 3
+    files = {p.relative_to(ws.root).as_posix(): p.read_text() for p in sorted((ws.root / "out").rglob("*")) if p.is_file()}
+    assert len(files) == 9 and files["out/lr/l2/plots/sub/b.txt"] == "b lr/l2\n"
+    shutil.rmtree(ws.root / "out")
+    assert set(ws.run_json().values()) == {"restored"}
+    again = {p.relative_to(ws.root).as_posix(): p.read_text() for p in sorted((ws.root / "out").rglob("*")) if p.is_file()}
+    assert again == files
+    assert list((ws.root / ".sluice" / "tmp").rglob("*")) == []
