@@ -453,6 +453,7 @@ def _maintenance(args: argparse.Namespace) -> int:
         f" kept {_n(gc.kept_objects, 'object')} and {_n(gc.kept_entries, 'run entry', 'run entries')}"
         + (f"; {'would abort' if args.dry_run else 'aborted'} {_n(gc.uploads, 'unfinished upload')}" if gc.uploads else "")
         + (f"; {verb} {_n(gc.packs, 'lock pack')}" if gc.packs else "")
+        + (f"; {verb} {_n(gc.bundles, 'bundle')} of small objects" if gc.bundles else "")
     )
     return EXIT_OK
 

@@ -153,6 +153,7 @@ class GcReport:
     revisions: tuple[Revision, ...] = ()  # the git revisions whose locks were kept too
     uploads: int = 0  # remote only: unfinished uploads of dead pushes given up
     packs: int = 0  # remote only: lock packs removed (remote/pack.py)
+    bundles: int = 0  # remote only: bundles of small objects removed (remote/pack.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +165,7 @@ class GcReport:
             "kept_entries": self.kept_entries,
             "aborted_uploads": self.uploads,
             "removed_packs": self.packs,
+            "removed_bundles": self.bundles,
             "revisions": [r.as_dict() for r in self.revisions],
             "removed": list(self.removed),
         }

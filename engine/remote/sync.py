@@ -31,7 +31,7 @@ from sluice.engine.durable import temp_name
 from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.model import RemoteTally
 from sluice.engine.remote.config import RemoteConfig
-from sluice.engine.remote.pack import pack_body, pack_entries, pack_key
+from sluice.engine.remote.pack import Bundle, bundle_key, groups, pack_body, pack_bundles, pack_entries, pack_key
 from sluice.engine.remote.protocol import RemoteError, RemoteStore, TooBig, entry_folder, entry_key, object_key
 from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
 from sluice.engine.state import section_digest
@@ -43,9 +43,10 @@ _HEX = re.compile(r"^[0-9a-f]{64}$")
 _LOG = logging.getLogger("sluice")
 _CHUNK = 1 << 20
 # What a thread of the remote does: `ask` a small request (HEAD, LIST, an entry's GET), `move` an
-# object's bytes, or a whole `lookup` or `push`, which waits on the first two. Each kind has its own
-# threads, so a question is never queued behind a download, nor a task behind the requests it waits on.
-Work = Literal["ask", "move", "lookup", "push"]
+# object's bytes, read a `bulk` bundle of small objects (pack.py), or a whole `lookup` or `push`,
+# which waits on the others. Each kind has its own threads, so a question is never queued behind a
+# download, nor a task behind the requests it waits on (a move may wait on a bundle).
+Work = Literal["ask", "move", "bulk", "lookup", "push"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,9 @@ class RemoteCache:
     _warned_unsigned: bool = field(default=False, repr=False)
     _pack: Future[dict[tuple[str, str], dict[str, Any]]] | None = field(default=None, repr=False)  # (fingerprint, id) → entry
     _pack_name: str | None = field(default=None, repr=False)
+    _pack_bundles: list[Bundle] = field(default_factory=list, repr=False)  # what the pack read says it bundles
+    _bundled: dict[str, Future[bool]] = field(default_factory=dict, repr=False)  # digest → whether a bundle delivered it
+    _bundle_failed: bool = field(default=False, repr=False)  # one was missing or bad: the pack is written again, with them
     _known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)  # (fingerprint, id) → entry on the remote
     fetched_objects: int = 0
     fetched_bytes: int = 0
@@ -175,7 +179,7 @@ class RemoteCache:
     def close(self, cancel: bool = False) -> None:
         """Wait for what is under way. With `cancel` (the command was refused before anything ran),
         drop what is queued and take back out of the local store what this command fetched into it."""
-        for work in ("lookup", "push", "move", "ask"):  # a task waits only on pools after its own
+        for work in ("lookup", "push", "move", "bulk", "ask"):  # a task waits only on pools after its own
             if pool := self._pools.get(work):
                 pool.shutdown(wait=True, cancel_futures=cancel or work == "lookup")  # lookups started ahead that nobody asked for
         if cancel:
@@ -270,7 +274,61 @@ class RemoteCache:
         except RemoteError as exc:
             self._give_up(exc)
             return {}
-        return pack_index(data)
+        index = pack_index(data)
+        self._pack_bundles = pack_bundles(data)
+        self._read_bundles(self._pack_bundles, index)
+        return index
+
+    def _read_bundles(self, bundles: Sequence[Bundle], index: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        """Start reading the bundles that hold small objects the pack's entries name and the local store
+        lacks; downloads of those objects then wait for them, and fetch on their own what they did not bring."""
+        named = {n.digest: n.size for doc in index.values() for n in _small(doc)}
+        for bundle in bundles:
+            with self._guard:
+                wanted = [
+                    (d, off, size)
+                    for d, off, size in bundle.objects
+                    if named.get(d) == size and d not in self._bundled and d not in self._fetching and not self.local.has_object(d)
+                ]
+                futures: dict[str, Future[bool]] = {d: Future() for d, _, _ in wanted}
+                self._bundled.update(futures)
+            if not wanted:
+                continue
+            try:
+                self.threads("bulk").submit(self._read_bundle, bundle, wanted, futures)
+            except RuntimeError:  # closing: nobody will wait for these
+                for fut in futures.values():
+                    fut.set_result(False)
+
+    def _read_bundle(self, bundle: Bundle, wanted: Sequence[tuple[str, int, int]], futures: Mapping[str, Future[bool]]) -> None:
+        try:
+            try:
+                data = self.store.get_bytes(bundle.key, bundle.size)
+            except RemoteError:  # a bundle only saves requests: the objects themselves are asked for instead
+                data = None
+            view = memoryview(data) if data is not None and len(data) == bundle.size else None
+            bad = view is None
+            for digest, offset, size in wanted:
+                piece = view[offset : offset + size] if view is not None else None
+                ok = piece is not None and blake3.blake3(piece).hexdigest() == digest
+                if ok and piece is not None:
+                    tmp = self.local.tmp_dir() / temp_name(digest[:40])
+                    try:
+                        tmp.write_bytes(piece)
+                        self._adopt(tmp, digest, size)
+                    finally:
+                        tmp.unlink(missing_ok=True)
+                bad = bad or not ok
+                futures[digest].set_result(ok)
+            if bad:
+                self._bundle_failed = True
+                if data is not None and self.writable:  # named by its content, so only a bundle that is gone is sent again
+                    with contextlib.suppress(RemoteError):
+                        self.store.delete(bundle.key)
+        finally:
+            for fut in futures.values():
+                if not fut.done():
+                    fut.set_result(False)
 
     def _packed(self, fingerprint: str, entry_id: str) -> dict[str, Any] | None:
         return None if self._pack is None else self._pack.result().get((fingerprint, entry_id))
@@ -296,11 +354,12 @@ class RemoteCache:
                 chosen[key] = doc
         if not chosen:
             return False
+        small = sorted({(n.digest, n.size) for doc in chosen.values() for n in _small(doc)})
         if name == self._pack_name and self._pack is not None:
             held = self._pack.result()
-            if all(held.get(key) == doc for key, doc in chosen.items()):
+            if all(held.get(key) == doc for key, doc in chosen.items()) and (self._pack_bundles or not small) and not self._bundle_failed:
                 return False  # read from it already: nothing new to say
-        body = pack_body(chosen.values())
+        body = pack_body(chosen.values(), self._write_bundles(small))
         if len(body) > ENTRY_BYTES:
             return False
         try:
@@ -309,6 +368,34 @@ class RemoteCache:
             _LOG.warning("sluice: warning: the lock's pack was not written to the remote '%s': %s", self.config.name, exc)
             return False
         return True
+
+    def _write_bundles(self, small: Sequence[tuple[str, int]]) -> list[Bundle]:
+        """Upload the bundles of these small objects (pack.py); [] when any cannot be: the pack then goes without."""
+        try:
+            return list(self.threads("move").map(self._write_bundle, groups(small)))
+        except (RemoteError, OSError, _Unbundled) as exc:
+            _LOG.debug("sluice: the lock's objects were not bundled on the remote '%s': %s", self.config.name, exc)
+            return []
+
+    def _write_bundle(self, group: Sequence[tuple[str, int]]) -> Bundle:
+        tmp = self.local.tmp_dir() / temp_name("bundle")
+        b3, sha = blake3.blake3(), hashlib.sha256()
+        slices: list[tuple[str, int, int]] = []
+        try:
+            with open(tmp, "wb") as out:
+                for digest, size in group:
+                    data = self.local.object_path(digest).read_bytes()
+                    if len(data) != size or blake3.blake3(data).hexdigest() != digest:  # never send a corrupt local object
+                        raise _Unbundled(f"local object {digest[:12]}… is missing or corrupt")
+                    slices.append((digest, out.tell(), size))
+                    out.write(data)
+                    b3.update(data)
+                    sha.update(data)
+            key = bundle_key(b3.hexdigest())
+            self.store.put_file(key, tmp, sha.digest())  # False: the same bundle is there already
+            return Bundle(key, sum(s for _, _, s in slices), tuple(slices))
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def get_entries(self, keys: Sequence[str]) -> list[bytes | None]:
         """Each key's body (None: gone meanwhile), at most ENTRY_BYTES each, fetched in parallel."""
@@ -369,6 +456,10 @@ class RemoteCache:
     def _download(self, n: Needed) -> str | None:
         if self.local.has_object(n.digest):
             return None
+        with self._guard:
+            bundled = self._bundled.get(n.digest)
+        if bundled is not None and bundled.result():
+            return None
         tmp = self.local.tmp_dir() / temp_name(n.digest[:40])
         try:
             try:
@@ -387,14 +478,18 @@ class RemoteCache:
                     where,
                 )
                 return f"remote object {n.digest[:12]}… is corrupt (BLAKE3 {actual[:12]}…)"
-            self.local.adopt(tmp, n.digest)
-            with self._guard:
-                self._adopted.append(n.digest)
-                self.fetched_objects += 1
-                self.fetched_bytes += n.size
+            self._adopt(tmp, n.digest, n.size)
             return None
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _adopt(self, tmp: Path, digest: str, size: int) -> None:
+        """Move verified bytes at `tmp` into the local store as object `digest`."""
+        self.local.adopt(tmp, digest)
+        with self._guard:
+            self._adopted.append(digest)
+            self.fetched_objects += 1
+            self.fetched_bytes += size
 
     def _fetch_into(self, n: Needed, tmp: Path) -> str | None:
         """Download object `n` to `tmp`: the BLAKE3 of what came, or None when the remote has no such key.
@@ -507,6 +602,16 @@ class RemoteCache:
     def remote_entries(self) -> Iterator[RunEntry]:
         """Every trusted entry on the remote (for `pull --run-cache`)."""
         yield from (entry for entry, _ in self._candidates(None, None, folder="runs"))
+
+
+def _small(doc: dict[str, Any]) -> list[Needed]:
+    """The small objects (up to SMALL_OBJECT: bundled, and checked by fetching) a well-formed entry names."""
+    parsed = parse_doc(doc, None, None)
+    return [n for n in needed(parsed[0]) if n.size <= SMALL_OBJECT] if parsed else []
+
+
+class _Unbundled(Exception):
+    """A local object could not go into a bundle."""
 
 
 def filed_under(key: str) -> str:

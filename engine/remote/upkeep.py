@@ -7,7 +7,7 @@ or younger than --keep-days, every object those name, and anything written withi
 (`durable.GRACE_SECONDS`): a concurrent push uploads its objects before its entry, so a young
 unreferenced object may be about to be named. Entries are read in parallel, on the remote's pool.
 A lock's pack (pack.py) goes with its lock: kept while a kept lock's section names it or it is
-younger than --keep-days. Removing one is always safe (lookups fall back to each entry), so verify
+younger than --keep-days, and keeps the bundles it names. Removing one is always safe (lookups fall back to each entry), so verify
 retires only packs that could never serve: unreadable, or holding an entry that fails its checks.
 """
 
@@ -20,7 +20,7 @@ from sluice.engine.durable import GRACE_SECONDS, temp_name
 from sluice.engine.errors import SluiceError
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
-from sluice.engine.remote.pack import pack_entries
+from sluice.engine.remote.pack import bundle_keys, pack_entries
 from sluice.engine.remote.protocol import Listed, RemoteError, TooBig, object_key
 from sluice.engine.remote.sign import accepted, check
 from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_doc, parse_entry
@@ -138,29 +138,32 @@ def gc(keep: Keep, cache: RemoteCache, keep_days: float, dry_run: bool = False, 
         else:
             doomed.append(item)
     doomed += list(_older(cache.store.list("tmp"), grace_after))  # temp keys of pushes that died
-    packs = [
-        i
-        for i in cache.store.list("packs")
-        if i.modified < min(grace_after, keep_after) and i.key.removeprefix("packs/").removesuffix(".json") not in keep.sections
-    ]
+    packs: list[Listed] = []
+    kept_packs: list[Listed] = []
+    for i in cache.store.list("packs"):
+        old = i.modified < min(grace_after, keep_after)
+        (packs if old and i.key.removeprefix("packs/").removesuffix(".json") not in keep.sections else kept_packs).append(i)
+    named = set().union(*(bundle_keys(data) for data in cache.get_entries([i.key for i in kept_packs])))  # a kept pack keeps its bundles
+    bundles = [i for i in cache.store.list("bundles") if i.modified < min(grace_after, keep_after) and i.key not in named]
     doomed += list(cache.store.list("quarantine"))
     stale = [u for u in cache.store.unfinished() if u.started < grace_after]  # multipart uploads of pushes that died
     if not dry_run:
-        for item in packs + doomed:  # packs, then entries: nothing left names an object already gone
+        for item in packs + bundles + doomed:  # packs, then entries: nothing left names an object already gone
             cache.store.delete(item.key)
         for upload in stale:
             cache.store.abort(upload)
     return GcReport(
         len(doomed) - n_entries,
         n_entries,
-        sum(i.size for i in doomed),
+        sum(i.size for i in doomed + bundles),
         kept_objects,
         kept_entries,
         dry_run,
-        (*(i.key for i in packs + doomed), *(f"{u.key} (unfinished upload {u.token})" for u in stale)),
+        (*(i.key for i in packs + bundles + doomed), *(f"{u.key} (unfinished upload {u.token})" for u in stale)),
         keep.revisions,
         len(stale),
         len(packs),
+        len(bundles),
     )
 
 

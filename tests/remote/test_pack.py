@@ -1,4 +1,4 @@
-"""A lock's pack is untrusted input: whatever its bytes, reading it yields well-formed entries or nothing."""
+"""A lock's pack is untrusted input: whatever its bytes, reading it yields well-formed entries and bundles, or nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sluice.engine.cache import RunEntry
 from sluice.engine.fingerprint import Digest
-from sluice.engine.remote.pack import pack_body
+from sluice.engine.remote.pack import BUNDLE_BYTES, BUNDLED, Bundle, bundle_key, groups, pack_body, pack_bundles
 from sluice.engine.remote.sync import pack_index
 
 _JSON = st.recursive(
@@ -66,3 +66,42 @@ def test_a_well_formed_entry_is_found_by_its_fingerprint_and_id() -> None:
     entry = RunEntry("a" * 64, "s", {"o": ("out/o.txt", Digest("file", "b" * 64, 3))}, 1.0)
     index = pack_index(pack_body([entry.to_json(), {"stage": "not an entry"}]))
     assert list(index) == [("a" * 64, entry.id)]
+
+
+_BUNDLEISH = st.fixed_dictionaries(
+    {
+        "key": st.sampled_from([bundle_key("c" * 64), "objects/ab/cd", "bundles/../x.bin", ""]) | _JSON,
+        "size": st.sampled_from([0, 10, BUNDLE_BYTES, BUNDLE_BYTES + 1, -1, True]) | _JSON,
+        "objects": st.lists(st.lists(st.sampled_from(["a" * 64, "zz", 0, 4, 10, 11, -1, True]), max_size=4), max_size=4) | _JSON,
+    }
+)
+
+
+@given(st.lists(_BUNDLEISH | _JSON, max_size=4), _JSON)
+@settings(max_examples=300, deadline=None)
+def test_the_bundles_a_pack_describes_are_well_formed_or_left_out(bundles: list[Any], entries: Any) -> None:
+    body = json.dumps({"version": 1, "entries": entries if isinstance(entries, list) else [], "bundles": bundles}).encode()
+    for b in pack_bundles(body):
+        assert b.key.startswith("bundles/") and ".." not in b.key and 0 <= b.size <= BUNDLE_BYTES
+        assert b.objects and all(len(d) == 64 and off >= 0 and n >= 0 and off + n <= b.size for d, off, n in b.objects)
+
+
+def test_bundles_round_trip_through_a_pack_and_other_bytes_give_none() -> None:
+    bundle = Bundle(bundle_key("c" * 64), 7, (("a" * 64, 0, 3), ("b" * 64, 3, 4)))
+    assert pack_bundles(pack_body([], [bundle])) == [bundle]
+    assert pack_bundles(pack_body([])) == [] and pack_bundles(b"not json") == [] and pack_bundles(None) == []
+
+
+@given(st.lists(st.tuples(st.sampled_from("0123456789abcdef"), st.integers(0, 2**24), st.integers(0, 9)), max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_objects_are_grouped_by_first_digit_within_the_size_bounds_each_once(made: list[tuple[str, int, int]]) -> None:
+    objects = [(digit + f"{size:016x}{salt}".ljust(63, "0"), size) for digit, size, salt in made]
+    out = groups(objects)
+    flat = [o for g in out for o in g]
+    assert len(flat) == len(set(flat)) and set(flat) <= set(objects)  # each at most once
+    assert sum(size for _, size in flat) <= BUNDLED
+    for g in out:
+        assert len({d[0] for d, _ in g}) == 1  # one first digit per bundle
+        assert len(g) == 1 or sum(size for _, size in g) <= BUNDLE_BYTES
+    if sum(size for _, size in set(objects)) <= BUNDLED:
+        assert set(flat) == set(objects)  # under the bound, every object is bundled

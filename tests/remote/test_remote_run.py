@@ -13,7 +13,7 @@ import yaml
 from sluice.engine.fingerprint import hash_file
 from sluice.engine.remote.config import RemoteConfig
 from sluice.engine.remote.fsspec_store import FsspecStore
-from sluice.engine.remote.pack import pack_body
+from sluice.engine.remote.pack import Bundle, pack_body, pack_bundles
 from sluice.engine.remote.sync import SMALL_OBJECT
 from tests.conftest import Workspace
 from tests.remote.conftest import S3Server, chain, copy_checkout, remotes_yaml
@@ -32,6 +32,12 @@ def _store(server: S3Server, url: str) -> FsspecStore:
 
 def _object_of(ws: Workspace, path: str) -> str:
     return hash_file(ws.root / path)
+
+
+def _bundles(store: FsspecStore) -> list[Bundle]:
+    """The bundles the remote's one pack names."""
+    (pack,) = [item.key for item in store.list("packs")]
+    return pack_bundles(store.get_bytes(pack, 1 << 20))
 
 
 def test_a_fresh_checkout_restores_every_stage_from_the_remote(seaweed: S3Server, tmp_path: Path) -> None:
@@ -109,14 +115,38 @@ def _restore_tampered(server: S3Server, tmp_path: Path, n: int, output: str, tam
     return _Tampered(first, fresh, outcomes, err, url, key)
 
 
+def _unbundle(store: FsspecStore, key: str) -> None:
+    """Delete the bundle that carries a copy of the object at `key`: a checkout must then fetch the object itself."""
+    store.delete(next(b.key for b in _bundles(store) if any(key == f"objects/{d[:2]}/{d[2:]}" for d, _, _ in b.objects)))
+
+
 def _quarantined(ws: Workspace, key: str) -> bytes:
     return (ws.root / ".sluice" / "cache" / "quarantine" / "remote" / "team" / key.removeprefix("objects/").replace("/", "")).read_bytes()
 
 
 def test_an_object_deleted_out_of_band_reruns_exactly_that_stage_and_is_pushed_again(seaweed: S3Server, tmp_path: Path) -> None:
-    done = _restore_tampered(seaweed, tmp_path, 4, "out/s1.txt", lambda url, key: _store(seaweed, url).delete(key))
+    """Gone from the remote: its object, and the pack's bundle that carried a copy of it."""
+
+    def delete(url: str, key: str) -> None:
+        _store(seaweed, url).delete(key)
+        _unbundle(_store(seaweed, url), key)
+
+    done = _restore_tampered(seaweed, tmp_path, 4, "out/s1.txt", delete)
     assert done.outcomes == {"s0": "restored", "s1": "ran", "s2": "restored", "s3": "restored"}
     assert _store(seaweed, done.url).head(done.key) == 1000  # the run pushed it again
+
+
+def test_an_object_deleted_out_of_band_but_held_in_a_bundle_is_restored_from_it_and_pushed_again(seaweed: S3Server, tmp_path: Path) -> None:
+    """The bundle's copy is the object (its bytes hash to its name), so the stage is restored, not run;
+    `sluice push` from that checkout puts the object back, since a push checks each object with a HEAD."""
+    done = _restore_tampered(seaweed, tmp_path, 4, "out/s1.txt", lambda url, key: _store(seaweed, url).delete(key))
+    assert done.outcomes == dict.fromkeys(("s0", "s1", "s2", "s3"), "restored")
+    assert done.fresh.read("out/s1.txt") == done.first.read("out/s1.txt")
+    store = _store(seaweed, done.url)
+    assert store.head(done.key) is None
+    pushed = done.fresh.sluice("push", "--json")
+    assert pushed.code == 0, pushed.err
+    assert (pushed.json()["objects"], store.head(done.key)) == (1, 1000)
 
 
 def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Server, tmp_path: Path) -> None:
@@ -126,8 +156,11 @@ def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Ser
     def on_disk(url: str, key: str) -> Path:
         return folder / url.removeprefix("s3://") / key
 
-    # same size, other bytes: only a re-hash can tell
-    done = _restore_tampered(rclone, tmp_path, 3, "out/s1.txt", lambda url, key: on_disk(url, key).write_bytes(b"b" * 1000))
+    def corrupt(url: str, key: str) -> None:  # same size, other bytes: only a re-hash can tell
+        on_disk(url, key).write_bytes(b"b" * 1000)
+        _unbundle(_store(rclone, url), key)
+
+    done = _restore_tampered(rclone, tmp_path, 3, "out/s1.txt", corrupt)
     assert done.outcomes == {"s0": "restored", "s1": "ran", "s2": "restored"}
     assert "corrupt" in done.err
     assert done.fresh.read("out/s1.txt") == done.first.read("out/s1.txt")
@@ -136,10 +169,11 @@ def test_a_corrupt_remote_object_is_quarantined_and_the_stage_runs(rclone: S3Ser
 
 
 def test_a_remote_object_longer_than_its_entry_says_is_quarantined_and_the_stage_runs(seaweed: S3Server, tmp_path: Path) -> None:
-    # the named bytes, and more: a bounded read must not pass it
-    done = _restore_tampered(
-        seaweed, tmp_path, 2, "out/s0.txt", lambda url, key: _store(seaweed, url).put_bytes(key, b"a" * 1000 + b"tail")
-    )
+    def lengthen(url: str, key: str) -> None:  # the named bytes, and more: a bounded read must not pass it
+        _store(seaweed, url).put_bytes(key, b"a" * 1000 + b"tail")
+        _unbundle(_store(seaweed, url), key)
+
+    done = _restore_tampered(seaweed, tmp_path, 2, "out/s0.txt", lengthen)
     assert done.outcomes == {"s0": "ran", "s1": "restored"} and "corrupt" in done.err, done.err
     assert _quarantined(done.fresh, done.key) == b"a" * 1000 + b"tail"
     assert done.fresh.read("out/s0.txt") == "a" * 1000
@@ -262,7 +296,7 @@ def test_a_pack_is_written_only_once_the_remote_holds_every_stage_of_the_lock(se
     fresh = Workspace(tmp_path / "fresh")
     copy_checkout(ws.root, fresh.root)
     restored = _remote_json(fresh)
-    assert restored["remote"]["requests"] == {"GET": 1 + 3}
+    assert restored["remote"]["requests"] == {"GET": 1 + len(_bundles(store))}
 
 
 def test_a_pack_leaves_out_folder_outputs_which_are_looked_up_by_listing(seaweed: S3Server, tmp_path: Path) -> None:
@@ -294,19 +328,21 @@ def _remote_json(ws: Workspace, *args: str) -> dict[str, Any]:
 
 
 def test_a_fresh_checkout_asks_for_what_its_lock_names_and_nothing_more(seaweed: S3Server, tmp_path: Path) -> None:
-    """The lock's entries in one GET (its pack, remote/pack.py), then each small object fetched (the check and the
-    download in one GET); nothing asked twice; a no-op asks nothing."""
+    """The lock's entries in one GET (its pack, remote/pack.py), then the small objects in the pack's bundles (the
+    check and the download in one GET each); nothing asked twice; a no-op asks nothing."""
+    url = seaweed.url()
     first = Workspace(tmp_path / "first")
-    chain(first, 5, remote_url=seaweed.url(), endpoint=seaweed.endpoint)
+    chain(first, 5, remote_url=url, endpoint=seaweed.endpoint)
     _outcomes(first, "--remote", "team")
     fresh = Workspace(tmp_path / "fresh")
     copy_checkout(first.root, fresh.root)
     restored = _remote_json(fresh, "--markdown-summary", str(tmp_path / "summary.md"))
     assert {s["outcome"] for s in restored["stages"].values()} == {"restored"}
-    assert restored["remote"]["requests"] == {"GET": 6}  # the pack + 5 objects
+    gets = 1 + len(_bundles(_store(seaweed, url)))  # the pack, its bundles (by the objects' first digit)
+    assert 1 < gets < 6 and restored["remote"]["requests"] == {"GET": gets}
     assert restored["remote"]["fetched"] == {"objects": 5, "bytes": 5000}
     assert (
-        "remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; 6 requests (6 GET)"
+        f"remote team: fetched 5 objects (5,000 bytes), pushed 0 objects (0 bytes) in 0 entries; {gets} requests ({gets} GET)"
         in (tmp_path / "summary.md").read_text()
     )
     again = _remote_json(fresh)
@@ -366,3 +402,39 @@ def test_a_run_refused_after_planning_leaves_the_local_cache_as_it_was(seaweed: 
     objects = fresh.root / ".sluice" / "cache" / "objects"
     assert not objects.exists() or [p for p in objects.rglob("*") if p.is_file()] == []
     assert not (fresh.root / "out").exists()
+
+
+def test_small_objects_come_in_bundles_and_a_bad_or_missing_bundle_costs_only_requests(seaweed: S3Server, tmp_path: Path) -> None:
+    """A pack's bundles carry its small objects in a few GETs; a bundle is a transport: a slice counts only if it
+    hashes to its object, so a tampered or deleted bundle sends its objects' GETs to the objects themselves."""
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 8, remote_url=url, endpoint=seaweed.endpoint)
+    _outcomes(first, "--remote", "team")
+    store = _store(seaweed, url)
+    bundles = _bundles(store)
+    assert sorted(d for b in bundles for d, _, _ in b.objects) == sorted(_object_of(first, f"out/s{i}.txt") for i in range(8))
+    assert sorted(i.key for i in store.list("bundles")) == sorted(b.key for b in bundles) and len(bundles) >= 2
+
+    def restore(name: str) -> dict[str, Any]:
+        fresh = Workspace(tmp_path / name)
+        copy_checkout(first.root, fresh.root)
+        res = fresh.sluice("run", "--json", "--remote", "team")
+        assert res.code == 0, res.err
+        assert {s["outcome"] for s in res.json()["stages"].values()} == {"restored"}
+        assert all(fresh.read(f"out/s{i}.txt") == first.read(f"out/s{i}.txt") for i in range(8))
+        assert not (fresh.root / ".sluice" / "cache" / "quarantine").exists()  # the objects were fine: nothing set aside
+        return cast(dict[str, Any], res.json()["remote"]["requests"])
+
+    assert restore("bundled") == {"GET": 1 + len(bundles)}  # no object asked for on its own
+    tampered, gone = bundles[0], bundles[1]
+    data = bytearray(store.get_bytes(tampered.key, tampered.size) or b"")
+    data[tampered.objects[0][1]] ^= 1  # one byte of its first object
+    store.put_bytes(tampered.key, bytes(data))
+    store.delete(gone.key)
+    asked = restore("tampered")
+    assert asked["GET"] == 1 + len(bundles) + 1 + len(gone.objects)  # the tampered slice and the lost ones, on their own
+    # that restore could write: it took the bad bundle away, and put both back (HEAD, then PUT) with the same pack
+    assert sorted(i.key for i in store.list("bundles")) == sorted(b.key for b in bundles)
+    assert store.get_bytes(tampered.key, tampered.size) != bytes(data) and _bundles(store) == bundles
+    assert restore("repaired") == {"GET": 1 + len(bundles)}

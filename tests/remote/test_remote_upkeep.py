@@ -61,9 +61,10 @@ def test_gc_keeps_what_the_lock_and_recent_entries_name(seaweed: S3Server, ws: W
     assert young.code == 0 and young.json()["removed_objects"] == 0  # within the grace period: a push may be under way
     store = FsspecStore(RemoteConfig("team", url, endpoint_url=seaweed.endpoint))
     report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=time.time() + 3 * DAY)
-    assert (report.entries, report.objects, report.packs) == (1, 1, 1)  # the old lock's pack went with its entry
+    # the old lock's pack went with its entry, and the bundle of its object with the pack; the new pack keeps its own
+    assert (report.entries, report.objects, report.packs, report.bundles) == (1, 1, 1, 1)
     assert store.head(_key(old)) is None and store.head(_key(new)) == 999
-    assert len(list(store.list("runs"))) == len(list(store.list("packs"))) == 1
+    assert len(list(store.list("runs"))) == len(list(store.list("packs"))) == len(list(store.list("bundles"))) == 1
     fresh = Workspace(ws.root.parent / "fresh")
     chain(fresh, 1, size=999, remote_url=url, endpoint=seaweed.endpoint)
     assert fresh.run_json("--remote", "team") == {"s0": "restored"}
@@ -96,7 +97,7 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
     later = time.time() + 3 * DAY  # past the grace period and --keep-days: only the locks keep anything
     for choice in (Choice(revs=("release",)), Choice(all_branches=True)):
         report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=choice, now=later)
-        assert (report.objects, report.entries, report.packs) == (0, 0, 0), report.removed
+        assert (report.objects, report.entries, report.packs, report.bundles) == (0, 0, 0, 0), report.removed
     assert store.head(_key(old)) == 1000
     fresh = tmp_path_factory.mktemp("clone") / "release"
     git(ws.root.parent, "clone", "-q", "-b", "release", str(ws.root), str(fresh))
@@ -108,7 +109,7 @@ def test_gc_keeps_what_a_chosen_git_revisions_lock_names(
         api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", revisions=Choice(("release", "nope")), now=later)
     assert store.head(_key(old)) == 1000
     report = api.gc(ws.root / "pipeline.yaml", keep_days=1, remote="team", now=later)
-    assert (report.objects, report.entries, report.packs) == (1, 1, 1) and store.head(_key(old)) is None
+    assert (report.objects, report.entries, report.packs, report.bundles) == (1, 1, 1, 1) and store.head(_key(old)) is None
     for made in ("out", ".sluice"):  # what the restore wrote: a new clone again
         shutil.rmtree(fresh / made)
     assert Workspace(fresh).run_json("--remote", "team") == {"s0": "ran"}
