@@ -279,7 +279,7 @@ class Store:
         body = entry.to_json()
         folder = self._runs(entry.fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{entry.id}.json"
+        target = self.run_path(entry)
         if not durable:
             with atomic_file(target, tmp_dir=self._tmp_dir(), sync=False) as f:
                 f.write(canonical(body))
@@ -289,6 +289,9 @@ class Store:
             f.write(canonical(body))
         if batch is None:
             self.flusher.submit(own, f"run entry {target}")
+
+    def run_path(self, entry: RunEntry) -> Path:
+        return self._runs(entry.fingerprint) / f"{entry.id}.json"
 
     def candidates(self, fingerprint: str) -> Iterator[RunEntry]:
         """Run entries for a fingerprint, newest first; unreadable ones are skipped."""

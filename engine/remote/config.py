@@ -8,6 +8,7 @@
         endpoint_url: http://127.0.0.1:8333   # S3-compatible servers only
         read_only: false           # true: pull, never push (pull-request runs)
         require_signed: false      # true: ignore run entries without a valid SLUICE_REMOTE_KEY signature
+        bundles: true              # false: a push sends small objects only one by one (docs/remote.md)
         options: {}                # passed to the fsspec filesystem (never credentials)
 
 The file is untrusted input like a spec: read through the guarded loader, bounded by the limits,
@@ -31,7 +32,7 @@ from sluice.engine.load import Document, load_file
 
 FILE_NAME = "sluice.remotes.yaml"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_KEYS = {"url", "endpoint_url", "read_only", "require_signed", "options"}
+_KEYS = {"url", "endpoint_url", "read_only", "require_signed", "bundles", "options"}
 # option names that carry secrets in some fsspec backend: refused, so none is ever committed
 _SECRET = re.compile(r"(key|secret|password|passwd|passphrase|token|credential|session)", re.IGNORECASE)
 # ...except paramiko's (ssh://) names that hold where a key is or whether to look for one, never the key
@@ -47,6 +48,7 @@ class RemoteConfig:
     read_only: bool = False
     require_signed: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    bundles: bool = True  # a push also writes the lock's small objects in bundles (remote/pack.py)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"url": self.url}
@@ -56,6 +58,8 @@ class RemoteConfig:
             body["read_only"] = True
         if self.require_signed:
             body["require_signed"] = True
+        if not self.bundles:
+            body["bundles"] = False
         if self.options:
             body["options"] = dict(self.options)
         return body
@@ -172,7 +176,7 @@ def _parse(doc: Document) -> tuple[dict[str, RemoteConfig], str | None]:
             bad((*at, "url"), why)
         if endpoint is not None and (not isinstance(endpoint, str) or _endpoint_problem(endpoint)):
             bad((*at, "endpoint_url"), _endpoint_problem(str(endpoint)))
-        for flag in ("read_only", "require_signed"):
+        for flag in ("read_only", "require_signed", "bundles"):
             if not isinstance(body.get(flag, False), bool):
                 bad((*at, flag), f"{flag} must be true or false")
         if not isinstance(options, dict):
@@ -185,7 +189,13 @@ def _parse(doc: Document) -> tuple[dict[str, RemoteConfig], str | None]:
                 bad((*at, "options", opt), f"'{opt}' looks like a credential; credentials are never stored here", key=True)
         if isinstance(url, str):
             remotes[str(name)] = RemoteConfig(
-                str(name), url, endpoint, body.get("read_only") is True, body.get("require_signed") is True, dict(options)
+                str(name),
+                url,
+                endpoint,
+                body.get("read_only") is True,
+                body.get("require_signed") is True,
+                dict(options),
+                body.get("bundles") is not False,
             )
     default = data.get("default")
     if default is not None and default not in remotes:

@@ -39,11 +39,15 @@ def test_credentials_are_refused(ws: Workspace) -> None:
 
 def test_a_bad_remotes_file_is_reported_where_it_is_wrong(ws: Workspace) -> None:
     ws.write("pipeline.yaml", "version: 1\nstages:\n  a: {cmd: 'true', outputs: {o: o.txt}}\n")
-    ws.write("sluice.remotes.yaml", "version: 1\nremotes:\n  team:\n    url: s3://b/p\n    read_olny: true\n    require_signed: maybe\n")
+    ws.write(
+        "sluice.remotes.yaml",
+        "version: 1\nremotes:\n  team:\n    url: s3://b/p\n    read_olny: true\n    require_signed: maybe\n    bundles: 'no'\n",
+    )
     res = ws.sluice("run", "--remote", "team")
     assert res.code == 2
     assert "sluice.remotes.yaml:5:5: remotes.team.read_olny: unknown key 'read_olny' (did you mean 'read_only'?)" in res.err
     assert "sluice.remotes.yaml:6:21: remotes.team.require_signed: require_signed must be true or false" in res.err
+    assert "sluice.remotes.yaml:7:14: remotes.team.bundles: bundles must be true or false" in res.err
     assert not (ws.root / "o.txt").exists()  # refused before anything ran
     ws.write("sluice.remotes.yaml", "version: 1\nremotes: {team: {url: s3://b/p}}\n")
     res = ws.sluice("run", "--remote", "other")

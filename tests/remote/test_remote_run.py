@@ -438,3 +438,15 @@ def test_small_objects_come_in_bundles_and_a_bad_or_missing_bundle_costs_only_re
     assert sorted(i.key for i in store.list("bundles")) == sorted(b.key for b in bundles)
     assert store.get_bytes(tampered.key, tampered.size) != bytes(data) and _bundles(store) == bundles
     assert restore("repaired") == {"GET": 1 + len(bundles)}
+
+
+def test_a_remote_marked_bundles_false_gets_none_and_a_checkout_asks_for_each_object(seaweed: S3Server, tmp_path: Path) -> None:
+    url = seaweed.url()
+    first = Workspace(tmp_path / "first")
+    chain(first, 4, remote_url=url, endpoint=seaweed.endpoint, extra="bundles: false")
+    _outcomes(first, "--remote", "team")
+    store = _store(seaweed, url)
+    assert _bundles(store) == [] and list(store.list("bundles")) == []
+    fresh = Workspace(tmp_path / "fresh")
+    copy_checkout(first.root, fresh.root)
+    assert _remote_json(fresh)["remote"]["requests"] == {"GET": 1 + 4}  # the pack, then each object
