@@ -9,6 +9,7 @@ unreferenced object may be about to be named. Entries are read in parallel, on t
 A lock's pack (pack.py) goes with its lock: kept while a kept lock's section names it or it is
 younger than --keep-days, and keeps the bundles it names. Removing one is always safe (lookups fall back to each entry), so verify
 retires only packs that could never serve: unreadable, or holding an entry that fails its checks.
+Bundles are named by their bytes, like objects, and are re-hashed against their names.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from collections.abc import Iterable
 
 from sluice.engine.durable import GRACE_SECONDS, temp_name
 from sluice.engine.errors import SluiceError
-from sluice.engine.fingerprint import hash_file
+from sluice.engine.fingerprint import hash_bytes, hash_file
 from sluice.engine.maintenance import DAY, Bad, GcReport, Keep, VerifyReport
-from sluice.engine.remote.pack import bundle_keys, pack_entries
+from sluice.engine.remote.pack import BUNDLE_BYTES, bundle_keys, pack_entries
 from sluice.engine.remote.protocol import Listed, RemoteError, TooBig, object_key
 from sluice.engine.remote.sign import accepted, check
 from sluice.engine.remote.sync import ENTRY_BYTES, RemoteCache, filed_under, needed, parse_doc, parse_entry
@@ -53,6 +54,10 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
     for item in cache.store.list("packs"):
         if why := _pack_problem(cache, item):
             bad.append(Bad(item.key, why))
+    bundles = list(store.list("bundles"))
+    for item, why in zip(bundles, pool.map(lambda i: _bundle_problem(cache, i), bundles), strict=True):
+        if why:
+            bad.append(Bad(item.key, why))
     if cache.writable:
         for b in bad:
             _set_aside(cache, b.path, delete)
@@ -83,6 +88,20 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
         return f"names a corrupt object, {named[0]}"
     missing = [n.digest for n in needed(entry) if cache.store.head(object_key(n.digest)) != n.size]
     return f"names {len(missing)} missing object(s), e.g. {missing[0]}" if missing else ""
+
+
+def _bundle_problem(cache: RemoteCache, item: Listed) -> str:
+    """A bundle is named by its bytes' BLAKE3, like an object: one that no longer hashes to its name is bad."""
+    try:
+        data = cache.store.get_bytes(item.key, BUNDLE_BYTES)
+    except TooBig:
+        return f"over {BUNDLE_BYTES:,} bytes: not a bundle sluice writes"
+    except RemoteError as exc:
+        return f"unreadable: {exc}"
+    if data is None:
+        return ""  # deleted meanwhile
+    name = item.key.removeprefix("bundles/").removesuffix(".bin")
+    return "" if hash_bytes(data) == name else "content does not match its name"
 
 
 def _pack_problem(cache: RemoteCache, item: Listed) -> str:

@@ -35,12 +35,15 @@ def test_verify_finds_corrupt_objects_and_dangling_entries_and_sets_them_aside(s
     store.put_bytes(_key(corrupt), b"z" * 1000)  # a raw PUT over the object, bypassing sluice
     store.delete(_key(lost))
     (pack,) = [i.key for i in store.list("packs")]
+    bundle = sorted(i.key for i in store.list("bundles"))[0]
+    store.put_bytes(bundle, (store.get_bytes(bundle, 1 << 20) or b"") + b"!")  # no longer the bytes its name hashes
     store.put_bytes(pack, b'{"version": 1, "entries": [{"stage": "s0"}]}')
     res = ws.sluice("cache", "verify", "--remote", "team", "--json")
     assert res.code == 1 and res.out.startswith("{"), res.out + res.err
     problems = {b["path"]: b["problem"] for b in res.json()["bad"]}
     assert problems[_key(corrupt)] == "content does not match its name"
     assert problems[pack] == "holds an entry that is not well formed"
+    assert problems[bundle] == "content does not match its name" and store.head(bundle) is None  # set aside
     assert sorted(p.split(",")[0] for p in problems.values() if "object(s)" in p or "names a" in p) == [
         "names 1 missing object(s)",
         "names a corrupt object",
