@@ -277,9 +277,8 @@ class Store:
         still, but not synced to disk, since a copy lost in a crash is fetched again and a torn one is
         skipped as unreadable."""
         body = entry.to_json()
-        folder = self._runs(entry.fingerprint)
-        folder.mkdir(parents=True, exist_ok=True)
         target = self.run_path(entry)
+        target.parent.mkdir(parents=True, exist_ok=True)
         if not durable:
             with atomic_file(target, tmp_dir=self._tmp_dir(), sync=False) as f:
                 f.write(canonical(body))

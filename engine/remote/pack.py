@@ -96,30 +96,34 @@ def _doc(data: bytes | None) -> dict[str, Any] | None:
     return doc
 
 
-def pack_entries(data: bytes | None) -> list[dict[str, Any]]:
-    """The entry documents a pack holds, unchecked (each is checked as it is used); [] for anything else."""
+def read_pack(data: bytes | None) -> tuple[list[dict[str, Any]], list[Bundle]]:
+    """A pack's entry documents, unchecked (each is checked as it is used), and its well-formed bundles
+    (a key under bundles/, a size within BUNDLE_BYTES, slices inside it; what a slice holds is checked
+    when it is read); ([], []) for anything else. The bytes are parsed once."""
     doc = _doc(data)
-    return [] if doc is None else [e for e in doc["entries"] if isinstance(e, dict)]
+    if doc is None:
+        return [], []
+    entries = [e for e in doc["entries"] if isinstance(e, dict)]
+    listed = doc.get("bundles")
+    return entries, [b for b in map(_bundle, listed if isinstance(listed, list) else ()) if b is not None]
+
+
+def pack_entries(data: bytes | None) -> list[dict[str, Any]]:
+    return read_pack(data)[0]
 
 
 def pack_bundles(data: bytes | None) -> list[Bundle]:
-    """The bundles a pack describes, each well formed (a key under bundles/, a size within BUNDLE_BYTES,
-    slices inside it); the rest is left out. What a slice holds is checked when it is read."""
-    doc = _doc(data)
-    listed = doc.get("bundles") if doc is not None else None
-    found: list[Bundle] = []
-    for b in listed if isinstance(listed, list) else ():
-        if not isinstance(b, dict):
-            continue
-        key, size, objects = b.get("key"), b.get("size"), b.get("objects")
-        if not isinstance(key, str) or not _BUNDLE_KEY.match(key) or not isinstance(size, int) or not _count(size, BUNDLE_BYTES):
-            continue
-        if not isinstance(objects, list):
-            continue
-        slices = tuple(_slices(objects, size))
-        if slices:
-            found.append(Bundle(key, size, slices))
-    return found
+    return read_pack(data)[1]
+
+
+def _bundle(b: Any) -> Bundle | None:
+    if not isinstance(b, dict):
+        return None
+    key, size, objects = b.get("key"), b.get("size"), b.get("objects")
+    if not isinstance(key, str) or not _BUNDLE_KEY.match(key) or not isinstance(size, int) or not _count(size, BUNDLE_BYTES):
+        return None
+    slices = tuple(_slices(objects, size)) if isinstance(objects, list) else ()
+    return Bundle(key, size, slices) if slices else None
 
 
 def bundle_keys(data: bytes | None) -> set[str]:

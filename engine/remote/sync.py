@@ -31,7 +31,7 @@ from sluice.engine.durable import temp_name
 from sluice.engine.fingerprint import hash_data, hash_file
 from sluice.engine.model import RemoteTally
 from sluice.engine.remote.config import RemoteConfig
-from sluice.engine.remote.pack import Bundle, bundle_key, groups, pack_body, pack_bundles, pack_entries, pack_key
+from sluice.engine.remote.pack import Bundle, bundle_key, groups, pack_body, pack_entries, pack_key, read_pack
 from sluice.engine.remote.protocol import RemoteError, RemoteStore, TooBig, entry_folder, entry_key, object_key
 from sluice.engine.remote.sign import Seal, accepted, check, key_from_env, seal
 from sluice.engine.state import section_digest
@@ -108,11 +108,18 @@ def parse_doc(
 
 def pack_index(data: bytes | None) -> dict[tuple[str, str], dict[str, Any]]:
     """A pack's well-formed entries by (fingerprint, id); whatever else it holds is left out (it is untrusted)."""
+    return _indexed(pack_entries(data))[0]
+
+
+def _indexed(docs: Iterable[dict[str, Any]]) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, int]]:
+    """`pack_index` of these entry documents, and the small objects they name (digest → size), each parsed once."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for doc in pack_entries(data):
+    small: dict[str, int] = {}
+    for doc in docs:
         if parsed := parse_doc(doc, None, None):
             found.setdefault((parsed[0].fingerprint, parsed[0].id), doc)
-    return found
+            small.update((n.digest, n.size) for n in _small_of(parsed[0]))
+    return found, small
 
 
 def _safe_rel(rel: Any) -> bool:
@@ -294,15 +301,15 @@ class RemoteCache:
         except RemoteError as exc:
             self._give_up(exc)
             return {}
-        index = pack_index(data)
-        self._pack_bundles = pack_bundles(data)
-        self._read_bundles(self._pack_bundles, index)
+        docs, self._pack_bundles = read_pack(data)
+        index, small = _indexed(docs)
+        self._read_bundles(self._pack_bundles, small)
         return index
 
-    def _read_bundles(self, bundles: Sequence[Bundle], index: Mapping[tuple[str, str], dict[str, Any]]) -> None:
-        """Start reading the bundles that hold small objects the pack's entries name and the local store
-        lacks; downloads of those objects then wait for them, and fetch on their own what they did not bring."""
-        named = {n.digest: n.size for doc in index.values() for n in _small(doc)}
+    def _read_bundles(self, bundles: Sequence[Bundle], named: Mapping[str, int]) -> None:
+        """Start reading the bundles that hold small objects the pack's entries name (`named`: digest → size)
+        and the local store lacks; downloads of those objects then wait for them, and fetch on their own
+        what they did not bring."""
         for bundle in bundles:
             with self._guard:
                 wanted = [
@@ -625,10 +632,15 @@ class RemoteCache:
         yield from (entry for entry, _ in self._candidates(None, None, folder="runs"))
 
 
+def _small_of(entry: RunEntry) -> list[Needed]:
+    """The small objects (up to SMALL_OBJECT: bundled, and checked by fetching) an entry names."""
+    return [n for n in needed(entry) if n.size <= SMALL_OBJECT]
+
+
 def _small(doc: dict[str, Any]) -> list[Needed]:
-    """The small objects (up to SMALL_OBJECT: bundled, and checked by fetching) a well-formed entry names."""
+    """`_small_of` the entry a document files, if it is well formed."""
     parsed = parse_doc(doc, None, None)
-    return [n for n in needed(parsed[0]) if n.size <= SMALL_OBJECT] if parsed else []
+    return _small_of(parsed[0]) if parsed else []
 
 
 class _Unbundled(Exception):

@@ -7,9 +7,10 @@ or younger than --keep-days, every object those name, and anything written withi
 (`durable.GRACE_SECONDS`): a concurrent push uploads its objects before its entry, so a young
 unreferenced object may be about to be named. Entries are read in parallel, on the remote's pool.
 A lock's pack (pack.py) goes with its lock: kept while a kept lock's section names it or it is
-younger than --keep-days, and keeps the bundles it names. Removing one is always safe (lookups fall back to each entry), so verify
-retires only packs that could never serve: unreadable, or holding an entry that fails its checks.
-Bundles are named by their bytes, like objects, and are re-hashed against their names.
+younger than --keep-days, and keeps the bundles it names. Removing one is always safe (lookups
+fall back to each entry), so verify retires only packs that could never serve: unreadable, or
+holding an entry that fails its checks. Bundles are named by their bytes, like objects, and are
+re-hashed against their names.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
     return VerifyReport(len(objects), sum(i.size for i in objects), len(entries), tuple(bad), action, f"{store.url}/quarantine")
 
 
-def _read(cache: RemoteCache, item: Listed, what: str) -> tuple[bytes | None, str]:
-    """An entry's or a pack's bytes (None: gone meanwhile), or the problem that one over the bound is."""
+def _read(cache: RemoteCache, item: Listed, what: str, limit: int | None = None) -> tuple[bytes | None, str]:
+    """An entry's, a pack's or a bundle's bytes (None: gone meanwhile), or the problem that one over `limit`
+    (by default ENTRY_BYTES, read when called) is."""
+    limit = ENTRY_BYTES if limit is None else limit
     try:
-        return cache.store.get_bytes(item.key, ENTRY_BYTES), ""
+        return cache.store.get_bytes(item.key, limit), ""
     except TooBig:
-        return None, f"over {ENTRY_BYTES:,} bytes: not {what} sluice writes"
+        return None, f"over {limit:,} bytes: not {what} sluice writes"
 
 
 def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
@@ -93,13 +96,11 @@ def _entry_problem(cache: RemoteCache, item: Listed, corrupt: set[str]) -> str:
 def _bundle_problem(cache: RemoteCache, item: Listed) -> str:
     """A bundle is named by its bytes' BLAKE3, like an object: one that no longer hashes to its name is bad."""
     try:
-        data = cache.store.get_bytes(item.key, BUNDLE_BYTES)
-    except TooBig:
-        return f"over {BUNDLE_BYTES:,} bytes: not a bundle sluice writes"
-    except RemoteError as exc:
+        data, why = _read(cache, item, "a bundle", BUNDLE_BYTES)
+    except RemoteError as exc:  # like an object: one unreadable bundle is a finding, not the end of the check
         return f"unreadable: {exc}"
     if data is None:
-        return ""  # deleted meanwhile
+        return why  # over the bound, or deleted meanwhile
     name = item.key.removeprefix("bundles/").removesuffix(".bin")
     return "" if hash_bytes(data) == name else "content does not match its name"
 
