@@ -74,8 +74,10 @@ class RemoteStore(Protocol):
         sent as a transport checksum where the backend checks one; the write is all or nothing."""
         ...
 
-    def get_file(self, key: str, dest: Path) -> bool:
-        """Download `key` to `dest`; False when there is no such key."""
+    def get_file(self, key: str, dest: Path, size: int | None = None) -> bool:
+        """Download `key` to `dest`; False when there is no such key. `size` is what the caller expects
+        (its entry says so): a backend may then read it in parallel ranges, and may stop one byte past
+        `size`, enough for the caller's hash to find a longer object wrong."""
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None:

@@ -531,7 +531,7 @@ class RemoteCache:
                     return None
                 tmp.write_bytes(data)
                 return blake3.blake3(data).hexdigest()
-        if not self.store.get_file(key, tmp):
+        if not self.store.get_file(key, tmp, n.size):
             return None
         return hash_file(tmp)  # big objects: mmap'd and hashed on every core
 

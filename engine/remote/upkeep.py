@@ -37,7 +37,7 @@ def verify(cache: RemoteCache, delete: bool = False) -> VerifyReport:
         digest = item.key.replace("objects/", "", 1).replace("/", "")
         tmp = cache.local.tmp_dir() / temp_name("verify")
         try:
-            if not store.get_file(item.key, tmp):
+            if not store.get_file(item.key, tmp, item.size):
                 return None  # deleted meanwhile
             actual = hash_file(tmp)
         except RemoteError as exc:  # one unreadable object is a finding, not the end of the check
