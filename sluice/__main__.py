@@ -1,7 +1,5 @@
 """`python -m sluice` is the `sluice` command."""
 
-import sys
+from sluice.engine.cli import run
 
-from sluice.engine.cli import main
-
-sys.exit(main())
+run()

@@ -136,7 +136,7 @@ def test_entry_points_name_modules_inside_sluice(dists: Dists) -> None:
     eps = configparser.ConfigParser(delimiters=("=",))
     eps.optionxform = str  # type: ignore[assignment,method-assign]  # names such as "data.drift" keep their case
     eps.read_string(_dist_info(dists.wheel, "entry_points.txt"))
-    assert eps["console_scripts"]["sluice"].strip() == "sluice.engine.cli:main"
+    assert eps["console_scripts"]["sluice"].strip() == "sluice.engine.cli:run"
     payload = set(_wheel_names(dists.wheel))
     targets = {name: value.strip() for section in eps.sections() for name, value in eps[section].items()}
     assert len(targets) >= 14, targets  # the command, 12 built-in stages, `serve`
