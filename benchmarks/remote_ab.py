@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiled import compile_sources  # noqa: E402  (beside this script)
-from remote_bench import _SCRIPT, ENV, _fresh, _pipeline  # noqa: E402
+from remote_bench import ENV, Rounds, _fresh, _pipeline, s3fs_script  # noqa: E402
 
 from tests.support.s3servers import KEY, SECRET, seaweedfs  # noqa: E402
 
@@ -75,14 +75,6 @@ def _sluice(version: Version, folder: Path) -> tuple[float, set[str]]:
     return seconds, {s["outcome"] for s in json.loads(proc.stdout)["stages"].values()}
 
 
-def _script(endpoint: str, keys: Path, dest: Path) -> float:
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir()
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _SCRIPT, endpoint, str(dest), str(keys)], env=ENV, check=True)
-    return time.perf_counter() - t0
-
-
 def _case(tmp: Path, endpoint: str, versions: list[Version], case: str, rounds: int) -> None:
     import s3fs
 
@@ -99,18 +91,19 @@ def _case(tmp: Path, endpoint: str, versions: list[Version], case: str, rounds: 
     keys.write_text("\n".join(k for k in fs.find(f"sluice-bench/{case}-0/objects")))
     times: list[list[float]] = [[] for _ in versions]
     script: list[float] = []
-    fresh = tmp / "fresh"
+    folders = Rounds(tmp / f"{case}-rounds", keep=n * size < 2**30)
     for r in range(rounds):
         order = list(enumerate(versions))
         for i, version in order if r % 2 == 0 else order[::-1]:  # turn about: no version always goes first
+            fresh = folders.next("fresh")
             _fresh(sources[i], fresh)
             seconds, outcomes = _sluice(version, fresh)
             if outcomes != {"restored"}:
                 raise SystemExit(f"{version.label}: a fresh checkout's stages were {sorted(outcomes)}, not all restored")
             times[i].append(seconds)
-            shutil.rmtree(fresh)
-        script.append(_script(endpoint, keys, tmp / "s3fs-get"))
-        shutil.rmtree(tmp / "s3fs-get")
+            folders.done(fresh)
+        script.append(s3fs_script(endpoint, keys, folders))
+    folders.close()
     s = statistics.median(script)
     print(f"{label}, {rounds} alternating rounds: s3fs script median {s:.2f} s")
     for version, ts in zip(versions, times, strict=True):

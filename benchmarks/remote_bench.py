@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,10 +73,42 @@ def _sluice(folder: Path, *args: str) -> float:
 
 
 def _fresh(src: Path, dest: Path) -> None:
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
+    """What a fresh clone of `src` has (no outputs, no .sluice), in `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("pipeline.yaml", "sluice.remotes.yaml", "sluice.lock"):
         shutil.copy2(src / name, dest / name)
+
+
+@dataclass
+class Rounds:
+    """Where each round's files go (a fresh checkout, s3fs's copies).
+
+    ext4 skips an inode it freed in the last minute when it allocates one, scanning on: just after
+    the last round's files were deleted, that scan was a fifth of a 100-stage restore's CPU (perf:
+    recently_deleted, find_inode_bit), and a restore makes several files and folders per stage where
+    the script makes one. A fresh clone in CI follows no such delete. So with `keep` each round gets
+    a new folder, deleted only once the case is done; without it (one big output: keeping gigabytes
+    of dirty pages would have the kernel write them back during later rounds) each is deleted as
+    soon as it is measured. Either way the disk is synced after each round, outside the timing, so no
+    round pays for writing back what an earlier one wrote."""
+
+    root: Path
+    keep: bool
+    made: int = 0
+
+    def next(self, name: str) -> Path:
+        self.made += 1
+        folder = self.root / f"{name}-{self.made}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def done(self, folder: Path) -> None:
+        if not self.keep:
+            shutil.rmtree(folder)
+        os.sync()
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 _SCRIPT = """
@@ -96,49 +129,55 @@ def _run_json(folder: Path, *args: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(proc.stdout))
 
 
-def _restore(ws: Path, tmp: Path, repeat: int) -> tuple[float, float, dict[str, int]]:
+def _restore(ws: Path, rounds: Rounds, repeat: int) -> tuple[float, float, dict[str, int]]:
     """Median seconds of a fresh checkout's `sluice run --remote`; of the same restore from the local
-    cache alone (outputs deleted, no remote: the engine's own work); and the requests one remote run makes."""
+    cache alone (outputs moved away, no remote: the engine's own work); and the requests one remote run makes."""
     times, local = [], []
-    fresh = tmp / "fresh"
     for _ in range(repeat):
+        fresh = rounds.next("fresh")
         _fresh(ws, fresh)
         times.append(_sluice(fresh, "--remote", "team"))
         outcomes = {s["outcome"] for s in _run_json(fresh)["stages"].values()}
         assert outcomes == {"skipped"}, outcomes  # everything was restored: now up to date
-        shutil.rmtree(fresh / "out")
+        (fresh / "out").rename(fresh / "out.moved")  # not deleted: see Rounds
         t0 = time.perf_counter()
         outcomes = {s["outcome"] for s in _run_json(fresh, "-j", "4")["stages"].values()}
         local.append(time.perf_counter() - t0)
         assert outcomes == {"restored"}, outcomes
+        rounds.done(fresh)
+    fresh = rounds.next("fresh")
     _fresh(ws, fresh)
     requests: dict[str, int] = _run_json(fresh, "--remote", "team")["remote"]["requests"]
-    shutil.rmtree(fresh, ignore_errors=True)
+    rounds.done(fresh)
     return statistics.median(times), statistics.median(local), requests
 
 
-def _s3fs_gets(endpoint: str, keys: list[str], tmp: Path, repeat: int) -> tuple[float, float]:
+def _s3fs_gets(endpoint: str, keys: list[str], rounds: Rounds, repeat: int) -> tuple[float, float]:
     """Median seconds of s3fs getting `keys`: as a fresh script, and in this (warm) process."""
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
-    listed = tmp / "keys.txt"
+    listed = rounds.root / "keys.txt"
     listed.write_text("\n".join(keys))
     scripts, warm = [], []
     for _ in range(repeat):
-        dest = tmp / "s3fs-get"
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir()
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", _SCRIPT, endpoint, str(dest), str(listed)], env=ENV, check=True)
-        scripts.append(time.perf_counter() - t0)
-        shutil.rmtree(dest)
-        dest.mkdir()
+        scripts.append(s3fs_script(endpoint, listed, rounds))
+        dest = rounds.next("s3fs-get")
         t0 = time.perf_counter()
         fs.get(keys, [str(dest / str(i)) for i in range(len(keys))])
         warm.append(time.perf_counter() - t0)
-        shutil.rmtree(dest)
+        rounds.done(dest)
     return statistics.median(scripts), statistics.median(warm)
+
+
+def s3fs_script(endpoint: str, keys: Path, rounds: Rounds) -> float:
+    """Seconds of the s3fs script getting the objects named in `keys` into a new folder."""
+    dest = rounds.next("s3fs-script")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _SCRIPT, endpoint, str(dest), str(keys)], env=ENV, check=True)
+    seconds = time.perf_counter() - t0
+    rounds.done(dest)
+    return seconds
 
 
 def _dvc_pull(dvc: Path, tmp: Path, endpoint: str, n: int, size: int, repeat: int) -> float:
@@ -169,15 +208,16 @@ def _dvc_pull(dvc: Path, tmp: Path, endpoint: str, n: int, size: int, repeat: in
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "pipeline")
     times = []
-    clone = tmp / "dvc-clone"
+    rounds = Rounds(tmp / "dvc-rounds", keep=size * n < 2**30)
     for _ in range(repeat):
-        shutil.rmtree(clone, ignore_errors=True)
+        clone = rounds.next("clone")
         sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp)
         t0 = time.perf_counter()
         sh(str(dvc), "pull", "-q", cwd=clone)
         times.append(time.perf_counter() - t0)
         assert all((clone / "out" / f"s{i}.bin").stat().st_size == size for i in range(n))
-    shutil.rmtree(clone, ignore_errors=True)
+        rounds.done(clone)
+    rounds.close()
     shutil.rmtree(repo, ignore_errors=True)
     return statistics.median(times)
 
@@ -206,12 +246,14 @@ def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int
         local = statistics.median(_sluice(ws) for _ in range(repeat))
         remote = statistics.median(_sluice(ws, "--remote", "team") for _ in range(repeat))
         print(f"no-op {n}-stage chain: local {local:.3f} s, --remote {remote:.3f} s, ratio {remote / local:.2f}x (target <= 1.2x)")
-    restore, local, requests = _restore(ws, tmp, repeat)
+    rounds = Rounds(tmp / f"{name}-rounds", keep=size * n < 2**30)
+    restore, local, requests = _restore(ws, rounds, repeat)
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
     keys = list(fs.find(f"sluice-bench/{name}/objects"))
-    script, warm = _s3fs_gets(endpoint, keys, tmp, repeat)
+    script, warm = _s3fs_gets(endpoint, keys, rounds, repeat)
+    rounds.close()
     mb = sum(fs.size(k) for k in keys) / 1e6
     _figure(label, mb, restore, local, script, warm, requests)
     shutil.rmtree(ws, ignore_errors=True)
