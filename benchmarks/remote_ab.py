@@ -108,8 +108,11 @@ def _case(tmp: Path, endpoint: str, versions: list[Version], case: str, rounds: 
     print(f"{label}, {rounds} alternating rounds: s3fs script median {s:.2f} s")
     for version, ts in zip(versions, times, strict=True):
         m = statistics.median(ts)
-        per_round = " ".join(f"{a / b:.2f}" for a, b in zip(script, ts, strict=True))
-        print(f"  {version.label:>14}: median {m:.2f} s, ratio {s / m:.2f}x (target >= 0.8x); per round: {per_round}")
+        ratios = [a / b for a, b in zip(script, ts, strict=True)]
+        print(
+            f"  {version.label:>14}: median {m:.2f} s, ratio {s / m:.2f}x (target >= 0.8x);"
+            f" per round: {' '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f}x"
+        )
     for ws in sources:
         shutil.rmtree(ws, ignore_errors=True)
 

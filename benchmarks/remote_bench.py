@@ -6,7 +6,7 @@
     python benchmarks/remote_bench.py --workdir /mnt/btrfs   # workspaces where reflinks work
     python benchmarks/remote_bench.py --dvc ~/.cache/sluice-bench/dvc-s3/bin/dvc   # also DVC's own pull
 
-Prints:
+Prints (the ratio of the medians, and the median of the ratios paired round by round):
 - the no-op `sluice run --remote` of a 100-stage chain next to a local no-op (target <= 1.2x:
   nothing is contacted when the local cache hits);
 - for 100 x 1 MB outputs and for one 1 GB output, a fresh checkout restoring everything through
@@ -18,6 +18,9 @@ Prints:
     connection): the transfer floor.
   Sluice's figure is the whole command: start-up, planning with its lookups (an entry GET and a
   HEAD per stage), the downloads, the BLAKE3 check of every byte, and the copy into the workspace.
+Each round times every contender in turn (sluice, the local restore, the script, the in-process
+get, dvc), and the medians are over rounds: this machine's speed drifts by half from one minute
+to the next, so contenders timed in separate stretches would compare two machines.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -129,45 +133,40 @@ def _run_json(folder: Path, *args: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(proc.stdout))
 
 
-def _restore(ws: Path, rounds: Rounds, repeat: int) -> tuple[float, float, dict[str, int]]:
-    """Median seconds of a fresh checkout's `sluice run --remote`; of the same restore from the local
-    cache alone (outputs moved away, no remote: the engine's own work); and the requests one remote run makes."""
-    times, local = [], []
-    for _ in range(repeat):
-        fresh = rounds.next("fresh")
-        _fresh(ws, fresh)
-        times.append(_sluice(fresh, "--remote", "team"))
-        outcomes = {s["outcome"] for s in _run_json(fresh)["stages"].values()}
-        assert outcomes == {"skipped"}, outcomes  # everything was restored: now up to date
-        (fresh / "out").rename(fresh / "out.moved")  # not deleted: see Rounds
-        t0 = time.perf_counter()
-        outcomes = {s["outcome"] for s in _run_json(fresh, "-j", "4")["stages"].values()}
-        local.append(time.perf_counter() - t0)
-        assert outcomes == {"restored"}, outcomes
-        rounds.done(fresh)
+def _restore_round(ws: Path, rounds: Rounds) -> tuple[float, float]:
+    """Seconds of a fresh checkout's `sluice run --remote`, and of the same restore from the local cache
+    alone (outputs moved away, no remote: the engine's own work)."""
+    fresh = rounds.next("fresh")
+    _fresh(ws, fresh)
+    remote = _sluice(fresh, "--remote", "team")
+    outcomes = {s["outcome"] for s in _run_json(fresh)["stages"].values()}
+    assert outcomes == {"skipped"}, outcomes  # everything was restored: now up to date
+    (fresh / "out").rename(fresh / "out.moved")  # not deleted: see Rounds
+    t0 = time.perf_counter()
+    outcomes = {s["outcome"] for s in _run_json(fresh, "-j", "4")["stages"].values()}
+    local = time.perf_counter() - t0
+    assert outcomes == {"restored"}, outcomes
+    rounds.done(fresh)
+    return remote, local
+
+
+def _requests(ws: Path, rounds: Rounds) -> dict[str, int]:
+    """The requests a fresh checkout's `sluice run --remote` makes, by verb."""
     fresh = rounds.next("fresh")
     _fresh(ws, fresh)
     requests: dict[str, int] = _run_json(fresh, "--remote", "team")["remote"]["requests"]
     rounds.done(fresh)
-    return statistics.median(times), statistics.median(local), requests
+    return requests
 
 
-def _s3fs_gets(endpoint: str, keys: list[str], rounds: Rounds, repeat: int) -> tuple[float, float]:
-    """Median seconds of s3fs getting `keys`: as a fresh script, and in this (warm) process."""
-    import s3fs
-
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
-    listed = rounds.root / "keys.txt"
-    listed.write_text("\n".join(keys))
-    scripts, warm = [], []
-    for _ in range(repeat):
-        scripts.append(s3fs_script(endpoint, listed, rounds))
-        dest = rounds.next("s3fs-get")
-        t0 = time.perf_counter()
-        fs.get(keys, [str(dest / str(i)) for i in range(len(keys))])
-        warm.append(time.perf_counter() - t0)
-        rounds.done(dest)
-    return statistics.median(scripts), statistics.median(warm)
+def _in_process_get(fs: Any, keys: list[str], rounds: Rounds) -> float:
+    """Seconds of s3fs's batched get of `keys` in this (warm) process."""
+    dest = rounds.next("s3fs-get")
+    t0 = time.perf_counter()
+    fs.get(keys, [str(dest / str(i)) for i in range(len(keys))])
+    seconds = time.perf_counter() - t0
+    rounds.done(dest)
+    return seconds
 
 
 def s3fs_script(endpoint: str, keys: Path, rounds: Rounds) -> float:
@@ -180,10 +179,10 @@ def s3fs_script(endpoint: str, keys: Path, rounds: Rounds) -> float:
     return seconds
 
 
-def _dvc_pull(dvc: Path, tmp: Path, endpoint: str, n: int, size: int, repeat: int) -> float:
-    """Median seconds of `dvc pull` into a fresh clone of a DVC project with the same n stages, pushed
-    to the same server: DVC's own remote cache, read from its lock (dvc.lock), with its own checks."""
-    repo = tmp / "dvc-repo"
+def _dvc_repo(dvc: Path, tmp: Path, endpoint: str, n: int, size: int) -> Callable[[Rounds], float]:
+    """A DVC project with the same n stages, run and pushed to the same server; and the seconds of one
+    `dvc pull` into a fresh clone of it: DVC's own remote cache, read from its lock (dvc.lock), with its own checks."""
+    repo = tmp / f"dvc-repo-{n}"  # removed with tmp
     repo.mkdir()
     env = {**ENV, "DVC_NO_ANALYTICS": "1", "PATH": f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", "GIT_AUTHOR_NAME": "b"}
     env |= {"GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
@@ -207,19 +206,18 @@ def _dvc_pull(dvc: Path, tmp: Path, endpoint: str, n: int, size: int, repeat: in
     sh(str(dvc), "push", "-q")
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "pipeline")
-    times = []
-    rounds = Rounds(tmp / "dvc-rounds", keep=size * n < 2**30)
-    for _ in range(repeat):
+
+    def pull(rounds: Rounds) -> float:
         clone = rounds.next("clone")
         sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp)
         t0 = time.perf_counter()
         sh(str(dvc), "pull", "-q", cwd=clone)
-        times.append(time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
         assert all((clone / "out" / f"s{i}.bin").stat().st_size == size for i in range(n))
         rounds.done(clone)
-    rounds.close()
-    shutil.rmtree(repo, ignore_errors=True)
-    return statistics.median(times)
+        return seconds
+
+    return pull
 
 
 def _figure(label: str, mb: float, restore: float, local: float, script: float, warm: float, requests: dict[str, int]) -> None:
@@ -238,6 +236,8 @@ def _figure(label: str, mb: float, restore: float, local: float, script: float, 
 
 
 def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int, label: str, noop: bool, dvc: Path | None) -> None:
+    import s3fs
+
     url = f"s3://sluice-bench/{name}"
     ws = tmp / name
     _pipeline(ws, n, size, url, endpoint)
@@ -247,19 +247,32 @@ def _measure(tmp: Path, endpoint: str, name: str, n: int, size: int, repeat: int
         remote = statistics.median(_sluice(ws, "--remote", "team") for _ in range(repeat))
         print(f"no-op {n}-stage chain: local {local:.3f} s, --remote {remote:.3f} s, ratio {remote / local:.2f}x (target <= 1.2x)")
     rounds = Rounds(tmp / f"{name}-rounds", keep=size * n < 2**30)
-    restore, local, requests = _restore(ws, rounds, repeat)
-    import s3fs
-
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"}, key=KEY, secret=SECRET)
     keys = list(fs.find(f"sluice-bench/{name}/objects"))
-    script, warm = _s3fs_gets(endpoint, keys, rounds, repeat)
+    listed = tmp / f"{name}-keys.txt"
+    listed.write_text("\n".join(keys))
+    pull = _dvc_repo(dvc, tmp, endpoint, n, size) if dvc is not None else None
+    # Round by round, each contender in turn: this machine's speed drifts by half from one minute to the next.
+    figures: dict[str, list[float]] = {"remote": [], "local": [], "script": [], "warm": [], "dvc": []}
+    for _ in range(repeat):
+        figures["remote"].append((round_ := _restore_round(ws, rounds))[0])
+        figures["local"].append(round_[1])
+        figures["script"].append(s3fs_script(endpoint, listed, rounds))
+        figures["warm"].append(_in_process_get(fs, keys, rounds))
+        if pull is not None:
+            figures["dvc"].append(pull(rounds))
+    requests = _requests(ws, rounds)
     rounds.close()
+    med = {k: statistics.median(v) for k, v in figures.items() if v}
     mb = sum(fs.size(k) for k in keys) / 1e6
-    _figure(label, mb, restore, local, script, warm, requests)
+    _figure(label, mb, med["remote"], med["local"], med["script"], med["warm"], requests)
+    ratios = [a / b for a, b in zip(figures["script"], figures["remote"], strict=True)]
+    # paired by round, so the machine's drift cancels; the ratio of the medians above pairs a fast round with a slow one
+    print(f"  script / sluice, round by round: {' '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}x")
     shutil.rmtree(ws, ignore_errors=True)
-    if dvc is not None:
-        pull = _dvc_pull(dvc, tmp, endpoint, n, size, repeat)
-        print(f"  and dvc pull into a fresh clone: {mb / pull:.0f} MB/s ({pull:.2f} s); sluice / dvc speed {pull / restore:.2f}x")
+    if "dvc" in med:
+        dvc_s = med["dvc"]
+        print(f"  and dvc pull into a fresh clone: {mb / dvc_s:.0f} MB/s ({dvc_s:.2f} s); sluice / dvc speed {dvc_s / med['remote']:.2f}x")
 
 
 def main() -> None:
