@@ -308,7 +308,10 @@ class FsspecStore:
                 data = self._call(f"GET {key}", partial(_cat_range, fs, path, start, end))
             except FileNotFoundError:
                 raise _Gone from None
-            os.pwrite(fd, data, start)
+            try:
+                os.pwrite(fd, data, start)
+            except OSError as exc:  # a full disk: named, for the run's message
+                raise OSError(exc.errno, exc.strerror, str(dest)) from None
 
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         pool = ThreadPoolExecutor(self.gets_in_flight, thread_name_prefix="sluice-range")
@@ -484,7 +487,7 @@ def _cat_range(fs: Any, path: str, start: int, end: int) -> bytes:
     try:
         return bytes(fs.cat_file(path, start=start, end=end))
     except OSError as exc:
-        if start and _status(exc) == 416:
+        if _status(exc) == 416:
             return b""
         raise
 

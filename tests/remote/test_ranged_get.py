@@ -59,9 +59,10 @@ def test_an_object_longer_than_expected_is_read_one_byte_past_the_size(config: R
     assert dest.read_bytes() == data[:5_001]  # enough for the caller's hash to refuse it, and no more read
 
 
-def test_an_object_shorter_than_expected_comes_as_it_is(config: RemoteConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [4_321, 0])
+def test_an_object_shorter_than_expected_comes_as_it_is(config: RemoteConfig, tmp_path: Path, size: int) -> None:
     store = FsspecStore(config, **RANGES)
-    data = os.urandom(4_321)
+    data = os.urandom(size)
     key = _put(store, data)
     dest = tmp_path / "back.bin"
     assert store.get_file(key, dest, 12_000) is True  # ranges past its end are empty, not an error
