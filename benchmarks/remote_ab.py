@@ -11,7 +11,7 @@ never reads what another wrote), then every round times, in turn, a fresh checko
 `sluice run --remote` with each version and the s3fs script of remote_bench.py getting the same
 objects. On this shared 2-core machine one command can take half as long again from one hour to the
 next; run by turns, every version meets the same hour. Prints each version's median, its ratio to
-the script's median (the issue's figure: script / sluice, target >= 0.8x) and the per-round ratios.
+the script's median (the issue's figure: script / sluice, target >= 0.8x), and the ratios paired round by round with their median.
 """
 
 from __future__ import annotations
