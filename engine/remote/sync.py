@@ -162,7 +162,8 @@ class RemoteCache:
     _pack_bundles: list[Bundle] = field(default_factory=list, repr=False)  # what the pack read says it bundles
     _bundled: dict[str, Future[bool]] = field(default_factory=dict, repr=False)  # digest → whether a bundle delivered it
     _bundle_failed: bool = field(default=False, repr=False)  # one was missing or bad: the pack is written again, with them
-    _known: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)  # (fingerprint, id) → entry on the remote
+    # (fingerprint, id) → an entry on the remote, and the document it is filed as there
+    _known: dict[tuple[str, str], tuple[RunEntry, dict[str, Any]]] = field(default_factory=dict, repr=False)
     fetched_objects: int = 0
     fetched_bytes: int = 0
 
@@ -262,7 +263,7 @@ class RemoteCache:
     def _known_now(self, entry: RunEntry, doc: dict[str, Any]) -> RunEntry:
         """`entry` (filed as `doc`) is on the remote with every object it names: a pack may carry it."""
         with self._guard:
-            self._known[(entry.fingerprint, entry.id)] = doc
+            self._known[(entry.fingerprint, entry.id)] = (entry, doc)
         return entry
 
     def _found(self, entry: RunEntry, doc: dict[str, Any]) -> RunEntry:
@@ -370,24 +371,25 @@ class RemoteCache:
         if name is None or not self.writable or self.down:
             return False
         chosen: dict[tuple[str, str], dict[str, Any]] = {}
+        small: set[tuple[str, int]] = set()
         for sid, rec in section.items():
             entry_id = RunEntry.id_from_lock(rec.get("outputs")) if sid in cached else None
             if entry_id is not None:
                 key = (str(rec.get("fingerprint")), entry_id)
                 with self._guard:
-                    doc = self._known.get(key)
-                if doc is None:
+                    known = self._known.get(key)
+                if known is None:
                     return False
-                chosen[key] = doc
+                chosen[key] = known[1]
+                small.update((n.digest, n.size) for n in _small_of(known[0]))
         if not chosen:
             return False
-        small = sorted({(n.digest, n.size) for doc in chosen.values() for n in _small(doc)})
         if name == self._pack_name and self._pack is not None:
             held = self._pack.result()
             bundled = self._pack_bundles or not small or not self.config.bundles
             if all(held.get(key) == doc for key, doc in chosen.items()) and bundled and not self._bundle_failed:
                 return False  # read from it already: nothing new to say
-        body = pack_body(chosen.values(), self._write_bundles(small) if self.config.bundles else ())
+        body = pack_body(chosen.values(), self._write_bundles(sorted(small)) if self.config.bundles else ())
         if len(body) > ENTRY_BYTES:
             return False
         try:
@@ -635,12 +637,6 @@ class RemoteCache:
 def _small_of(entry: RunEntry) -> list[Needed]:
     """The small objects (up to SMALL_OBJECT: bundled, and checked by fetching) an entry names."""
     return [n for n in needed(entry) if n.size <= SMALL_OBJECT]
-
-
-def _small(doc: dict[str, Any]) -> list[Needed]:
-    """`_small_of` the entry a document files, if it is well formed."""
-    parsed = parse_doc(doc, None, None)
-    return _small_of(parsed[0]) if parsed else []
 
 
 class _Unbundled(Exception):
