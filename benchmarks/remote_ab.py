@@ -17,7 +17,6 @@ the script's median (the issue's figure: script / sluice, target >= 0.8x), and t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from compiled import compile_sources  # noqa: E402  (beside this script)
-from remote_bench import ENV, Rounds, _fresh, _pipeline, s3fs_script  # noqa: E402
+from remote_bench import Rounds, _fresh, _pipeline, _run_json, s3fs_script  # noqa: E402
 
 from tests.support.s3servers import KEY, SECRET, seaweedfs  # noqa: E402
 
@@ -61,18 +60,8 @@ def _export(rev: str, dest: Path) -> Version:
 def _sluice(version: Version, folder: Path) -> tuple[float, set[str]]:
     """Seconds of `sluice run --remote team` in `folder` with `version`, and the outcomes of its stages."""
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "sluice", "run", "--json", "-j", "4", "--remote", "team"],
-        cwd=folder,
-        env={**ENV, "PYTHONPATH": str(version.tree)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"{version.label}: sluice run failed\n{proc.stdout}{proc.stderr}")
-    return seconds, {s["outcome"] for s in json.loads(proc.stdout)["stages"].values()}
+    summary = _run_json(folder, "-j", "4", "--remote", "team", tree=version.tree)
+    return time.perf_counter() - t0, {s["outcome"] for s in summary["stages"].values()}
 
 
 def _case(tmp: Path, endpoint: str, versions: list[Version], case: str, rounds: int) -> None:

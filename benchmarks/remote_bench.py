@@ -124,10 +124,11 @@ fs.get(keys, [f"{dest}/{i}" for i in range(len(keys))])
 """
 
 
-def _run_json(folder: Path, *args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sluice", "run", "--json", *args], cwd=folder, env=ENV, capture_output=True, text=True, check=False
-    )
+def _run_json(folder: Path, *args: str, tree: Path = ROOT) -> dict[str, Any]:
+    """The JSON summary of `sluice run --json ARGS` in `folder`, with Sluice's sources from `tree`."""
+    env = {**ENV, "PYTHONPATH": str(tree)}
+    argv = [sys.executable, "-m", "sluice", "run", "--json", *args]
+    proc = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(proc.stdout + proc.stderr)
     return cast(dict[str, Any], json.loads(proc.stdout))
